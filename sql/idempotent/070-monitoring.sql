@@ -1,0 +1,121 @@
+-- Queue depth, status and error views, and usage grants.
+
+-------------------------------------------------------------------------------
+create or replace function ai.vectorizer_queue_pending
+( vectorizer_id pg_catalog.int4
+, exact_count pg_catalog.bool default false
+) returns pg_catalog.int8 as
+$func$
+declare
+    _queue_schema pg_catalog.name;
+    _queue_table pg_catalog.name;
+    _sql pg_catalog.text;
+    _queue_depth pg_catalog.int8;
+begin
+    select v.queue_schema, v.queue_table into _queue_schema, _queue_table
+    from ai.vectorizer v
+    where v.id operator(pg_catalog.=) vectorizer_id;
+
+    if _queue_schema is null or _queue_table is null then
+        raise exception 'vectorizer has no queue table';
+    end if;
+
+    if exact_count then
+        _sql = pg_catalog.format('select count(1) from %I.%I', _queue_schema, _queue_table);
+        execute _sql into strict _queue_depth;
+    else
+        _sql = pg_catalog.format
+        ('select count(1) from (select 1 from %I.%I limit 10001) x', _queue_schema, _queue_table);
+        execute _sql into strict _queue_depth;
+        if _queue_depth operator(pg_catalog.=) 10001 then
+            _queue_depth = 9223372036854775807;
+        end if;
+    end if;
+    return _queue_depth;
+end;
+$func$ language plpgsql stable security invoker
+set search_path to pg_catalog, pg_temp;
+
+-------------------------------------------------------------------------------
+create or replace function ai.vectorizer_queue_pending
+( name pg_catalog.text
+, exact_count pg_catalog.bool default false
+) returns pg_catalog.int8 as
+$func$
+    select ai.vectorizer_queue_pending(v.id, exact_count)
+    from ai.vectorizer v
+    where v.name operator(pg_catalog.=) vectorizer_queue_pending.name
+$func$ language sql stable security invoker
+set search_path to pg_catalog, pg_temp;
+
+-------------------------------------------------------------------------------
+create or replace view ai.vectorizer_status as
+select
+  v.id
+, v.name
+, pg_catalog.format('%I.%I', v.source_schema, v.source_table) as source_table
+, case when v.config operator(pg_catalog.->) 'destination' operator(pg_catalog.->>) 'implementation'
+      operator(pg_catalog.=) 'table'
+    then pg_catalog.format
+    ( '%I.%I'
+    , v.config operator(pg_catalog.->) 'destination' operator(pg_catalog.->>) 'target_schema'
+    , v.config operator(pg_catalog.->) 'destination' operator(pg_catalog.->>) 'target_table'
+    )
+  end as target_table
+, case when v.config operator(pg_catalog.->) 'destination' operator(pg_catalog.->>) 'implementation'
+      operator(pg_catalog.=) 'table'
+    then pg_catalog.format
+    ( '%I.%I'
+    , v.config operator(pg_catalog.->) 'destination' operator(pg_catalog.->>) 'view_schema'
+    , v.config operator(pg_catalog.->) 'destination' operator(pg_catalog.->>) 'view_name'
+    )
+  end as view
+, case when v.config operator(pg_catalog.->) 'destination' operator(pg_catalog.->>) 'implementation'
+      operator(pg_catalog.=) 'column'
+    then v.config operator(pg_catalog.->) 'destination' operator(pg_catalog.->>) 'embedding_column'
+    else 'embedding'
+  end as embedding_column
+, case when pg_catalog.has_table_privilege
+    ( pg_catalog.current_user()
+    , pg_catalog.format('%I.%I', v.queue_schema, v.queue_table)
+    , 'select'
+    )
+    then ai.vectorizer_queue_pending(v.id)
+  end as pending_items
+, v.disabled
+from ai.vectorizer v;
+
+-------------------------------------------------------------------------------
+create or replace view ai.vectorizer_errors as
+select e.*, v.name
+from ai._vectorizer_errors e
+left outer join ai.vectorizer v on (e.id operator(pg_catalog.=) v.id);
+
+-------------------------------------------------------------------------------
+create or replace function ai.grant_vectorizer_usage
+( to_user pg_catalog.name
+, admin pg_catalog.bool default false
+) returns void as
+$func$
+begin
+    if not admin then
+        execute pg_catalog.format('grant usage, create on schema ai to %I', to_user);
+        execute pg_catalog.format('grant select, insert, update, delete on table ai.vectorizer to %I', to_user);
+        execute pg_catalog.format('grant select on ai._vectorizer_errors to %I', to_user);
+        execute pg_catalog.format('grant select on ai.vectorizer_errors to %I', to_user);
+        execute pg_catalog.format('grant select on ai.vectorizer_status to %I', to_user);
+        execute pg_catalog.format('grant select, usage on sequence ai.vectorizer_id_seq to %I', to_user);
+    else
+        execute pg_catalog.format('grant all privileges on schema ai to %I', to_user);
+        execute pg_catalog.format('grant all privileges on table ai.pgai_lib_migration to %I', to_user);
+        execute pg_catalog.format('grant all privileges on table ai.pgai_lib_version to %I', to_user);
+        execute pg_catalog.format('grant all privileges on table ai.pgai_lib_feature_flag to %I', to_user);
+        execute pg_catalog.format('grant all privileges on table ai.vectorizer to %I', to_user);
+        execute pg_catalog.format('grant all privileges on table ai._vectorizer_errors to %I', to_user);
+        execute pg_catalog.format('grant all privileges on table ai.vectorizer_errors to %I', to_user);
+        execute pg_catalog.format('grant all privileges on table ai.vectorizer_status to %I', to_user);
+        execute pg_catalog.format('grant all privileges on sequence ai.vectorizer_id_seq to %I', to_user);
+    end if;
+end
+$func$ language plpgsql volatile security invoker
+set search_path to pg_catalog, pg_temp;

@@ -1,0 +1,253 @@
+"""Pydantic models of a vectorizer's jsonb config (`ai.vectorizer.config`) and catalog row.
+
+One class per `implementation`; each stage's union is discriminated on that key. Unknown keys
+(`config_type`, `job_id`, ...) are ignored so configs written by pgai or by newer versions of
+this project still load.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+
+class ColumnLoading(_Model):
+    implementation: Literal["column"]
+    column_name: str
+    retries: int = Field(default=6, ge=0)
+
+
+class UriLoading(_Model):
+    implementation: Literal["uri"]
+    column_name: str
+    retries: int = Field(default=6, ge=0)
+    aws_role_arn: str | None = None
+
+
+Loading = Annotated[ColumnLoading | UriLoading, Field(discriminator="implementation")]
+
+
+# --- parsing ---------------------------------------------------------------------------------
+
+
+class AutoParsing(_Model):
+    implementation: Literal["auto"]
+
+
+class NoParsing(_Model):
+    implementation: Literal["none"]
+
+
+class PyMuPDFParsing(_Model):
+    implementation: Literal["pymupdf"]
+
+
+class DoclingParsing(_Model):
+    implementation: Literal["docling"]
+
+
+Parsing = Annotated[
+    AutoParsing | NoParsing | PyMuPDFParsing | DoclingParsing,
+    Field(discriminator="implementation"),
+]
+
+
+# --- chunking --------------------------------------------------------------------------------
+
+
+class NoChunking(_Model):
+    implementation: Literal["none"]
+
+
+class CharacterTextSplitter(_Model):
+    implementation: Literal["character_text_splitter"]
+    chunk_size: int = 800
+    chunk_overlap: int = 400
+    separator: str = "\n\n"
+    is_separator_regex: bool = False
+
+
+class RecursiveCharacterTextSplitter(_Model):
+    implementation: Literal["recursive_character_text_splitter"]
+    chunk_size: int = 800
+    chunk_overlap: int = 400
+    separators: list[str] = Field(default_factory=lambda: ["\n\n", "\n", ".", "?", "!", " ", ""])
+    is_separator_regex: bool = False
+
+
+Chunking = Annotated[
+    NoChunking | CharacterTextSplitter | RecursiveCharacterTextSplitter,
+    Field(discriminator="implementation"),
+]
+
+
+# --- formatting ------------------------------------------------------------------------------
+
+
+class PythonTemplate(_Model):
+    implementation: Literal["python_template"]
+    template: str = "$chunk"
+
+
+class ChunkValue(_Model):
+    implementation: Literal["chunk_value"]
+
+
+Formatting = Annotated[PythonTemplate | ChunkValue, Field(discriminator="implementation")]
+
+
+# --- embedding -------------------------------------------------------------------------------
+
+
+class OpenAIEmbedding(_Model):
+    implementation: Literal["openai"]
+    model: str
+    dimensions: int
+    user: str | None = None
+    api_key_name: str = "OPENAI_API_KEY"
+    base_url: str | None = None
+    # None: send `dimensions` only to models known to accept it (text-embedding-3-*).
+    send_dimensions: bool | None = None
+
+
+class OllamaEmbedding(_Model):
+    implementation: Literal["ollama"]
+    model: str
+    dimensions: int
+    base_url: str | None = None
+    options: dict[str, Any] | None = None
+    keep_alive: str | None = None
+
+
+class VoyageAIEmbedding(_Model):
+    implementation: Literal["voyageai"]
+    model: str
+    dimensions: int
+    input_type: Literal["document", "query"] | None = None
+    output_dimension: int | None = None
+    output_dtype: Literal["float", "int8", "uint8"] | None = None
+    api_key_name: str = "VOYAGE_API_KEY"
+    base_url: str | None = None
+
+
+class LiteLLMEmbedding(_Model):
+    implementation: Literal["litellm"]
+    model: str
+    dimensions: int
+    api_key_name: str | None = None
+    extra_options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("extra_options", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: Any) -> Any:
+        return {} if value is None else value
+
+
+class SentenceTransformersEmbedding(_Model):
+    implementation: Literal["sentence_transformers"]
+    model: str
+    dimensions: int
+    device: str | None = None
+    batch_size: int = 32
+    normalize: bool = True
+
+
+Embedding = Annotated[
+    OpenAIEmbedding
+    | OllamaEmbedding
+    | VoyageAIEmbedding
+    | LiteLLMEmbedding
+    | SentenceTransformersEmbedding,
+    Field(discriminator="implementation"),
+]
+
+
+# --- processing, destination, indexing, scheduling -------------------------------------------
+
+MAX_CONCURRENCY = 50  # agreed with ai._validate_processing
+MAX_BATCH_SIZE = 2048
+
+
+class Processing(_Model):
+    implementation: Literal["default"] = "default"
+    batch_size: int | None = Field(default=None, ge=1, le=MAX_BATCH_SIZE)
+    concurrency: int | None = Field(default=None, ge=1, le=MAX_CONCURRENCY)
+
+
+class TableDestination(_Model):
+    implementation: Literal["table"]
+    target_schema: str
+    target_table: str
+    view_schema: str | None = None
+    view_name: str | None = None
+
+
+class ColumnDestination(_Model):
+    implementation: Literal["column"]
+    embedding_column: str
+
+
+Destination = Annotated[TableDestination | ColumnDestination, Field(discriminator="implementation")]
+
+
+class OpaqueStage(_Model):
+    """Indexing and scheduling: the worker only reads their implementation."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    implementation: str
+
+
+class Config(_Model):
+    version: str
+    loading: Loading
+    parsing: Parsing = AutoParsing(implementation="auto")
+    embedding: Embedding
+    chunking: Chunking
+    formatting: Formatting = PythonTemplate(implementation="python_template")
+    processing: Processing = Processing()
+    destination: Destination
+    indexing: OpaqueStage | None = None
+    scheduling: OpaqueStage | None = None
+
+
+# --- the catalog row -------------------------------------------------------------------------
+
+
+class PkColumn(_Model):
+    attname: str
+    pknum: int
+    attnum: int
+    typname: str = ""
+
+
+class Vectorizer(_Model):
+    """A row of ai.vectorizer, validated."""
+
+    id: int
+    name: str
+    source_schema: str
+    source_table: str
+    source_pk: list[PkColumn]
+    queue_schema: str
+    queue_table: str
+    queue_failed_table: str
+    disabled: bool = False
+    config: Config
+
+    @model_validator(mode="after")
+    def _pk_in_table_order(self) -> Vectorizer:
+        ordered = sorted(self.source_pk, key=lambda column: column.attnum)
+        object.__setattr__(self, "source_pk", ordered)
+        return self
+
+    @property
+    def pk_names(self) -> list[str]:
+        return [column.attname for column in self.source_pk]

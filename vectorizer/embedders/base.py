@@ -1,0 +1,224 @@
+"""The embedder contract shared by every provider, and the helpers providers classify with.
+
+A provider subclasses `Embedder` and implements one low-level call, `_request`, that embeds a
+list of texts or raises a classified exception:
+
+* `TransientError` (429, 5xx, timeouts, resets): the driver retries in place;
+* `VectorizerError` (auth, unknown model, invalid parameter): every row would fail;
+* `BadInputError` (a 400 that one input may have caused): the driver isolates the input.
+
+Everything above that (packing, concurrency, retries, poison isolation, dimension checks,
+redaction) lives in `vectorizer.embedders.driver`, so providers stay small and behave alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import math
+import os
+import re
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from vectorizer.errors import VectorizerError
+
+log = logging.getLogger(__name__)
+
+# What `_request` returns: an (n x d) float32 matrix, or n 1-D vectors when a server may hand
+# back vectors of different lengths (the driver then charges only the odd ones).
+Vectors = np.ndarray | Sequence[np.ndarray]
+
+
+class BadInputError(Exception):
+    """The provider rejected a request in a way one of its inputs may have caused (HTTP 400)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ApiKeyNotFoundError(VectorizerError):
+    """The environment variable that should hold the provider's API key is unset or empty."""
+
+    def __init__(self, api_key_name: str, *, vectorizer_id: int | None = None) -> None:
+        # The "ApiKeyNotFoundError: api_key_name=<NAME>" prefix is what pgai users grep logs for.
+        where = "" if vectorizer_id is None else f" vectorizer_id={vectorizer_id}"
+        super().__init__(
+            f"ApiKeyNotFoundError: api_key_name={api_key_name}{where}: no API key found; "
+            f"set the environment variable {api_key_name} for the worker"
+        )
+        self.api_key_name = api_key_name
+
+
+@dataclass
+class EmbedResult:
+    """The outcome of one `Embedder.embed` call, in input order."""
+
+    vectors: list[np.ndarray | None]
+    errors: dict[int, str]
+    tokens: int
+    requests: int
+
+
+@dataclass(frozen=True)
+class RequestPolicy:
+    """How hard the driver pushes one provider: concurrency, timeouts and in-place retries."""
+
+    max_concurrent_requests: int = 4
+    retry_budget: float = 300.0
+    max_wait: float = 60.0
+    base_wait: float = 1.0
+    request_timeout: float = 120.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> RequestPolicy:
+        env = os.environ if environ is None else environ
+        defaults = cls()
+        return cls(
+            max_concurrent_requests=int(
+                _env_number(
+                    env, "VECTORIZER_MAX_CONCURRENT_REQUESTS", defaults.max_concurrent_requests
+                )
+            ),
+            retry_budget=_env_number(
+                env, "VECTORIZER_TRANSIENT_RETRY_BUDGET", defaults.retry_budget
+            ),
+            request_timeout=_env_number(
+                env, "VECTORIZER_REQUEST_TIMEOUT", defaults.request_timeout
+            ),
+        )
+
+
+def _env_number(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        # A typo in one setting should not stop the worker; say so and carry on.
+        log.warning("ignoring %s=%r: expected a positive number, using %s", name, raw, default)
+        return default
+    return value
+
+
+class Embedder(ABC):
+    """One configured embedding model. Subclasses implement `_request` and maybe the hooks."""
+
+    provider: str = ""
+    max_inputs_per_request: int = 2048
+    max_tokens_per_request: int | None = None
+    # A tiny input that any working configuration embeds; used to tell a bad input from a
+    # bad configuration when the provider rejects a request.
+    canary_text: str = "ok"
+
+    def __init__(self, *, model: str, dimensions: int, policy: RequestPolicy | None = None) -> None:
+        self.model = model
+        self.dimensions = dimensions
+        self.policy = policy or RequestPolicy.from_env()
+        self._secrets: tuple[str, ...] = ()
+        self._ready = False
+        self._setup_lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        # Never include keys or clients here: reprs end up in logs and tracebacks.
+        return (
+            f"{type(self).__name__}(provider={self.provider!r}, model={self.model!r}, "
+            f"dimensions={self.dimensions})"
+        )
+
+    async def setup(self) -> None:
+        """Resolve credentials and build clients; idempotent. May raise VectorizerError."""
+        async with self._setup_lock:
+            if not self._ready:
+                await self._setup()
+                self._ready = True
+
+    async def embed(self, texts: Sequence[str]) -> EmbedResult:
+        """Embed `texts`; row-level failures land in `errors`, config-level ones raise."""
+        if not texts:
+            return EmbedResult(vectors=[], errors={}, tokens=0, requests=0)
+        await self.setup()
+        # Imported here: the driver imports this module, and only embedding needs it.
+        from vectorizer.embedders.driver import EmbedCall
+
+        return await EmbedCall(self, texts).run()
+
+    async def aclose(self) -> None:
+        """Release clients and connections."""
+        return  # providers without clients have nothing to release
+
+    def redact(self, text: str) -> str:
+        return redact(text, self._secrets)
+
+    def prepare_input(self, text: str) -> tuple[str, int]:
+        """The text to send for one input and its token count for packing.
+
+        Providers that truncate return the truncated text; an input the provider can't take
+        raises BadInputError, which charges that input only.
+        """
+        return text, 0
+
+    async def _setup(self) -> None:
+        """Provider-specific setup, run once by `setup`."""
+        return  # providers without credentials or clients need none
+
+    @abstractmethod
+    async def _request(self, texts: list[str]) -> tuple[Vectors, int]:
+        """One HTTP request: the vectors in input order and the tokens the provider reported."""
+
+
+def resolve_api_key(api_key_name: str, api_key: str | None = None) -> str:
+    """The given key, else the one in the environment variable `api_key_name`."""
+    key = (api_key or os.environ.get(api_key_name, "")).strip()
+    if not key:
+        raise ApiKeyNotFoundError(api_key_name)
+    return key
+
+
+_MASK = "***"
+# OpenAI-style keys, whole or as providers echo them partly masked ("sk-proj-****abcd").
+_KEY_LIKE = re.compile(r"\bsk-[A-Za-z0-9_\-*.]{4,}")
+# Other partly masked keys as providers echo them back ("abcd********wxyz").
+_PARTLY_MASKED = re.compile(r"[A-Za-z0-9_\-]*\*{4,}[A-Za-z0-9_\-]*")
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """`text` with every secret, and anything that looks like an API key, masked."""
+    # Longest first, so a key that contains another secret is masked whole.
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(secret, _MASK)
+    text = _KEY_LIKE.sub("sk-" + _MASK, text)
+    return _PARTLY_MASKED.sub(_MASK, text)
+
+
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from `retry-after-ms` or `retry-after` (seconds or an HTTP date)."""
+    millis = _number(headers.get("retry-after-ms"))
+    if millis is not None:
+        return millis / 1000
+    raw = headers.get("retry-after")
+    seconds = _number(raw)
+    if seconds is not None or not raw:
+        return seconds
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _number(raw: str | None) -> float | None:
+    try:
+        value = float(raw) if raw else math.nan
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value >= 0 else None

@@ -1,0 +1,222 @@
+"""The provider-independent half of `Embedder.embed`.
+
+One `EmbedCall` per `embed` call: prepare each input (truncate, or reject it alone), pack the
+rest into requests under the provider's limits, run them concurrently, retry transient
+failures in place, isolate poison inputs by bisection, check dimensions, and reassemble
+everything in input order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Coroutine, Iterable, Sequence
+from typing import Any, NoReturn
+
+import numpy as np
+
+from vectorizer.embedders.base import BadInputError, Embedder, EmbedResult, Vectors
+from vectorizer.embedders.batching import pack
+from vectorizer.errors import TransientError, VectorizerError
+
+log = logging.getLogger(__name__)
+
+
+def backoff_delay(
+    attempt: int,
+    retry_after: float | None,
+    *,
+    base: float,
+    cap: float,
+    rng: random.Random | None = None,
+) -> float:
+    """Seconds to wait before retry number `attempt` (0-based).
+
+    The provider's own hint wins; otherwise exponential backoff with full jitter, so workers
+    that failed together do not retry together.
+    """
+    if retry_after is not None:
+        return min(max(retry_after, 0.0), cap)
+    ceiling = min(cap, base * 2 ** min(attempt, 32))
+    return (rng or random).uniform(0.0, ceiling)
+
+
+class EmbedCall:
+    """The state of one `embed` call; `run` fills it in and returns the result."""
+
+    def __init__(self, embedder: Embedder, texts: Sequence[str]) -> None:
+        self._embedder = embedder
+        self._texts = texts
+        self._sent: list[str] = [""] * len(texts)
+        self._vectors: list[np.ndarray | None] = [None] * len(texts)
+        self._errors: dict[int, str] = {}
+        self._tokens = 0
+        self._requests = 0
+        self._semaphore = asyncio.Semaphore(embedder.policy.max_concurrent_requests)
+        self._canary_lock = asyncio.Lock()
+        self._canary_checked = False
+
+    async def run(self) -> EmbedResult:
+        indices, counts = self._prepare()
+        groups = pack(
+            counts,
+            max_inputs=self._embedder.max_inputs_per_request,
+            max_tokens=self._embedder.max_tokens_per_request,
+        )
+        await _gather(self._embed_group([indices[k] for k in group]) for group in groups)
+        return EmbedResult(
+            vectors=self._vectors,
+            errors=dict(sorted(self._errors.items())),
+            tokens=self._tokens,
+            requests=self._requests,
+        )
+
+    def _prepare(self) -> tuple[list[int], list[int]]:
+        """Texts to send, and (index, token count) of each input still in the running."""
+        indices: list[int] = []
+        counts: list[int] = []
+        for index, text in enumerate(self._texts):
+            if not isinstance(text, str):
+                self._errors[index] = f"the input is {type(text).__name__}, not text"
+                continue
+            try:
+                self._sent[index], count = self._embedder.prepare_input(text)
+            except BadInputError as exc:
+                self._errors[index] = self._embedder.redact(exc.message)
+                continue
+            indices.append(index)
+            counts.append(count)
+        return indices, counts
+
+    async def _embed_group(self, indices: list[int]) -> None:
+        try:
+            vectors, tokens = await self._request([self._sent[i] for i in indices])
+        except BadInputError as exc:
+            await self._isolate(indices, exc)
+            return
+        self._accept(indices, vectors, tokens)
+
+    async def _isolate(self, indices: list[int], exc: BadInputError) -> None:
+        """Find which inputs of a rejected request are to blame: bisect down to single ones."""
+        await self._check_configuration()
+        if len(indices) == 1:
+            self._errors[indices[0]] = self._embedder.redact(exc.message)
+            return
+        middle = len(indices) // 2
+        await _gather([self._embed_group(indices[:middle]), self._embed_group(indices[middle:])])
+
+    async def _check_configuration(self) -> None:
+        """Raise VectorizerError when even a trivial input is rejected: the config is at fault.
+
+        Run once per call, before bisecting, so an invalid parameter costs two requests rather
+        than one per input.
+        """
+        async with self._canary_lock:
+            if self._canary_checked:
+                return
+            try:
+                await self._request([self._embedder.canary_text])
+            except BadInputError as exc:
+                raise VectorizerError(self._embedder.redact(exc.message)) from None
+            self._canary_checked = True
+
+    async def _request(self, texts: list[str]) -> tuple[Vectors, int]:
+        """One request, retried in place while the provider fails transiently."""
+        deadline: float | None = None
+        attempt = 0
+        while True:
+            self._requests += 1
+            try:
+                async with self._semaphore:
+                    return await self._embedder._request(texts)
+            except TransientError as exc:
+                now = time.monotonic()
+                deadline = deadline or now + self._embedder.policy.retry_budget
+                wait = self._retry_wait(exc, attempt, deadline - now)
+            except VectorizerError as exc:
+                self._reraise_redacted(exc)
+            await asyncio.sleep(wait)
+            attempt += 1
+
+    def _reraise_redacted(self, exc: VectorizerError) -> NoReturn:
+        # Providers redact already; this is the last line of defence before the worker logs.
+        message = self._embedder.redact(exc.message)
+        if message == exc.message:
+            raise exc
+        raise VectorizerError(message, step=exc.step) from None
+
+    def _retry_wait(self, exc: TransientError, attempt: int, remaining: float) -> float:
+        message = self._embedder.redact(exc.message)
+        if remaining <= 0:
+            raise VectorizerError(f"embedding provider unavailable: {message}") from None
+        policy = self._embedder.policy
+        wait = backoff_delay(attempt, exc.retry_after, base=policy.base_wait, cap=policy.max_wait)
+        wait = min(wait, remaining)
+        log.info(
+            "%s: transient error, retrying in %.2fs: %s", self._embedder.provider, wait, message
+        )
+        return wait
+
+    def _accept(self, indices: list[int], vectors: Vectors, tokens: int) -> None:
+        if len(vectors) != len(indices):
+            raise VectorizerError(
+                f"the provider returned {len(vectors)} embeddings for {len(indices)} inputs"
+            )
+        self._tokens += max(int(tokens), 0)
+        expected = self._embedder.dimensions
+        sizes = [_size(vector) for vector in vectors]
+        if all(size != expected for size in sizes):
+            raise VectorizerError(
+                f"dimension mismatch: the model returned {sizes[0]} dimensions, "
+                f"the vectorizer expects {expected}"
+            )
+        for index, vector, size in zip(indices, vectors, sizes, strict=True):
+            self._accept_one(index, vector, size)
+
+    def _accept_one(self, index: int, vector: np.ndarray, size: int) -> None:
+        expected = self._embedder.dimensions
+        if size != expected:
+            self._errors[index] = (
+                f"dimension mismatch: the model returned {size} dimensions for this input, "
+                f"the vectorizer expects {expected}"
+            )
+            return
+        vector = np.asarray(vector, dtype=np.float32)
+        # pgvector refuses NaN and infinity; failing here charges only this row.
+        if not np.isfinite(vector).all():
+            self._errors[index] = "the model returned a non-finite value (NaN or infinity)"
+            return
+        self._vectors[index] = vector
+
+
+def _size(vector: np.ndarray) -> int:
+    return int(vector.shape[0]) if vector.ndim == 1 else -1
+
+
+async def _gather(coroutines: Iterable[Coroutine[Any, Any, None]]) -> None:
+    """Run concurrently; the first failure cancels the rest and is raised as itself."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            for coroutine in coroutines:
+                group.create_task(coroutine)
+    except BaseExceptionGroup as failures:
+        raise _most_relevant(failures) from None
+
+
+def _most_relevant(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    # A configuration problem says more than whatever it caused in sibling requests.
+    leaves = list(_leaves(group))
+    for leaf in leaves:
+        if isinstance(leaf, VectorizerError):
+            return leaf
+    return leaves[0]
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterable[BaseException]:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            yield from _leaves(exc)
+        else:
+            yield exc

@@ -1,0 +1,198 @@
+"""OpenAI embeddings (`implementation: openai`), and any OpenAI-compatible server via base_url.
+
+Differences from pgai's worker, on purpose:
+
+* the SDK does not retry (`max_retries=0`): the shared driver does, with a budget, so a 429
+  never fails a row and an outage becomes one vectorizer-level error;
+* vectors travel as base64 and are decoded straight into numpy, never via Python floats;
+* `dimensions` goes only to models known to accept it (or when the config asks), so
+  OpenAI-compatible servers that reject the parameter work (pgai #850).
+"""
+
+from __future__ import annotations
+
+import binascii
+import logging
+from typing import Any
+
+import numpy as np
+import openai
+import orjson
+
+from vectorizer.config import OpenAIEmbedding
+from vectorizer.embedders.base import (
+    BadInputError,
+    Embedder,
+    RequestPolicy,
+    parse_retry_after,
+    redact,
+    resolve_api_key,
+)
+from vectorizer.errors import TransientError, VectorizerError
+
+log = logging.getLogger(__name__)
+
+ADA_002 = "text-embedding-ada-002"
+# OpenAI's own models: known context length and tokenizer (cl100k_base).
+NATIVE_MODELS = frozenset({ADA_002, "text-embedding-3-small", "text-embedding-3-large"})
+MAX_INPUT_TOKENS = 8191
+MAX_INPUTS_PER_REQUEST = 2048
+MAX_TOKENS_PER_REQUEST = 300_000
+
+# Statuses the SDK itself would retry; all but 429 and 5xx are rare but harmless to retry.
+_TRANSIENT_STATUSES = frozenset({408, 409, 429})
+# Statuses a single bad input can cause (compatible servers use 413/422 for over-long input).
+_BAD_INPUT_STATUSES = frozenset({400, 413, 422})
+
+
+class OpenAIEmbedder(Embedder):
+    provider = "openai"
+    max_inputs_per_request = MAX_INPUTS_PER_REQUEST
+    max_tokens_per_request = MAX_TOKENS_PER_REQUEST
+
+    def __init__(
+        self,
+        config: OpenAIEmbedding,
+        *,
+        api_key: str | None = None,
+        policy: RequestPolicy | None = None,
+    ) -> None:
+        super().__init__(model=config.model, dimensions=config.dimensions, policy=policy)
+        if config.model == ADA_002 and config.dimensions != 1536:
+            raise VectorizerError("dimensions must be 1536 for text-embedding-ada-002")
+        self._config = config
+        self._api_key = api_key
+        self._options = request_options(config)
+        self._truncates = config.model in NATIVE_MODELS
+        self._client: openai.AsyncOpenAI | None = None
+
+    async def _setup(self) -> None:
+        key = resolve_api_key(self._config.api_key_name, self._api_key)
+        self._secrets = (key,)
+        # base_url None lets the SDK fall back to OPENAI_BASE_URL, as pgai's worker does.
+        self._client = openai.AsyncOpenAI(
+            api_key=key,
+            base_url=self._config.base_url,
+            max_retries=0,
+            timeout=self.policy.request_timeout,
+        )
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+            self._ready = False
+
+    def prepare_input(self, text: str) -> tuple[str, int]:
+        try:
+            size = len(text.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise BadInputError(
+                "the input is not valid Unicode (it has a lone surrogate)"
+            ) from None
+        if self._truncates:
+            if not text:
+                raise BadInputError("the input is empty; OpenAI rejects empty inputs")
+            # A token is at least one byte, so only inputs over the limit in bytes can be
+            # over it in tokens: typical chunks never reach the tokenizer.
+            if size > MAX_INPUT_TOKENS:
+                text, size = truncate(text)
+        return text, estimate_tokens(size)
+
+    async def _request(self, texts: list[str]) -> tuple[list[np.ndarray], int]:
+        if self._client is None:
+            raise VectorizerError("the OpenAI embedder was used before setup()")
+        try:
+            response = await self._client.embeddings.with_raw_response.create(
+                input=texts, model=self.model, encoding_format="base64", **self._options
+            )
+        except openai.APIError as exc:
+            # `from None`: the SDK exception may echo the key; its message is redacted below.
+            raise classify(exc, self._secrets) from None
+        return parse_response(response.content)
+
+
+def request_options(config: OpenAIEmbedding) -> dict[str, Any]:
+    """The optional request fields this config sends."""
+    options: dict[str, Any] = {}
+    if sends_dimensions(config):
+        options["dimensions"] = config.dimensions
+    if config.user:
+        options["user"] = config.user
+    return options
+
+
+def sends_dimensions(config: OpenAIEmbedding) -> bool:
+    if config.model == ADA_002:
+        return False  # OpenAI rejects the parameter for ada-002
+    if config.send_dimensions is not None:
+        return config.send_dimensions
+    return config.model.startswith("text-embedding-3")
+
+
+def estimate_tokens(utf8_bytes: int) -> int:
+    """OpenAI's server-side estimate of an input's tokens (0.25 per UTF-8 byte), rounded up."""
+    return (utf8_bytes + 3) // 4
+
+
+def truncate(text: str) -> tuple[str, int]:
+    """`text` cut to MAX_INPUT_TOKENS cl100k tokens, and its UTF-8 size."""
+    from vectorizer.embedders.tokenizers import cl100k_base
+
+    encoding = cl100k_base()
+    tokens = encoding.encode_ordinary(text)
+    if len(tokens) <= MAX_INPUT_TOKENS:
+        return text, len(text.encode("utf-8"))
+    limit = MAX_INPUT_TOKENS
+    while True:
+        # Dropping a split multi-byte character keeps the cut from growing a U+FFFD token.
+        cut = encoding.decode_bytes(tokens[:limit]).decode("utf-8", errors="ignore")
+        count = len(encoding.encode_ordinary(cut))
+        if count <= MAX_INPUT_TOKENS:
+            break
+        limit -= count - MAX_INPUT_TOKENS  # re-tokenising a prefix can add a token or two
+    log.warning("chunk truncated from %d to %d tokens", len(tokens), count)
+    return cut, len(cut.encode("utf-8"))
+
+
+def parse_response(body: bytes) -> tuple[list[np.ndarray], int]:
+    """Vectors (in input order) and prompt tokens from a `/embeddings` response body."""
+    try:
+        document = orjson.loads(body)
+        items = sorted(document["data"], key=lambda item: item.get("index", 0))
+        vectors = [decode_embedding(item["embedding"]) for item in items]
+    except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as exc:
+        raise VectorizerError(
+            f"the provider returned a malformed embeddings response: {exc}"
+        ) from None
+    return vectors, usage_tokens(document)
+
+
+def decode_embedding(value: str | list[float]) -> np.ndarray:
+    # Servers that ignore encoding_format=base64 send float lists; take those too.
+    if isinstance(value, str):
+        return np.frombuffer(binascii.a2b_base64(value), dtype="<f4").astype(np.float32, copy=False)
+    return np.asarray(value, dtype=np.float32)
+
+
+def usage_tokens(document: dict[str, Any]) -> int:
+    usage = document.get("usage") or {}
+    tokens = usage.get("prompt_tokens") or usage.get("total_tokens") or 0
+    return tokens if isinstance(tokens, int) else 0
+
+
+def classify(exc: openai.APIError, secrets: tuple[str, ...]) -> Exception:
+    """Map an SDK exception to the driver's kinds, with a redacted `str(exc)` message."""
+    message = redact(str(exc), secrets)
+    if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
+        return TransientError(message)
+    if not isinstance(exc, openai.APIStatusError):
+        return VectorizerError(message)
+    status = exc.status_code
+    if status == 429 and exc.code == "insufficient_quota":
+        return VectorizerError(message)  # billing, not throttling: waiting will not help
+    if status in _TRANSIENT_STATUSES or status >= 500:
+        return TransientError(message, retry_after=parse_retry_after(exc.response.headers))
+    if status in _BAD_INPUT_STATUSES:
+        return BadInputError(message)
+    return VectorizerError(message)

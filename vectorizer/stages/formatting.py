@@ -1,0 +1,79 @@
+"""Formatting: turn a chunk and its source row into the text that is embedded and stored.
+
+`python_template` follows pgai: `string.Template(template).substitute(chunk=chunk, **row)`,
+every source column by name, values rendered with `str()` (so NULL reads `None`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from string import Template
+from typing import Any
+
+from vectorizer.config import ChunkValue, Formatting, PythonTemplate
+from vectorizer.errors import RowError, VectorizerError
+
+Formatter = Callable[[str, Mapping[str, Any]], str]
+
+# Templates that render to the chunk itself; skipping `substitute` for them is pure gain.
+_IDENTITY_TEMPLATES = frozenset({"$chunk", "${chunk}"})
+
+
+def make_formatter(config: Formatting) -> Formatter:
+    """The format function for a vectorizer's `formatting` config, reusable across rows."""
+    factory = _FORMATTERS.get(type(config))
+    if factory is None:
+        raise VectorizerError(
+            f"formatting implementation {config.implementation!r} is not supported",
+            step="formatting",
+        )
+    return factory(config)
+
+
+def _chunk_value(config: ChunkValue) -> Formatter:
+    return _unchanged
+
+
+def _unchanged(chunk: str, row: Mapping[str, Any]) -> str:
+    return chunk
+
+
+def _python_template(config: PythonTemplate) -> Formatter:
+    if config.template in _IDENTITY_TEMPLATES:
+        return _unchanged
+    template = Template(config.template)
+    # A malformed placeholder fails identically for every row: that is the vectorizer's fault.
+    if not template.is_valid():
+        raise VectorizerError(
+            f"formatting template {config.template!r} has an invalid placeholder "
+            "(use $name or ${name}, and $$ for a literal $)",
+            step="formatting",
+        )
+    return _TemplateFormatter(template)
+
+
+class _TemplateFormatter:
+    """Substitutes one chunk into a pre-compiled template; holds no per-call state."""
+
+    __slots__ = ("_template",)
+
+    def __init__(self, template: Template) -> None:
+        self._template = template
+
+    def __call__(self, chunk: str, row: Mapping[str, Any]) -> str:
+        # The row is passed as the mapping, not unpacked as keywords: column names that are not
+        # identifiers stay harmless and no per-chunk dict is built. `chunk` wins over a column of
+        # that name, which SQL validation forbids anyway.
+        try:
+            return self._template.substitute(row, chunk=chunk)
+        except KeyError as exc:
+            name = exc.args[0] if exc.args else "?"
+            raise RowError(
+                "formatting", f'template references column "{name}" which the row does not have'
+            ) from None
+
+
+_FORMATTERS: dict[type, Callable[[Any], Formatter]] = {
+    ChunkValue: _chunk_value,
+    PythonTemplate: _python_template,
+}
