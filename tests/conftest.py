@@ -95,7 +95,9 @@ def _create_db(server_url: str, template: str | None) -> str:
 
 def _drop_db(server_url: str, name: str) -> None:
     with _admin(server_url) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
 
 
 @pytest.fixture

@@ -1,13 +1,83 @@
-"""The `vectorizer` command."""
+"""The `vectorizer` command group and the `vectorizer-worker` entry point.
+
+Every worker flag has a VECTORIZER_* environment variable; a `.env` file in the working
+directory is read first (real environment variables win over it).
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
+import os
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
 from vectorizer import __version__
+
+if TYPE_CHECKING:
+    from vectorizer.worker import WorkerSettings
+
+T = TypeVar("T")
+D = TypeVar("D")
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_TRUE = {"1", "true", "t", "yes", "y", "on"}
+_FALSE = {"0", "false", "f", "no", "n", "off"}
+
+
+def parse_duration(text: str) -> float:
+    """'500ms', '5s', '1m30s', '1h', or plain seconds ('2.5') → seconds."""
+    value = text.strip().lower().replace(" ", "")
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    parts = _DURATION.findall(value)
+    if not parts or "".join(number + unit for number, unit in parts) != value:
+        raise argparse.ArgumentTypeError(
+            f"invalid duration {text!r}: use a number of seconds or units ms, s, m, h, d "
+            "(e.g. 500ms, 5s, 1m30s)"
+        )
+    return sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
+
+
+def parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f"invalid boolean {text!r}: use true or false")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _env(name: str) -> str | None:
+    value = os.environ.get(f"VECTORIZER_{name}")
+    return value if value not in (None, "") else None
+
+
+def _db_url_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-d",
+        "--db-url",
+        help="database URL (default: $VECTORIZER_DB_URL, else $DATABASE_URL, else libpq defaults)",
+    )
+
+
+# --- install -----------------------------------------------------------------------------
 
 
 def _install(args: argparse.Namespace) -> int:
@@ -19,7 +89,9 @@ def _install(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:  # connection failures and SQL errors: say what failed, exit 1
-        print(f"error: install failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        from vectorizer.observability.logging import redact
+
+        print(f"error: install failed: {type(exc).__name__}: {redact(str(exc))}", file=sys.stderr)
         return 1
     print(
         f"vectorizer {__version__} installed"
@@ -29,6 +101,137 @@ def _install(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- worker ------------------------------------------------------------------------------
+
+
+def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
+    _db_url_argument(parser)
+    parser.add_argument(
+        "-i",
+        "--vectorizer-id",
+        action="append",
+        default=None,
+        metavar="ID_OR_NAME",
+        help="only run these vectorizers (repeatable; ids or names). "
+        "Env: VECTORIZER_VECTORIZER_ID, comma-separated. Default: all, rediscovered each cycle",
+    )
+    parser.add_argument(
+        "-c",
+        "--concurrency",
+        type=positive_int,
+        default=None,
+        help="executors per vectorizer; overrides processing.concurrency. "
+        "Env: VECTORIZER_CONCURRENCY",
+    )
+    parser.add_argument(
+        "--once",
+        action="store_true",
+        default=None,
+        help="process every queue until empty, then exit (implies --exit-on-error=true). "
+        "Env: VECTORIZER_ONCE",
+    )
+    parser.add_argument(
+        "--poll-interval",
+        type=parse_duration,
+        default=None,
+        help="fallback wake-up interval and heartbeat period, e.g. 500ms, 5s, 1m "
+        "(default 5s). Env: VECTORIZER_POLL_INTERVAL",
+    )
+    parser.add_argument(
+        "--exit-on-error",
+        type=parse_bool,
+        default=None,
+        metavar="BOOL",
+        help="exit with status 1 on the first error (default: true with --once, else false). "
+        "Env: VECTORIZER_EXIT_ON_ERROR",
+    )
+    parser.add_argument(
+        "--retry-backoff",
+        type=parse_duration,
+        default=None,
+        help="first backoff of a row that failed (doubles per attempt; default 3m). "
+        "Env: VECTORIZER_RETRY_BACKOFF",
+    )
+    parser.add_argument(
+        "--retry-backoff-max",
+        type=parse_duration,
+        default=None,
+        help="cap of a failed row's backoff (default 1h). Env: VECTORIZER_RETRY_BACKOFF_MAX",
+    )
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        default=None,
+        choices=["DEBUG", "INFO", "WARN", "WARNING", "ERROR", "FATAL", "CRITICAL"],
+        help="default INFO. Env: VECTORIZER_LOG_LEVEL",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default=None,
+        help="default text. Env: VECTORIZER_LOG_FORMAT",
+    )
+
+
+def _setting(value: T | None, env_name: str, convert: Callable[[str], T], default: D) -> T | D:
+    """The flag's value, else VECTORIZER_<env_name> converted, else the default."""
+    if value is not None:
+        return value
+    raw = _env(env_name)
+    if raw is None:
+        return default
+    try:
+        return convert(raw)
+    except (argparse.ArgumentTypeError, ValueError) as exc:
+        raise SystemExit(f"error: VECTORIZER_{env_name}: {exc}") from None
+
+
+def worker_settings(args: argparse.Namespace) -> WorkerSettings:
+    from vectorizer.executor import RetryPolicy
+    from vectorizer.install import resolve_db_url
+    from vectorizer.worker import WorkerSettings
+
+    ids = args.vectorizer_id
+    if ids is None and _env("VECTORIZER_ID"):
+        ids = [part.strip() for part in (_env("VECTORIZER_ID") or "").split(",") if part.strip()]
+    retry = RetryPolicy(
+        base_seconds=_setting(args.retry_backoff, "RETRY_BACKOFF", parse_duration, 180.0),
+        max_seconds=_setting(args.retry_backoff_max, "RETRY_BACKOFF_MAX", parse_duration, 3600.0),
+    )
+    return WorkerSettings(
+        db_url=resolve_db_url(args.db_url),
+        vectorizer_ids=list(ids or []),
+        concurrency=_setting(args.concurrency, "CONCURRENCY", positive_int, None),
+        once=_setting(args.once, "ONCE", parse_bool, False),
+        poll_interval=_setting(args.poll_interval, "POLL_INTERVAL", parse_duration, 5.0),
+        exit_on_error=_setting(args.exit_on_error, "EXIT_ON_ERROR", parse_bool, None),
+        retry=retry,
+    )
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from vectorizer.observability.logging import LEVELS, configure_logging
+    from vectorizer.worker import run_worker
+
+    level = str(_setting(args.log_level, "LOG_LEVEL", str.upper, "INFO"))
+    fmt = str(_setting(args.log_format, "LOG_FORMAT", str.lower, "text"))
+    if level not in LEVELS or fmt not in ("text", "json"):
+        print(f"error: invalid log level {level!r} or format {fmt!r}", file=sys.stderr)
+        return 2
+    configure_logging(level, fmt)
+    settings = worker_settings(args)
+    return asyncio.run(run_worker(settings))
+
+
+# --- entry points ------------------------------------------------------------------------
+
+
+def _load_dotenv() -> None:
+    from dotenv import find_dotenv, load_dotenv
+
+    load_dotenv(find_dotenv(usecwd=True), override=False)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vectorizer", description="Keep embeddings of Postgres rows in sync."
@@ -36,23 +239,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"vectorizer {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    install = commands.add_parser(
-        "install", help="install or upgrade the ai schema in a database"
-    )
-    install.add_argument(
-        "-d",
-        "--db-url",
-        help="database URL (default: $VECTORIZER_DB_URL, else $DATABASE_URL, else libpq defaults)",
-    )
+    install = commands.add_parser("install", help="install or upgrade the ai schema in a database")
+    _db_url_argument(install)
     install.set_defaults(handler=_install)
+
+    worker = commands.add_parser("worker", help="run the vectorizer worker")
+    add_worker_arguments(worker)
+    worker.set_defaults(handler=_worker)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    _load_dotenv()
+    args = build_parser().parse_args(argv)
+    if args.command != "worker":
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     return int(args.handler(args))
+
+
+def worker_main(argv: Sequence[str] | None = None) -> int:
+    _load_dotenv()
+    parser = argparse.ArgumentParser(
+        prog="vectorizer-worker", description="Run the vectorizer worker."
+    )
+    parser.add_argument("--version", action="version", version=f"vectorizer {__version__}")
+    add_worker_arguments(parser)
+    return _worker(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -173,9 +173,11 @@ def _regenerate_triggers(conn: psycopg.Connection) -> int:
 def _record_version(conn: psycopg.Connection, checksum: str) -> None:
     conn.execute(
         """
-        insert into ai._vectorizer_lib_version (name, version, checksum) values ('vectorizer', %s, %s)
+        insert into ai._vectorizer_lib_version (name, version, checksum)
+        values ('vectorizer', %s, %s)
         on conflict (name) do update
-        set version = excluded.version, checksum = excluded.checksum, installed_at = clock_timestamp()
+        set version = excluded.version, checksum = excluded.checksum,
+            installed_at = clock_timestamp()
         """,
         (__version__, checksum),
     )

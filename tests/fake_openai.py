@@ -1,0 +1,486 @@
+"""A fake OpenAI-compatible embeddings server speaking real HTTP on 127.0.0.1.
+
+In-process (tests):
+
+    with FakeOpenAI() as server:          # or the `fake_openai` fixture (tests/conftest_openai.py)
+        server.base_url                   # "http://127.0.0.1:<port>/v1"
+        server.fail_next(429, count=2, retry_after_ms=50)
+        server.requests                   # what the client sent
+
+As a process (benchmarks):
+
+    python -m tests.fake_openai --port 8765 --latency-ms 20
+
+prints its base URL on stdout; `POST /_control` changes behaviour, `GET /_requests` reads the
+log, `POST /_reset` clears both.
+
+Vectors are derived from each input's text (`expected_vector`), so a test can recompute what
+it should have received. The server enforces OpenAI's limits (2048 inputs, 300k estimated
+tokens per request, 8192 tokens per input for OpenAI's own models) so a client that breaks
+them fails the way it would against the real API.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import dataclasses
+import hashlib
+import math
+import signal
+import socket
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+from aiohttp import web
+
+DEFAULT_DIMENSIONS = {
+    "text-embedding-3-small": 1536,
+    "text-embedding-3-large": 3072,
+    "text-embedding-ada-002": 1536,
+}
+FALLBACK_DIMENSIONS = 1536
+NATIVE_CONTEXT_TOKENS = 8192
+MAX_INPUTS = 2048
+MAX_REQUEST_TOKENS = 300_000
+TEST_API_KEY = "sk-test-0123456789abcdefTESTKEY"
+
+
+def expected_vector(text: str, dimensions: int) -> np.ndarray:
+    """The unit-length float32 vector the fake returns for `text`."""
+    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    generator = np.random.Generator(np.random.SFC64(int.from_bytes(digest, "little")))
+    vector = generator.standard_normal(dimensions, dtype=np.float32)
+    vector /= np.sqrt(np.dot(vector, vector))
+    return vector
+
+
+def estimated_tokens(text: str) -> int:
+    """OpenAI's request-size estimate: a quarter token per UTF-8 byte."""
+    return math.ceil(len(text.encode("utf-8", "surrogatepass")) / 4)
+
+
+@dataclass
+class Behaviour:
+    """What the server does; change it between requests (fields are read per request)."""
+
+    api_key: str | None = None  # when set, any other bearer token gets 401
+    poison_marker: str | None = "POISON"  # an input containing it makes the request 400
+    latency: float = 0.0  # seconds added to every embeddings request
+    dimensions_override: int | None = None  # always return this many values
+    extra_dimensions: int = 0  # return D+k values...
+    extra_dimensions_marker: str | None = None  # ...only for inputs containing this, if set
+    dimensions_unsupported: frozenset[str] = frozenset({"text-embedding-ada-002"})
+    enforce_limits: bool = True
+    ignore_encoding_format: bool = False  # answer float lists even when base64 is asked for
+    log_inputs: bool = True  # False keeps only counts (long benchmarks)
+
+
+@dataclass
+class _Failure:
+    status: int  # HTTP status, or 0 for "stall this long before answering"
+    remaining: int
+    retry_after: str | None = None
+    retry_after_ms: str | None = None
+    stall: float = 0.0
+    code: str | None = None
+
+
+@dataclass
+class LoggedRequest:
+    model: str
+    inputs: list[str]
+    input_count: int
+    dimensions: int | None
+    encoding_format: str | None
+    user: str | None
+    headers: dict[str, str]
+    status: int
+    started: float
+    finished: float
+
+
+class FakeOpenAI:
+    """The server; `start()` runs it on a background thread with its own event loop."""
+
+    def __init__(self, behaviour: Behaviour | None = None, *, port: int = 0) -> None:
+        self.behaviour = behaviour or Behaviour()
+        self._initial_behaviour = self.behaviour
+        self._port = port
+        self._lock = threading.Lock()
+        self._failures: list[_Failure] = []
+        self._log: list[LoggedRequest] = []
+        self._in_flight = 0
+        self.max_in_flight = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._port}/v1"
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    def start(self) -> FakeOpenAI:
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, args=(ready,), daemon=True)
+        self._thread.start()
+        if not ready.wait(10):
+            raise RuntimeError("fake OpenAI server did not start")
+        return self
+
+    def stop(self) -> None:
+        if self._loop is None or self._thread is None:
+            return
+        asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop = None
+
+    def __enter__(self) -> FakeOpenAI:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def _serve(self, ready: threading.Event) -> None:
+        self._loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._startup())
+        ready.set()
+        self._loop.run_forever()
+        self._loop.close()
+
+    async def _startup(self) -> None:
+        app = web.Application(client_max_size=256 * 1024 * 1024)
+        app.router.add_post("/v1/embeddings", self._embeddings)
+        app.router.add_post("/_control", self._control)
+        app.router.add_get("/_requests", self._requests)
+        app.router.add_post("/_reset", self._reset)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", self._port))
+        self._port = sock.getsockname()[1]
+        await web.SockSite(self._runner, sock).start()
+
+    async def _shutdown(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # --- controls (thread-safe) --------------------------------------------------------------
+
+    def fail_next(
+        self,
+        status: int,
+        count: int = 1,
+        *,
+        retry_after: str | None = None,
+        retry_after_ms: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        """Answer the next `count` embeddings requests with `status` (e.g. 429, 500)."""
+        failure = _Failure(status, count, retry_after, retry_after_ms, code=code)
+        with self._lock:
+            self._failures.append(failure)
+
+    def stall_next(self, seconds: float, count: int = 1) -> None:
+        """Hold the next `count` requests for `seconds` before answering (client timeouts)."""
+        with self._lock:
+            self._failures.append(_Failure(0, count, stall=seconds))
+
+    def configure(self, **changes: Any) -> None:
+        with self._lock:
+            self.behaviour = dataclasses.replace(self.behaviour, **changes)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._failures.clear()
+            self._log.clear()
+            self.max_in_flight = 0
+            self.behaviour = self._initial_behaviour
+
+    @property
+    def requests(self) -> list[LoggedRequest]:
+        with self._lock:
+            return list(self._log)
+
+    @property
+    def embedded_requests(self) -> list[LoggedRequest]:
+        """The requests answered with 200."""
+        return [request for request in self.requests if request.status == 200]
+
+    # --- the embeddings endpoint -------------------------------------------------------------
+
+    async def _embeddings(self, request: web.Request) -> web.Response:
+        started = time.monotonic()
+        with self._lock:
+            behaviour = self.behaviour
+            failure = self._take_failure()
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
+        try:
+            if behaviour.latency:
+                await asyncio.sleep(behaviour.latency)
+            payload = _json_body(await request.read())
+            status, body, headers = await self._answer(payload, request, behaviour, failure)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+        self._record(payload, request, behaviour, status, started)
+        return web.Response(
+            status=status, body=body, headers=headers, content_type="application/json"
+        )
+
+    def _take_failure(self) -> _Failure | None:
+        if not self._failures:
+            return None
+        failure = self._failures[0]
+        failure.remaining -= 1
+        if failure.remaining <= 0:
+            self._failures.pop(0)
+        return failure
+
+    async def _answer(
+        self,
+        payload: dict[str, Any] | None,
+        request: web.Request,
+        behaviour: Behaviour,
+        failure: _Failure | None,
+    ) -> tuple[int, bytes, dict[str, str]]:
+        auth_error = _check_auth(request, behaviour)
+        if auth_error is not None:
+            return 401, auth_error, {}
+        if failure is not None and failure.status == 0:
+            await asyncio.sleep(failure.stall)
+        elif failure is not None:
+            return failure.status, _injected_error(failure), _retry_headers(failure)
+        if payload is None:
+            return 400, _error("We could not parse the JSON body of your request."), {}
+        problem = _validate(payload, behaviour)
+        if problem is not None:
+            return 400, problem, {}
+        return 200, _success(payload, behaviour), {}
+
+    def _record(
+        self,
+        payload: dict[str, Any] | None,
+        request: web.Request,
+        behaviour: Behaviour,
+        status: int,
+        started: float,
+    ) -> None:
+        payload = payload or {}
+        inputs = _inputs(payload) or []
+        entry = LoggedRequest(
+            model=str(payload.get("model")),
+            inputs=inputs if behaviour.log_inputs else [],
+            input_count=len(inputs),
+            dimensions=payload.get("dimensions"),
+            encoding_format=payload.get("encoding_format"),
+            user=payload.get("user"),
+            headers={k: v for k, v in request.headers.items() if k.lower() != "authorization"},
+            status=status,
+            started=started,
+            finished=time.monotonic(),
+        )
+        with self._lock:
+            self._log.append(entry)
+
+    # --- control endpoints (subprocess mode) -------------------------------------------------
+
+    async def _control(self, request: web.Request) -> web.Response:
+        command = _json_body(await request.read()) or {}
+        action = command.pop("action", "configure")
+        if action == "fail":
+            self.fail_next(**command)
+        elif action == "stall":
+            self.stall_next(**command)
+        elif action == "configure":
+            if "dimensions_unsupported" in command:
+                command["dimensions_unsupported"] = frozenset(command["dimensions_unsupported"])
+            self.configure(**command)
+        else:
+            return web.json_response({"error": f"unknown action {action!r}"}, status=400)
+        return web.json_response({"ok": True})
+
+    async def _requests(self, request: web.Request) -> web.Response:
+        entries = [dataclasses.asdict(entry) for entry in self.requests]
+        body = orjson.dumps({"requests": entries, "max_in_flight": self.max_in_flight})
+        return web.Response(body=body, content_type="application/json")
+
+    async def _reset(self, request: web.Request) -> web.Response:
+        self.reset()
+        return web.json_response({"ok": True})
+
+
+# --- request handling helpers ----------------------------------------------------------------
+
+
+def _json_body(raw: bytes) -> dict[str, Any] | None:
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _inputs(payload: Mapping[str, Any]) -> list[str] | None:
+    value = payload.get("input")
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return value
+    return None
+
+
+def _error(message: str, *, code: str | None = None, param: str | None = None) -> bytes:
+    error = {"message": message, "type": "invalid_request_error", "param": param, "code": code}
+    return orjson.dumps({"error": error})
+
+
+def _check_auth(request: web.Request, behaviour: Behaviour) -> bytes | None:
+    if behaviour.api_key is None:
+        return None
+    token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+    if token == behaviour.api_key:
+        return None
+    # Like OpenAI for short keys: the key comes back verbatim, which clients must redact.
+    return _error(f"Incorrect API key provided: {token}.", code="invalid_api_key")
+
+
+def _injected_error(failure: _Failure) -> bytes:
+    if failure.status == 429:
+        return _error(
+            "Rate limit reached for requests.", code=failure.code or "rate_limit_exceeded"
+        )
+    return _error(f"The server had an error (injected {failure.status}).", code=failure.code)
+
+
+def _retry_headers(failure: _Failure) -> dict[str, str]:
+    headers = {}
+    if failure.retry_after is not None:
+        headers["Retry-After"] = failure.retry_after
+    if failure.retry_after_ms is not None:
+        headers["retry-after-ms"] = failure.retry_after_ms
+    return headers
+
+
+def _validate(payload: Mapping[str, Any], behaviour: Behaviour) -> bytes | None:
+    inputs = _inputs(payload)
+    model = payload.get("model")
+    if not isinstance(model, str) or inputs is None:
+        return _error("'input' must be a string or an array of strings.", param="input")
+    if payload.get("dimensions") is not None and model in behaviour.dimensions_unsupported:
+        return _error("This model does not support specifying dimensions.", param="dimensions")
+    if behaviour.poison_marker and any(behaviour.poison_marker in text for text in inputs):
+        return _error("This input was flagged as invalid.", param="input")
+    return _check_limits(model, inputs) if behaviour.enforce_limits else None
+
+
+def _check_limits(model: str, inputs: list[str]) -> bytes | None:
+    if not inputs or len(inputs) > MAX_INPUTS:
+        return _error(f"'$.input' must hold 1 to {MAX_INPUTS} inputs.", param="input")
+    if any(not text for text in inputs):
+        return _error("'$.input' is invalid: empty string.", param="input")
+    requested = sum(estimated_tokens(text) for text in inputs)
+    if requested > MAX_REQUEST_TOKENS:
+        return _error(f"Requested {requested} tokens, max {MAX_REQUEST_TOKENS} tokens per request")
+    if model in DEFAULT_DIMENSIONS:
+        return _check_context(inputs)
+    return None
+
+
+def _check_context(inputs: list[str]) -> bytes | None:
+    for text in inputs:
+        # Tokens never outnumber UTF-8 bytes: only long inputs need the tokenizer.
+        if len(text.encode("utf-8")) <= NATIVE_CONTEXT_TOKENS:
+            continue
+        from vectorizer.embedders.tokenizers import cl100k_base
+
+        tokens = len(cl100k_base().encode_ordinary(text))
+        if tokens > NATIVE_CONTEXT_TOKENS:
+            return _error(
+                f"This model's maximum context length is {NATIVE_CONTEXT_TOKENS} tokens, "
+                f"however you requested {tokens} tokens.",
+                code="context_length_exceeded",
+            )
+    return None
+
+
+def _dimensions_for(text: str, payload: Mapping[str, Any], behaviour: Behaviour) -> int:
+    if behaviour.dimensions_override is not None:
+        return behaviour.dimensions_override
+    requested = payload.get("dimensions")
+    dimensions = requested or DEFAULT_DIMENSIONS.get(payload["model"], FALLBACK_DIMENSIONS)
+    marker = behaviour.extra_dimensions_marker
+    if behaviour.extra_dimensions and (marker is None or marker in text):
+        dimensions += behaviour.extra_dimensions
+    return dimensions
+
+
+def _success(payload: Mapping[str, Any], behaviour: Behaviour) -> bytes:
+    inputs = _inputs(payload) or []
+    as_base64 = payload.get("encoding_format") == "base64" and not behaviour.ignore_encoding_format
+    data = []
+    for index, text in enumerate(inputs):
+        vector = expected_vector(text, _dimensions_for(text, payload, behaviour))
+        embedding: Any = base64.b64encode(vector.tobytes()).decode() if as_base64 else vector
+        data.append({"object": "embedding", "index": index, "embedding": embedding})
+    tokens = sum(estimated_tokens(text) for text in inputs)
+    body = {
+        "object": "list",
+        "data": data,
+        "model": payload["model"],
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+    return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+# --- subprocess mode ---------------------------------------------------------------------------
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--dimensions-override", type=int, default=None)
+    parser.add_argument("--extra-dimensions", type=int, default=0)
+    parser.add_argument("--api-key", default=None, help="require this bearer token")
+    parser.add_argument("--poison-marker", default="POISON")
+    parser.add_argument("--no-log-inputs", action="store_true", help="log counts only")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parse_args(argv)
+    behaviour = Behaviour(
+        api_key=args.api_key,
+        poison_marker=args.poison_marker or None,
+        latency=args.latency_ms / 1000,
+        dimensions_override=args.dimensions_override,
+        extra_dimensions=args.extra_dimensions,
+        log_inputs=not args.no_log_inputs,
+    )
+    stopping = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stopping.set())
+    with FakeOpenAI(behaviour, port=args.port) as server:
+        print(server.base_url, flush=True)
+        stopping.wait()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,470 @@
+"""The OpenAI embedder: the real openai SDK over real HTTP against tests/fake_openai.py."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.fake_openai import (
+    MAX_INPUTS,
+    MAX_REQUEST_TOKENS,
+    TEST_API_KEY,
+    FakeOpenAI,
+    estimated_tokens,
+    expected_vector,
+)
+from vectorizer.config import OllamaEmbedding, OpenAIEmbedding
+from vectorizer.embedders import (
+    ApiKeyNotFoundError,
+    EmbedResult,
+    RequestPolicy,
+    make_embedder,
+)
+from vectorizer.embedders.openai import MAX_INPUT_TOKENS
+from vectorizer.embedders.tokenizers import cl100k_base
+from vectorizer.errors import VectorizerError
+
+pytest_plugins = ("tests.conftest_openai",)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FAST = RequestPolicy(base_wait=0.01, max_wait=2.0, retry_budget=10.0, request_timeout=10.0)
+
+
+def config(server: FakeOpenAI | None, **fields: object) -> OpenAIEmbedding:
+    values: dict[str, object] = {
+        "implementation": "openai",
+        "model": "text-embedding-3-small",
+        "dimensions": 768,
+        "base_url": server.base_url if server else None,
+    }
+    values.update(fields)
+    return OpenAIEmbedding.model_validate(values)
+
+
+async def embed(
+    settings: OpenAIEmbedding,
+    texts: Sequence[str],
+    *,
+    policy: RequestPolicy = FAST,
+    max_inputs: int | None = None,
+) -> EmbedResult:
+    embedder = make_embedder(settings, policy=policy)
+    if max_inputs is not None:
+        embedder.max_inputs_per_request = max_inputs
+    try:
+        return await embedder.embed(texts)
+    finally:
+        await embedder.aclose()
+
+
+def assert_vectors(result: EmbedResult, texts: Sequence[str], dimensions: int) -> None:
+    assert len(result.vectors) == len(texts)
+    for text, vector in zip(texts, result.vectors, strict=True):
+        assert vector is not None
+        assert vector.dtype == np.float32
+        np.testing.assert_array_equal(vector, expected_vector(text, dimensions))
+
+
+# --- request shape ---------------------------------------------------------------------------
+
+
+async def test_request_shape_for_text_embedding_3(fake_openai: FakeOpenAI) -> None:
+    texts = ["alpha", "beta", "gamma"]
+    result = await embed(config(fake_openai, user="user-42"), texts)
+
+    assert_vectors(result, texts, 768)
+    assert result.errors == {}
+    assert result.requests == 1
+    assert result.tokens == sum(estimated_tokens(t) for t in texts)
+    [request] = fake_openai.requests
+    assert request.model == "text-embedding-3-small"
+    assert request.inputs == texts
+    assert request.dimensions == 768
+    assert request.encoding_format == "base64"
+    assert request.user == "user-42"
+    assert "authorization" not in {name.lower() for name in request.headers}
+
+
+async def test_user_is_omitted_when_unset(fake_openai: FakeOpenAI) -> None:
+    await embed(config(fake_openai), ["x"])
+    assert fake_openai.requests[0].user is None
+
+
+@pytest.mark.parametrize(
+    ("model", "send_dimensions", "sent"),
+    [
+        ("text-embedding-3-large", None, True),
+        ("text-embedding-3-small", False, False),
+        ("my-local-model", None, False),
+        ("my-local-model", True, True),
+        ("text-embedding-ada-002", True, False),
+    ],
+)
+async def test_dimensions_sent_only_where_accepted(
+    fake_openai: FakeOpenAI, model: str, send_dimensions: bool | None, sent: bool
+) -> None:
+    dimensions = 1536 if model == "text-embedding-ada-002" else 1024
+    if not sent:
+        fake_openai.configure(dimensions_override=dimensions)
+    settings = config(
+        fake_openai, model=model, dimensions=dimensions, send_dimensions=send_dimensions
+    )
+    result = await embed(settings, ["hello"])
+
+    assert result.errors == {}
+    assert fake_openai.requests[0].dimensions == (dimensions if sent else None)
+
+
+def test_ada_002_requires_1536_dimensions() -> None:
+    with pytest.raises(VectorizerError, match="dimensions must be 1536 for text-embedding-ada-002"):
+        make_embedder(config(None, model="text-embedding-ada-002", dimensions=768))
+
+
+async def test_base_url_none_uses_openai_base_url_env(fake_openai: FakeOpenAI) -> None:
+    # The fixture points OPENAI_BASE_URL at the fake, as a pgai user's environment would.
+    result = await embed(config(None), ["from the environment"])
+    assert result.errors == {}
+    assert len(fake_openai.requests) == 1
+
+
+async def test_float_lists_are_accepted_when_base64_is_ignored(fake_openai: FakeOpenAI) -> None:
+    fake_openai.configure(ignore_encoding_format=True)
+    texts = [f"float {i}" for i in range(20)]
+    result = await embed(config(fake_openai), texts)
+    assert_vectors(result, texts, 768)
+
+
+# --- batching and truncation -----------------------------------------------------------------
+
+
+async def test_many_inputs_respect_the_input_cap(fake_openai: FakeOpenAI) -> None:
+    texts = [f"short text {i}" for i in range(5000)]
+    result = await embed(config(fake_openai, dimensions=64), texts)
+
+    assert result.errors == {}
+    assert_vectors(result, texts, 64)
+    counts = [request.input_count for request in fake_openai.requests]
+    assert sorted(counts) == [904, 2048, 2048]
+    assert all(request.status == 200 for request in fake_openai.requests)
+
+
+async def test_large_inputs_respect_the_token_cap(fake_openai: FakeOpenAI) -> None:
+    # 40,000-byte inputs: ~10k estimated tokens each, so at most 30 fit in 300k.
+    texts = [f"{i:04d}" + "x" * 39_996 for i in range(70)]
+    settings = config(fake_openai, model="my-local-model", dimensions=32, send_dimensions=True)
+    result = await embed(settings, texts)
+
+    assert result.errors == {}
+    assert_vectors(result, texts, 32)
+    requests = fake_openai.requests
+    assert all(request.status == 200 for request in requests)
+    assert len(requests) == 3
+    for request in requests:
+        assert request.input_count <= MAX_INPUTS
+        assert sum(estimated_tokens(text) for text in request.inputs) <= MAX_REQUEST_TOKENS
+
+
+async def test_long_input_is_truncated_for_openai_models(
+    fake_openai: FakeOpenAI, caplog: pytest.LogCaptureFixture
+) -> None:
+    long_text = " ".join(f"word{i}" for i in range(6000))  # well over 8191 tokens
+    full_tokens = len(cl100k_base().encode_ordinary(long_text))
+    assert full_tokens > MAX_INPUT_TOKENS
+
+    with caplog.at_level(logging.WARNING):
+        result = await embed(config(fake_openai), ["short", long_text])
+
+    assert result.errors == {}
+    sent = fake_openai.requests[0].inputs[1]
+    assert len(cl100k_base().encode_ordinary(sent)) == MAX_INPUT_TOKENS
+    assert long_text.startswith(sent)
+    np.testing.assert_array_equal(result.vectors[1], expected_vector(sent, 768))
+    assert f"chunk truncated from {full_tokens} to {MAX_INPUT_TOKENS} tokens" in caplog.text
+
+
+async def test_long_input_is_sent_whole_to_other_models(fake_openai: FakeOpenAI) -> None:
+    long_text = " ".join(f"word{i}" for i in range(6000))
+    settings = config(fake_openai, model="my-local-model", send_dimensions=True)
+    result = await embed(settings, [long_text])
+
+    assert result.errors == {}
+    assert fake_openai.requests[0].inputs == [long_text]
+
+
+async def test_typical_chunks_never_reach_the_tokenizer(fake_openai: FakeOpenAI) -> None:
+    cl100k_base.cache_clear()
+    texts = ["é" * 800, "日本語" * 266, "plain " * 130]
+    result = await embed(config(fake_openai), texts)
+
+    assert result.errors == {}
+    assert cl100k_base.cache_info().misses == 0
+
+
+async def test_empty_input_is_a_row_error_for_openai_models(fake_openai: FakeOpenAI) -> None:
+    result = await embed(config(fake_openai), ["a", "", "b"])
+
+    assert set(result.errors) == {1}
+    assert "empty" in result.errors[1]
+    assert result.vectors[1] is None
+    assert fake_openai.requests[0].inputs == ["a", "b"]
+
+
+# --- transient failures ----------------------------------------------------------------------
+
+
+async def test_429_waits_for_retry_after_and_succeeds(fake_openai: FakeOpenAI) -> None:
+    fake_openai.fail_next(429, count=2, retry_after_ms="250")
+    started = time.monotonic()
+    result = await embed(config(fake_openai), ["a", "b"])
+
+    assert time.monotonic() - started >= 0.5
+    assert result.errors == {}
+    assert result.requests == 3
+    assert [request.status for request in fake_openai.requests] == [429, 429, 200]
+
+
+async def test_retry_after_in_seconds_is_honoured(fake_openai: FakeOpenAI) -> None:
+    fake_openai.fail_next(429, count=1, retry_after="1")
+    started = time.monotonic()
+    result = await embed(config(fake_openai), ["a"])
+
+    assert time.monotonic() - started >= 1.0
+    assert result.requests == 2
+
+
+async def test_500_is_retried(fake_openai: FakeOpenAI) -> None:
+    fake_openai.fail_next(500, count=3)
+    texts = ["one", "two"]
+    result = await embed(config(fake_openai), texts)
+
+    assert_vectors(result, texts, 768)
+    assert result.requests == 4
+
+
+async def test_timeout_is_retried(fake_openai: FakeOpenAI) -> None:
+    fake_openai.stall_next(3.0)
+    policy = RequestPolicy(base_wait=0.01, retry_budget=10.0, request_timeout=0.3)
+    result = await embed(config(fake_openai), ["slow"], policy=policy)
+
+    assert result.errors == {}
+    assert result.requests == 2
+
+
+async def test_outage_longer_than_the_budget_is_a_vectorizer_error(
+    fake_openai: FakeOpenAI,
+) -> None:
+    fake_openai.fail_next(503, count=10_000)
+    policy = RequestPolicy(base_wait=0.05, max_wait=0.1, retry_budget=0.5)
+    started = time.monotonic()
+    with pytest.raises(VectorizerError, match=r"embedding provider unavailable: Error code: 503"):
+        await embed(config(fake_openai), ["a"], policy=policy)
+
+    assert time.monotonic() - started < 3
+    assert len(fake_openai.requests) >= 3
+
+
+async def test_insufficient_quota_is_not_retried(fake_openai: FakeOpenAI) -> None:
+    fake_openai.fail_next(429, count=5, code="insufficient_quota")
+    with pytest.raises(VectorizerError, match="429"):
+        await embed(config(fake_openai), ["a"])
+    assert len(fake_openai.requests) == 1
+
+
+# --- configuration errors and secrets --------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["sk-proj-WrongKeyAbCdEf0123456789", "my-very-secret-value"])
+async def test_401_is_a_vectorizer_error_without_the_key(
+    fake_openai: FakeOpenAI,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    key: str,
+) -> None:
+    fake_openai.configure(api_key=TEST_API_KEY)
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    with caplog.at_level(logging.DEBUG), pytest.raises(VectorizerError) as raised:
+        await embed(config(fake_openai), ["a", "b"])
+
+    message = str(raised.value)
+    assert message.startswith("Error code: 401 - ")
+    assert "Incorrect API key provided" in message
+    for text in (message, repr(raised.value), raised.value.reason, caplog.text):
+        assert key not in text
+        assert key[-8:] not in text
+    assert raised.value.__cause__ is None
+    assert len(fake_openai.requests) == 1
+
+
+async def test_right_key_is_sent_as_bearer_token(fake_openai: FakeOpenAI) -> None:
+    fake_openai.configure(api_key=TEST_API_KEY)
+    result = await embed(config(fake_openai), ["a"])
+    assert result.errors == {}
+
+
+async def test_key_from_a_custom_variable(
+    fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_openai.configure(api_key="custom-key-value")
+    monkeypatch.setenv("MY_EMBEDDING_KEY", "custom-key-value")
+    result = await embed(config(fake_openai, api_key_name="MY_EMBEDDING_KEY"), ["a"])
+    assert result.errors == {}
+
+
+@pytest.mark.parametrize("value", [None, "", "   "])
+async def test_missing_key_raises_api_key_not_found(
+    fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch, value: str | None
+) -> None:
+    if value is None:
+        monkeypatch.delenv("MY_MISSING_KEY", raising=False)
+    else:
+        monkeypatch.setenv("MY_MISSING_KEY", value)
+    with pytest.raises(ApiKeyNotFoundError) as raised:
+        await embed(config(fake_openai, api_key_name="MY_MISSING_KEY"), ["a"])
+
+    message = str(raised.value)
+    assert "ApiKeyNotFoundError" in message
+    assert "api_key_name=MY_MISSING_KEY" in message
+    assert "environment variable" in message
+    assert isinstance(raised.value, VectorizerError)
+    assert fake_openai.requests == []
+
+
+def test_repr_does_not_show_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    embedder = make_embedder(config(None), api_key="sk-secret-in-repr-000000")
+    assert "secret" not in repr(embedder)
+    assert "text-embedding-3-small" in repr(embedder)
+
+
+async def test_unknown_model_404_is_a_vectorizer_error(fake_openai: FakeOpenAI) -> None:
+    fake_openai.fail_next(404, count=1)
+    with pytest.raises(VectorizerError, match="Error code: 404"):
+        await embed(config(fake_openai), ["a"])
+
+
+# --- poison inputs and invalid parameters ----------------------------------------------------
+
+
+async def test_poison_input_is_isolated(fake_openai: FakeOpenAI) -> None:
+    texts = [f"text {i}" for i in range(10)]
+    texts[6] = "text 6 POISON"
+    result = await embed(config(fake_openai), texts)
+
+    assert list(result.errors) == [6]
+    assert "This input was flagged as invalid." in result.errors[6]
+    assert result.errors[6].startswith("Error code: 400")
+    assert result.vectors[6] is None
+    good = [i for i in range(10) if i != 6]
+    assert_vectors(
+        EmbedResult([result.vectors[i] for i in good], {}, 0, 0), [texts[i] for i in good], 768
+    )
+    # 1 rejected request, 1 canary, then a bisection: far fewer than one request per input.
+    assert result.requests == len(fake_openai.requests) <= 10
+
+
+async def test_several_poison_inputs_share_one_canary(fake_openai: FakeOpenAI) -> None:
+    texts = [f"POISON {i}" if i % 7 == 0 else f"fine {i}" for i in range(50)]
+    result = await embed(config(fake_openai), texts)
+
+    assert sorted(result.errors) == [i for i in range(50) if i % 7 == 0]
+    canaries = [request for request in fake_openai.requests if request.inputs == ["ok"]]
+    assert len(canaries) == 1
+
+
+async def test_invalid_parameter_is_a_vectorizer_error(fake_openai: FakeOpenAI) -> None:
+    fake_openai.configure(dimensions_unsupported=frozenset({"my-local-model"}))
+    settings = config(fake_openai, model="my-local-model", send_dimensions=True)
+    texts = [f"text {i}" for i in range(100)]
+    with pytest.raises(VectorizerError, match="does not support specifying dimensions"):
+        await embed(settings, texts)
+    # The canary settles it: no bisection through 100 inputs.
+    assert len(fake_openai.requests) == 2
+
+
+# --- dimensions ------------------------------------------------------------------------------
+
+
+async def test_wrong_dimensions_for_every_vector(fake_openai: FakeOpenAI) -> None:
+    fake_openai.configure(extra_dimensions=2)
+    with pytest.raises(
+        VectorizerError,
+        match="dimension mismatch: the model returned 770 dimensions, the vectorizer expects 768",
+    ):
+        await embed(config(fake_openai), ["a", "b", "c"])
+
+
+async def test_wrong_dimensions_for_some_vectors(fake_openai: FakeOpenAI) -> None:
+    fake_openai.configure(extra_dimensions=1, extra_dimensions_marker="ODD")
+    texts = ["fine", "ODD one", "fine too"]
+    result = await embed(config(fake_openai), texts)
+
+    assert list(result.errors) == [1]
+    assert "769 dimensions" in result.errors[1]
+    assert result.vectors[1] is None
+    np.testing.assert_array_equal(result.vectors[2], expected_vector("fine too", 768))
+
+
+# --- concurrency -----------------------------------------------------------------------------
+
+
+async def test_requests_of_one_call_overlap(fake_openai: FakeOpenAI) -> None:
+    fake_openai.configure(latency=0.3)
+    texts = [f"text {i}" for i in range(80)]
+    policy = RequestPolicy(max_concurrent_requests=4, request_timeout=10)
+    started = time.monotonic()
+    result = await embed(config(fake_openai), texts, policy=policy, max_inputs=10)
+    elapsed = time.monotonic() - started
+
+    assert_vectors(result, texts, 768)
+    assert len(fake_openai.requests) == 8
+    assert fake_openai.max_in_flight == 4
+    assert elapsed < 8 * 0.3  # sequential would take 2.4 s; two waves take ~0.6 s
+
+
+# --- registry, imports, offline tokenizer ----------------------------------------------------
+
+
+def test_unimplemented_provider_is_a_vectorizer_error() -> None:
+    settings = OllamaEmbedding(implementation="ollama", model="nomic-embed-text", dimensions=768)
+    with pytest.raises(
+        VectorizerError, match="embedding implementation 'ollama' is not available in this worker"
+    ):
+        make_embedder(settings)
+
+
+def _run_python(code: str, env: dict[str, str]) -> str:
+    completed = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return completed.stdout.strip()
+
+
+def test_importing_the_registry_does_not_import_providers() -> None:
+    code = (
+        "import sys, vectorizer.embedders; print('openai' in sys.modules, 'litellm' in sys.modules)"
+    )
+    assert _run_python(code, dict(os.environ)) == "False False"
+
+
+def test_tokenizer_loads_without_network_or_cache_dir() -> None:
+    env = {k: v for k, v in os.environ.items() if "TIKTOKEN" not in k}
+    # A dead proxy makes any download attempt fail fast instead of succeeding by accident.
+    env.update(HTTP_PROXY="http://127.0.0.1:9", HTTPS_PROXY="http://127.0.0.1:9")
+    code = (
+        "from vectorizer.embedders.tokenizers import cl100k_base;"
+        "print(cl100k_base().encode('hello world'), cl100k_base().n_vocab)"
+    )
+    assert _run_python(code, env) == "[15339, 1917] 100277"

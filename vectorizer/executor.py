@@ -1,0 +1,234 @@
+"""One batch = one transaction: claim → load → parse → chunk → format → embed → write → commit.
+
+Failures are sorted as DESIGN §1 says. A row-level failure charges only its key (requeued with
+backoff, or moved to the failed queue) and the rest of the batch commits. A VectorizerError
+propagates: the transaction rolls back and every claimed key is queued again, uncharged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import psycopg
+from psycopg.rows import dict_row
+
+from vectorizer.config import UriLoading, Vectorizer
+from vectorizer.embedders import Embedder
+from vectorizer.errors import RowError
+from vectorizer.queue import ATTEMPTS, FOUND, QueueQueries
+from vectorizer.stages.pipeline import RowPipeline
+from vectorizer.stages.writing import RowEmbeddings, Writer
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH_SIZE = 50
+DOCUMENT_BATCH_SIZE = 1
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Backoff for row-level failures: base, doubling per attempt, capped."""
+
+    base_seconds: float = 180.0
+    max_seconds: float = 3600.0
+
+    def delay(self, attempts_so_far: int) -> float:
+        return min(self.max_seconds, self.base_seconds * (2 ** min(attempts_so_far, 30)))
+
+
+@dataclass
+class BatchResult:
+    claimed: int = 0
+    rows_done: int = 0
+    chunks: int = 0
+    failed: list[tuple[tuple[Any, ...], RowError]] = field(default_factory=list)
+
+
+@dataclass
+class _Item:
+    key: tuple[Any, ...]
+    attempts: int
+    row: dict[str, Any]
+    payload: Any = None
+    chunks: list[str] = field(default_factory=list)
+    vectors: list[np.ndarray] = field(default_factory=list)
+    error: RowError | None = None
+
+
+def batch_size_for(vectorizer: Vectorizer) -> int:
+    configured = vectorizer.config.processing.batch_size
+    if configured:
+        return configured
+    if isinstance(vectorizer.config.loading, UriLoading):
+        return DOCUMENT_BATCH_SIZE
+    return DEFAULT_BATCH_SIZE
+
+
+class Executor:
+    """Runs batches for one vectorizer on one connection."""
+
+    def __init__(
+        self,
+        vectorizer: Vectorizer,
+        pipeline: RowPipeline,
+        embedder: Embedder,
+        writer: Writer,
+        queries: QueueQueries,
+        retry: RetryPolicy,
+    ) -> None:
+        self.vectorizer = vectorizer
+        self._pipeline = pipeline
+        self._embedder = embedder
+        self._writer = writer
+        self._queries = queries
+        self._retry = retry
+        self._batch_size = batch_size_for(vectorizer)
+
+    async def run_batch(self, conn: psycopg.AsyncConnection) -> BatchResult:
+        async with conn.transaction():
+            items = await self._claim(conn)
+            result = BatchResult(claimed=len(items))
+            live = [item for item in items if item.row.pop(FOUND, None)]
+            if not live:
+                return result
+            await self._load(live)
+            await asyncio.to_thread(self._transform, live)
+            await self._embed(live)
+            good = [item for item in live if item.error is None]
+            await self._write(conn, good)
+            failed = [item for item in live if item.error is not None]
+            await self._charge(conn, failed)
+            result.rows_done = sum(1 for item in live if item.error is None)
+            result.chunks = sum(len(item.chunks) for item in live if item.error is None)
+            result.failed = [(item.key, item.error) for item in failed if item.error]
+            return result
+
+    async def _claim(self, conn: psycopg.AsyncConnection) -> list[_Item]:
+        async with conn.cursor(row_factory=dict_row) as cursor:
+            await cursor.execute(self._queries.claim, {"batch_size": self._batch_size})
+            rows = await cursor.fetchall()
+        pk = self._queries.pk_names
+        items = []
+        for row in rows:
+            attempts = row.pop(ATTEMPTS) or 0
+            items.append(_Item(key=tuple(row.get(c) for c in pk), attempts=attempts, row=row))
+        return items
+
+    async def _load(self, items: list[_Item]) -> None:
+        payloads = await asyncio.gather(
+            *(self._pipeline.load(item.row) for item in items), return_exceptions=True
+        )
+        for item, payload in zip(items, payloads, strict=True):
+            if isinstance(payload, RowError):
+                item.error = payload
+            elif isinstance(payload, BaseException):
+                raise payload
+            else:
+                item.payload = payload
+
+    def _transform(self, items: list[_Item]) -> None:
+        for item in items:
+            if item.error is not None:
+                continue
+            try:
+                item.chunks = self._pipeline.transform(item.payload, item.row)
+            except RowError as exc:
+                item.error = exc
+
+    async def _embed(self, items: list[_Item]) -> None:
+        texts: list[str] = []
+        owners: list[_Item] = []
+        for item in items:
+            if item.error is None:
+                texts.extend(item.chunks)
+                owners.extend([item] * len(item.chunks))
+        if not texts:
+            return
+        result = await self._embedder.embed(texts)
+        for index, owner in enumerate(owners):
+            message = result.errors.get(index)
+            if message is not None and owner.error is None:
+                owner.error = RowError("embedding", message)
+            vector = result.vectors[index]
+            if vector is not None:
+                owner.vectors.append(vector)
+
+    def _embeddings(self, item: _Item) -> RowEmbeddings:
+        return RowEmbeddings(key=item.key, chunks=item.chunks, vectors=item.vectors)
+
+    async def _write(self, conn: psycopg.AsyncConnection, items: list[_Item]) -> None:
+        if not items:
+            return
+        try:
+            async with conn.transaction():
+                await self._writer.write(conn, [self._embeddings(item) for item in items])
+            return
+        except (psycopg.DataError, psycopg.IntegrityError, psycopg.errors.ProgrammingError) as exc:
+            if len(items) == 1:
+                items[0].error = RowError("writing", _db_message(exc))
+                return
+            log.info("batch write failed (%s); isolating the failing rows", _db_message(exc))
+        middle = len(items) // 2
+        await self._write(conn, items[:middle])
+        await self._write(conn, items[middle:])
+
+    async def _charge(self, conn: psycopg.AsyncConnection, items: list[_Item]) -> None:
+        retries = self.vectorizer.config.loading.retries
+        for item in items:
+            error = item.error
+            assert error is not None
+            give_up = not error.retryable or item.attempts >= retries
+            if give_up:
+                await conn.execute(self._queries.fail, (*item.key, error.step))
+            else:
+                delay = self._retry.delay(item.attempts)
+                await conn.execute(self._queries.requeue, (*item.key, item.attempts + 1, delay))
+            message, details = self.error_row(error, item.key, item.attempts + 1, not give_up)
+            await conn.execute(
+                self._queries.record_error,
+                (self.vectorizer.id, message, json.dumps(details, default=str)),
+            )
+            log.warning(
+                "vectorizer %s key %s failed at %s (attempt %s%s): %s",
+                self.vectorizer.id,
+                _key_repr(self._queries.pk_names, item.key),
+                error.step,
+                item.attempts + 1,
+                ", moved to the failed queue" if give_up else "",
+                error.message,
+            )
+
+    def error_row(
+        self, error: RowError, key: tuple[Any, ...], attempts: int, retryable: bool
+    ) -> tuple[str, dict[str, Any]]:
+        """The reference's message and details keys, plus the key, step and attempt."""
+        config = self.vectorizer.config
+        details: dict[str, Any] = {"error_reason": error.message}
+        if error.step == "loading":
+            message = "loading failed"
+            details["loader"] = config.loading.implementation
+        elif error.step == "embedding":
+            message = "embedding provider failed"
+            details["provider"] = config.embedding.implementation
+        else:
+            message = "vectorizer failed with unexpected error"
+        details["is_retryable"] = retryable
+        details["step"] = error.step
+        details["pk"] = dict(zip(self._queries.pk_names, key, strict=True))
+        details["attempts"] = attempts
+        return message, details
+
+
+def _db_message(exc: psycopg.Error) -> str:
+    diag = exc.diag
+    return diag.message_primary or str(exc).strip()
+
+
+def _key_repr(names: Sequence[str], key: tuple[Any, ...]) -> str:
+    return json.dumps(dict(zip(names, key, strict=True)), default=str)

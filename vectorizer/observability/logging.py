@@ -1,0 +1,75 @@
+"""Log setup: readable text or JSON lines, with secrets masked in every record."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from datetime import UTC, datetime
+
+_secrets: set[str] = set()
+
+# Credentials that may reach a message through a URL or an echoed provider error.
+_PATTERNS = (
+    (re.compile(r"(postgres(?:ql)?://[^:/@\s]+:)[^@\s]+@"), r"\1***@"),
+    (re.compile(r"(password=)\S+", re.IGNORECASE), r"\1***"),
+    (re.compile(r"\b(sk-[A-Za-z0-9_\-]{4})[A-Za-z0-9_\-]{8,}"), r"\1***"),
+    (re.compile(r"(Bearer\s+)\S+", re.IGNORECASE), r"\1***"),
+)
+
+
+def register_secret(value: str | None) -> None:
+    """Masks `value` in every log record from now on."""
+    if value and len(value) >= 4:
+        _secrets.add(value)
+
+
+def redact(text: str) -> str:
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, "***")
+    for pattern, replacement in _PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+class RedactingFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message or record.args:
+            record.msg, record.args = cleaned, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        document = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_text or record.exc_info:
+            document["exception"] = record.exc_text or self.formatException(record.exc_info)
+        return json.dumps(document, default=str)
+
+
+TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+LEVELS = ("DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL", "FATAL")
+
+
+def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RedactingFilter())
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    name = level.upper()
+    root.setLevel({"WARN": "WARNING", "FATAL": "CRITICAL"}.get(name, name))
+    # third-party chatter at INFO would drown the worker's own lines
+    for noisy in ("httpx", "httpcore", "openai", "LiteLLM", "urllib3", "botocore"):
+        logging.getLogger(noisy).setLevel(max(root.level, logging.WARNING))

@@ -1,0 +1,132 @@
+"""Worker liveness and progress, reported through ai._worker_* and ai._vectorizer_errors.
+
+Tracking has its own connection so a heartbeat never waits behind a batch transaction, and a
+tracking failure (database briefly unreachable) is logged and retried, never fatal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from datetime import timedelta
+from typing import Any
+from uuid import UUID
+
+import psycopg
+
+from vectorizer import __version__
+
+log = logging.getLogger(__name__)
+
+
+class WorkerTracking:
+    def __init__(self, db_url: str, heartbeat_interval: timedelta) -> None:
+        self._db_url = db_url
+        self._interval = heartbeat_interval
+        self._conn: psycopg.AsyncConnection | None = None
+        self._lock = asyncio.Lock()
+        self.worker_id: UUID | None = None
+        self._successes = 0
+        self._errors = 0
+        self._last_error: str | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def _connection(self) -> psycopg.AsyncConnection:
+        if self._conn is None or self._conn.closed:
+            short_id = str(self.worker_id).split("-")[0] if self.worker_id else "starting"
+            self._conn = await psycopg.AsyncConnection.connect(
+                self._db_url,
+                autocommit=True,
+                application_name=f"vectorizer-worker-tracking: {short_id}",
+            )
+        return self._conn
+
+    async def _call(self, query: str, params: tuple[Any, ...]) -> Any:
+        async with self._lock:
+            conn = await self._connection()
+            try:
+                cursor = await conn.execute(query, params)
+                return await cursor.fetchone()
+            except psycopg.OperationalError:
+                await conn.close()
+                raise
+
+    async def start(self) -> UUID:
+        row = await self._call("select ai._worker_start(%s, %s)", (__version__, self._interval))
+        self.worker_id = row[0]
+        self._task = asyncio.create_task(self._beat_forever(), name="heartbeat")
+        return self.worker_id
+
+    def record_success(self, items: int) -> None:
+        self._successes += items
+
+    def record_error(self, message: str) -> None:
+        """Counts an error once, for the next heartbeat."""
+        self._errors += 1
+        self._last_error = message
+
+    async def heartbeat(self) -> None:
+        successes, errors, message = self._successes, self._errors, self._last_error
+        self._successes, self._errors, self._last_error = 0, 0, None
+        try:
+            await self._call(
+                "select ai._worker_heartbeat(%s, %s, %s, %s)",
+                (self.worker_id, successes, errors, message),
+            )
+        except psycopg.Error:
+            # keep the counts for the next beat rather than lose them
+            self._successes += successes
+            self._errors += errors
+            self._last_error = self._last_error or message
+            raise
+
+    async def _beat_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval.total_seconds())
+            try:
+                await self.heartbeat()
+            except psycopg.Error as exc:
+                log.warning("heartbeat failed, will retry: %s", exc)
+
+    async def progress(
+        self, vectorizer_id: int, successes: int, error_message: str | None = None
+    ) -> None:
+        try:
+            await self._call(
+                "select ai._worker_progress(%s, %s, %s, %s)",
+                (self.worker_id, vectorizer_id, successes, error_message),
+            )
+        except psycopg.errors.ForeignKeyViolation:
+            log.info("vectorizer %s was dropped; progress not recorded", vectorizer_id)
+        except psycopg.Error as exc:
+            log.warning("could not record progress of vectorizer %s: %s", vectorizer_id, exc)
+
+    async def vectorizer_error(
+        self, vectorizer_id: int, message: str, details: dict[str, Any]
+    ) -> None:
+        """An error row for a failure that charged no row (written outside any batch)."""
+        try:
+            await self._call(
+                "insert into ai._vectorizer_errors (id, message, details)"
+                " values (%s, %s, %s::jsonb) returning id",
+                (vectorizer_id, message, json.dumps(details, default=str)),
+            )
+        except psycopg.errors.ForeignKeyViolation:
+            log.info("vectorizer %s was dropped; error not recorded", vectorizer_id)
+        except psycopg.Error as exc:
+            log.warning("could not record error of vectorizer %s: %s", vectorizer_id, exc)
+
+    async def stop(self) -> None:
+        """Final heartbeat, then close."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        if self.worker_id is not None:
+            try:
+                await self.heartbeat()
+            except psycopg.Error as exc:
+                log.warning("final heartbeat failed: %s", exc)
+        if self._conn is not None:
+            await self._conn.close()
