@@ -82,9 +82,13 @@ class Behaviour:
     log_inputs: bool = True  # False keeps only counts (long benchmarks)
 
 
+STALL = 0  # wait `stall` seconds, then answer normally
+DROP = -1  # close the connection without answering
+
+
 @dataclass
 class _Failure:
-    status: int  # HTTP status, or 0 for "stall this long before answering"
+    status: int  # HTTP status, or STALL / DROP
     remaining: int
     retry_after: str | None = None
     retry_after_ms: str | None = None
@@ -160,6 +164,11 @@ class FakeOpenAI:
         self._loop.run_until_complete(self._startup())
         ready.set()
         self._loop.run_forever()
+        # Handlers still sleeping (stalls, latency) are cancelled so the loop closes cleanly.
+        pending = asyncio.all_tasks(self._loop)
+        for task in pending:
+            task.cancel()
+        self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         self._loop.close()
 
     async def _startup(self) -> None:
@@ -168,7 +177,8 @@ class FakeOpenAI:
         app.router.add_post("/_control", self._control)
         app.router.add_get("/_requests", self._requests)
         app.router.add_post("/_reset", self._reset)
-        self._runner = web.AppRunner(app, access_log=None)
+        # Stalled requests must not hold up a test's teardown.
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
         await self._runner.setup()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -199,7 +209,12 @@ class FakeOpenAI:
     def stall_next(self, seconds: float, count: int = 1) -> None:
         """Hold the next `count` requests for `seconds` before answering (client timeouts)."""
         with self._lock:
-            self._failures.append(_Failure(0, count, stall=seconds))
+            self._failures.append(_Failure(STALL, count, stall=seconds))
+
+    def drop_next(self, count: int = 1) -> None:
+        """Close the connection of the next `count` requests without answering (resets)."""
+        with self._lock:
+            self._failures.append(_Failure(DROP, count))
 
     def configure(self, **changes: Any) -> None:
         with self._lock:
@@ -263,8 +278,12 @@ class FakeOpenAI:
         auth_error = _check_auth(request, behaviour)
         if auth_error is not None:
             return 401, auth_error, {}
-        if failure is not None and failure.status == 0:
+        if failure is not None and failure.status == STALL:
             await asyncio.sleep(failure.stall)
+        elif failure is not None and failure.status == DROP:
+            if request.transport is not None:
+                request.transport.abort()
+            return DROP, b"", {}
         elif failure is not None:
             return failure.status, _injected_error(failure), _retry_headers(failure)
         if payload is None:
@@ -291,7 +310,7 @@ class FakeOpenAI:
             dimensions=payload.get("dimensions"),
             encoding_format=payload.get("encoding_format"),
             user=payload.get("user"),
-            headers={k: v for k, v in request.headers.items() if k.lower() != "authorization"},
+            headers={str(k): v for k, v in request.headers.items() if k.lower() != "authorization"},
             status=status,
             started=started,
             finished=time.monotonic(),
@@ -308,6 +327,8 @@ class FakeOpenAI:
             self.fail_next(**command)
         elif action == "stall":
             self.stall_next(**command)
+        elif action == "drop":
+            self.drop_next(**command)
         elif action == "configure":
             if "dimensions_unsupported" in command:
                 command["dimensions_unsupported"] = frozenset(command["dimensions_unsupported"])

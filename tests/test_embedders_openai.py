@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -258,6 +260,15 @@ async def test_timeout_is_retried(fake_openai: FakeOpenAI) -> None:
     assert result.requests == 2
 
 
+async def test_connection_reset_is_retried(fake_openai: FakeOpenAI) -> None:
+    fake_openai.drop_next(2)
+    result = await embed(config(fake_openai), ["reset me"])
+
+    assert result.errors == {}
+    assert result.requests == 3
+    assert [request.status for request in fake_openai.requests] == [-1, -1, 200]
+
+
 async def test_outage_longer_than_the_budget_is_a_vectorizer_error(
     fake_openai: FakeOpenAI,
 ) -> None:
@@ -468,3 +479,35 @@ def test_tokenizer_loads_without_network_or_cache_dir() -> None:
         "print(cl100k_base().encode('hello world'), cl100k_base().n_vocab)"
     )
     assert _run_python(code, env) == "[15339, 1917] 100277"
+
+
+def _call_fake(url: str, path: str, body: dict[str, object] | None = None) -> dict[str, object]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url.removesuffix("/v1") + path, data=data)
+    with urllib.request.urlopen(request, timeout=10) as response:
+        answer: dict[str, object] = json.loads(response.read())
+    return answer
+
+
+async def test_fake_server_runs_as_a_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", TEST_API_KEY)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.fake_openai", "--port", "0", "--api-key", TEST_API_KEY],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/v1")
+        _call_fake(url, "/_control", {"action": "fail", "status": 500, "count": 1})
+        result = await embed(config(None, base_url=url), ["over the wire"])
+
+        assert result.requests == 2
+        log = _call_fake(url, "/_requests")
+        assert [entry["status"] for entry in log["requests"]] == [500, 200]  # type: ignore[attr-defined]
+        np.testing.assert_array_equal(result.vectors[0], expected_vector("over the wire", 768))
+    finally:
+        process.terminate()
+        assert process.wait(10) == 0

@@ -557,6 +557,18 @@ def test_if_not_exists_returns_the_existing_id(
     assert not regclass_exists(conn, "public.elsewhere_store")
 
 
+def test_if_not_exists_with_an_explicit_queue_table(
+    conn: psycopg.Connection, blog: str, notices: Notices
+) -> None:
+    # re-running the very same call must be a no-op: the existing vectorizer's own queue table
+    # must not be reported as a collision before the name is looked up (a pgai quirk)
+    call = create_sql(conn, name="'dup'", queue_table="'blog_q'", if_not_exists="true")
+    vid = one(conn, call)
+    assert one(conn, call) == vid
+    assert ("NOTICE", "a vectorizer named dup already exists, skipping") in notices.items
+    assert one(conn, "select count(*) from ai.vectorizer") == 1
+
+
 def test_duplicate_name_is_an_error(conn: psycopg.Connection, blog: str) -> None:
     create(conn, name="'dup'")
     with pytest.raises(errors.DuplicateObject) as info:
@@ -787,6 +799,13 @@ def test_grantees_get_their_privileges(
     assert not table_priv(other, target, "select")
     assert not table_priv(other, queue, "select")
     assert not schema_priv(other, "emb")
+
+
+def test_grant_to_public(conn: psycopg.Connection, blog: str) -> None:
+    vid = create(conn, grant_to="array['public']::name[]")
+    for relation in ("public.blog", "public.blog_embedding_store", f"ai._vectorizer_q_{vid}"):
+        assert one(conn, "select has_table_privilege('public', %s, 'select')", (relation,))
+    assert one(conn, "select has_table_privilege('public', 'ai.vectorizer', 'select')")
 
 
 def test_grant_to_default_guc(

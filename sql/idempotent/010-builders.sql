@@ -7,8 +7,23 @@
 
 -- pgai 0.12 declared embedding_voyageai with four arguments; ours takes seven. Without this
 -- drop a database that had pgai installed would keep both and two-argument calls would be
--- ambiguous.
-drop function if exists ai.embedding_voyageai(pg_catalog.text, pg_catalog.int4, pg_catalog.text, pg_catalog.text);
+-- ambiguous. (Left alone if an extension owns it: dropping would fail.)
+do $block$
+declare
+    _old pg_catalog.regprocedure = pg_catalog.to_regprocedure
+        ('ai.embedding_voyageai(text, integer, text, text)');
+begin
+    if _old is not null and not exists
+    ( select 1
+      from pg_catalog.pg_depend d
+      where d.classid operator(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
+      and d.objid operator(pg_catalog.=) _old::pg_catalog.oid
+      and d.deptype operator(pg_catalog.=) 'e'
+    ) then
+        drop function ai.embedding_voyageai(pg_catalog.text, pg_catalog.int4, pg_catalog.text, pg_catalog.text);
+    end if;
+end
+$block$;
 
 -------------------------------------------------------------------------------
 -- loading

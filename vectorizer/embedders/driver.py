@@ -74,7 +74,7 @@ class EmbedCall:
         )
 
     def _prepare(self) -> tuple[list[int], list[int]]:
-        """Texts to send, and (index, token count) of each input still in the running."""
+        """Fill in the texts to send; return the inputs still in the running and their tokens."""
         indices: list[int] = []
         counts: list[int] = []
         for index, text in enumerate(self._texts):
@@ -117,7 +117,8 @@ class EmbedCall:
             if self._canary_checked:
                 return
             try:
-                await self._request([self._embedder.canary_text])
+                canary, _ = self._embedder.prepare_input(self._embedder.canary_text)
+                await self._request([canary])
             except BadInputError as exc:
                 raise VectorizerError(self._embedder.redact(exc.message)) from None
             self._canary_checked = True

