@@ -4,15 +4,19 @@ In-process (tests):
 
     with FakeOpenAI() as server:          # or the `fake_openai` fixture (tests/conftest_openai.py)
         server.base_url                   # "http://127.0.0.1:<port>/v1"
-        server.fail_next(429, count=2, retry_after_ms=50)
-        server.requests                   # what the client sent
+        server.fail_next(429, count=2, retry_after_ms="50")   # also 500, 401, ...
+        server.stall_next(3.0)            # a client timeout
+        server.drop_next()                # a connection reset
+        server.configure(latency=0.2, extra_dimensions=2, api_key="sk-...")
+        server.requests                   # what the client sent (status -1: dropped)
 
 As a process (benchmarks):
 
     python -m tests.fake_openai --port 8765 --latency-ms 20
 
-prints its base URL on stdout; `POST /_control` changes behaviour, `GET /_requests` reads the
-log, `POST /_reset` clears both.
+prints its base URL on stdout and serves until SIGTERM/SIGINT. `POST /_control` with
+`{"action": "fail" | "stall" | "drop" | "configure", ...keyword arguments}` changes behaviour,
+`GET /_requests` reads the log, `POST /_reset` clears both.
 
 Vectors are derived from each input's text (`expected_vector`), so a test can recompute what
 it should have received. The server enforces OpenAI's limits (2048 inputs, 300k estimated
@@ -255,8 +259,12 @@ class FakeOpenAI:
             with self._lock:
                 self._in_flight -= 1
         self._record(payload, request, behaviour, status, started)
+        # A dropped connection answers nothing; the 500 only keeps aiohttp's types happy.
         return web.Response(
-            status=status, body=body, headers=headers, content_type="application/json"
+            status=500 if status == DROP else status,
+            body=body,
+            headers=headers,
+            content_type="application/json",
         )
 
     def _take_failure(self) -> _Failure | None:

@@ -247,8 +247,20 @@ def test_ids_and_object_names_follow_the_sequence(conn: psycopg.Connection, blog
 def test_default_names(conn: psycopg.Connection, blog: str) -> None:
     vid = create(conn)
     assert vectorizer(conn, vid)["name"] == "public_blog_embedding_store"
-    assert one(conn, "select relkind::text from pg_class where oid = 'public.blog_embedding_store'::regclass") == "r"
-    assert one(conn, "select relkind::text from pg_class where oid = 'public.blog_embedding'::regclass") == "v"
+    assert (
+        one(
+            conn,
+            "select relkind::text from pg_class"
+            " where oid = 'public.blog_embedding_store'::regclass",
+        )
+        == "r"
+    )
+    assert (
+        one(
+            conn, "select relkind::text from pg_class where oid = 'public.blog_embedding'::regclass"
+        )
+        == "v"
+    )
 
 
 def test_explicit_name(conn: psycopg.Connection, blog: str) -> None:
@@ -271,7 +283,10 @@ def test_destination_shortcut_names_store_and_view(conn: psycopg.Connection, blo
         "view_schema": "public",
         "view_name": "x",
     }
-    assert one(conn, "select relkind::text from pg_class where oid = 'public.x_store'::regclass") == "r"
+    assert (
+        one(conn, "select relkind::text from pg_class where oid = 'public.x_store'::regclass")
+        == "r"
+    )
     assert one(conn, "select relkind::text from pg_class where oid = 'public.x'::regclass") == "v"
     assert not regclass_exists(conn, "public.blog_embedding_store")
 
@@ -300,7 +315,9 @@ def test_target_schema_and_view_schema_are_honoured(conn: psycopg.Connection, bl
     # pgai's bug: the view landed in the source schema whatever view_schema said
     assert not regclass_exists(conn, "public.blog_chunks")
     assert not regclass_exists(conn, "emb.blog_chunks")
-    conn.execute(f"insert into emb.chunks (id, chunk_seq, chunk, embedding) values (1, 0, 'c', {VEC})")
+    conn.execute(
+        f"insert into emb.chunks (id, chunk_seq, chunk, embedding) values (1, 0, 'c', {VEC})"
+    )
     assert all_rows(conn, "select id, chunk, title from views.blog_chunks") == [(1, "c", "one")]
 
 
@@ -311,7 +328,9 @@ def test_existing_view_or_target_blocks_creation(conn: psycopg.Connection, blog:
         "an object named public.blog_embedding already exists. "
         "specify an alternate destination or view_name explicitly"
     )
-    conn.execute("drop view public.blog_embedding; create table public.blog_embedding_store (x int)")
+    conn.execute(
+        "drop view public.blog_embedding; create table public.blog_embedding_store (x int)"
+    )
     message = raises(conn, create_sql(conn), errors.DuplicateObject)
     assert message == (
         "an object named public.blog_embedding_store already exists. "
@@ -414,7 +433,9 @@ def test_view_columns_and_join(conn: psycopg.Connection, two_key_table: str) -> 
         """
     )
     assert all_rows(
-        conn, "select a, b, chunk_seq, chunk, body, extra from public.doc_embedding order by b, chunk_seq"
+        conn,
+        "select a, b, chunk_seq, chunk, body, extra from public.doc_embedding"
+        " order by b, chunk_seq",
     ) == [
         ("k", 1, 0, "c0", "hello", {"x": 1}),
         ("k", 1, 1, "c1", "hello", {"x": 1}),
@@ -698,7 +719,9 @@ def test_non_owner_may_not_create(
     conn.execute(sql.SQL("set role {}").format(sql.Identifier(stranger)))
     message = raises(conn, create_sql(conn))
     conn.execute("reset role")
-    assert message == "only a superuser or the owner of the source table may create a vectorizer on it"
+    assert (
+        message == "only a superuser or the owner of the source table may create a vectorizer on it"
+    )
     assert one(conn, "select count(*) from ai.vectorizer") == 0
 
 
@@ -718,11 +741,14 @@ def test_member_of_owner_role_may_create(
     conn.execute("reset role")
     assert queue_keys(conn, vid) == [1, 2, 3, 10]
     # the trigger function runs as the creator
-    assert one(
-        conn,
-        "select pg_get_userbyid(proowner)::text from pg_proc where oid = %s::regprocedure",
-        (f"ai._vectorizer_src_trg_{vid}()",),
-    ) == member
+    assert (
+        one(
+            conn,
+            "select pg_get_userbyid(proowner)::text from pg_proc where oid = %s::regprocedure",
+            (f"ai._vectorizer_src_trg_{vid}()",),
+        )
+        == member
+    )
 
 
 def test_grant_to_drops_unknown_roles_with_a_warning(
@@ -730,7 +756,10 @@ def test_grant_to_drops_unknown_roles_with_a_warning(
 ) -> None:
     reader = make_role("vz_reader")
     vid = create(conn, grant_to=f"ai.grant_to({lit(conn, reader)}, 'vz_no_such_role_x')")
-    assert ("WARNING", "one or more grant_to roles do not exist: {vz_no_such_role_x}") in notices.items
+    assert (
+        "WARNING",
+        "one or more grant_to roles do not exist: {vz_no_such_role_x}",
+    ) in notices.items
     assert one(conn, "select has_table_privilege(%s, 'public.blog', 'select')", (reader,))
     assert vectorizer(conn, vid)["id"] == vid
 
@@ -862,7 +891,9 @@ def test_column_destination_reuses_a_matching_column(
     )
     assert vectorizer(conn, vid)["name"] == "public_blog_emb"
     assert one(conn, "select emb::text from public.blog where id = 1") == "[1,2,3]"
-    assert [c for c in columns(conn, "public.blog") if c[0] == "emb"] == [("emb", "vector(3)", False)]
+    assert [c for c in columns(conn, "public.blog") if c[0] == "emb"] == [
+        ("emb", "vector(3)", False)
+    ]
 
 
 @pytest.mark.parametrize("column_type", ["vector(5)", "text"])
@@ -871,7 +902,8 @@ def test_column_destination_rejects_a_wrongly_typed_column(
 ) -> None:
     conn.execute(f"alter table public.blog add column emb {column_type}")
     message = raises(
-        conn, create_sql(conn, destination="ai.destination_column('emb')", chunking="ai.chunking_none()")
+        conn,
+        create_sql(conn, destination="ai.destination_column('emb')", chunking="ai.chunking_none()"),
     )
     assert message.startswith("embedding column emb already exists in public.blog with type ")
     assert column_type in message
@@ -909,17 +941,26 @@ def odd_table(conn: psycopg.Connection) -> str:
     )
     conn.execute(
         sql.SQL(
-            """insert into {}.{} ("Doc Id", "select", "Title", "from") values (1, 'body', 'T', 'f')"""
+            """insert into {}.{} ("Doc Id", "select", "Title", "from")
+            values (1, 'body', 'T', 'f')"""
         ).format(s, t)
     )
     return sql.SQL("{}.{}").format(s, t).as_string(conn)
 
 
-def test_hostile_names_default_name_fails_the_check(conn: psycopg.Connection, odd_table: str) -> None:
-    raises(conn, create_sql(conn, odd_table, loading="""ai.loading_column('select')"""), errors.CheckViolation)
+def test_hostile_names_default_name_fails_the_check(
+    conn: psycopg.Connection, odd_table: str
+) -> None:
+    raises(
+        conn,
+        create_sql(conn, odd_table, loading="""ai.loading_column('select')"""),
+        errors.CheckViolation,
+    )
 
 
-def test_hostile_names_table_destination_end_to_end(conn: psycopg.Connection, odd_table: str) -> None:
+def test_hostile_names_table_destination_end_to_end(
+    conn: psycopg.Connection, odd_table: str
+) -> None:
     vid = create(
         conn,
         odd_table,
@@ -984,14 +1025,19 @@ def test_hostile_names_table_destination_end_to_end(conn: psycopg.Connection, od
     assert not regclass_exists(conn, target)
     assert not regclass_exists(conn, view)
     assert not regclass_exists(conn, f'ai."_vectorizer_q_{vid}"')
-    assert one(
-        conn,
-        "select count(*) from pg_trigger where tgrelid = %s::regclass and not tgisinternal",
-        (odd_table,),
-    ) == 0
+    assert (
+        one(
+            conn,
+            "select count(*) from pg_trigger where tgrelid = %s::regclass and not tgisinternal",
+            (odd_table,),
+        )
+        == 0
+    )
 
 
-def test_hostile_names_column_destination_and_odd_queue(conn: psycopg.Connection, odd_table: str) -> None:
+def test_hostile_names_column_destination_and_odd_queue(
+    conn: psycopg.Connection, odd_table: str
+) -> None:
     vid = create(
         conn,
         odd_table,
@@ -1032,7 +1078,8 @@ KEY_CASES = {
     "uuid": (
         "id uuid primary key, body text not null",
         "id",
-        "('00000000-0000-0000-0000-000000000001', 'x'), ('00000000-0000-0000-0000-000000000002', 'y')",
+        "('00000000-0000-0000-0000-000000000001', 'x')"
+        ", ('00000000-0000-0000-0000-000000000002', 'y')",
         "id = '00000000-0000-0000-0000-000000000002'",
         "id = '00000000-0000-0000-0000-000000000009'",
         "id::text",
@@ -1074,7 +1121,9 @@ def test_unusual_primary_keys_end_to_end(conn: psycopg.Connection, case: str) ->
         f"insert into {target} ({key_cols}, chunk_seq, chunk, embedding)"
         f" select {key_cols}, 0, body, {VEC} from public.k"
     )
-    assert one(conn, "select count(*) from public.k_embedding where body is not null") == len(initial)
+    assert one(conn, "select count(*) from public.k_embedding where body is not null") == len(
+        initial
+    )
 
     # an update of the body re-queues the row, an unchanged update does not
     conn.execute(f"update public.k set body = body || '!' where {one_row}")

@@ -94,7 +94,10 @@ def test_drop_by_id_keeps_target_and_view(conn: psycopg.Connection, blog: None) 
         f"_vectorizer_src_trg_{vid}",
         f"_vectorizer_src_trg_{vid}_truncate",
     ]
-    conn.execute(f"insert into public.blog_embedding_store (id, chunk_seq, chunk, embedding) values (1, 0, 'c', {VEC})")
+    conn.execute(
+        "insert into public.blog_embedding_store (id, chunk_seq, chunk, embedding)"
+        f" values (1, 0, 'c', {VEC})"
+    )
     conn.execute("insert into ai._vectorizer_errors (id, message) values (%s, 'boom')", (vid,))
     wid = one(conn, "select ai._worker_start('0.1.0', interval '1 minute')")
     conn.execute("select ai._worker_progress(%s, %s, 1, null)", (wid, vid))
@@ -108,7 +111,9 @@ def test_drop_by_id_keeps_target_and_view(conn: psycopg.Connection, blog: None) 
     assert one(conn, "select count(*) from ai._vectorizer_errors") == 0
     assert one(conn, "select count(*) from ai.vectorizer_worker_progress") == 0
     # the source works without the trigger, and its data is untouched
-    conn.execute("insert into public.blog values (4, 'd', 'w'); delete from public.blog where id = 1")
+    conn.execute(
+        "insert into public.blog values (4, 'd', 'w'); delete from public.blog where id = 1"
+    )
     conn.execute("truncate public.blog")
     assert one(conn, "select count(*) from public.blog_embedding_store") == 1
 
@@ -228,7 +233,9 @@ def test_enable_wakes_the_workers(conn: psycopg.Connection, db_url: str, blog: N
 
 
 @pytest.mark.parametrize("function", ["disable_vectorizer_schedule", "enable_vectorizer_schedule"])
-def test_unknown_id_raises_unknown_name_does_nothing(conn: psycopg.Connection, function: str) -> None:
+def test_unknown_id_raises_unknown_name_does_nothing(
+    conn: psycopg.Connection, function: str
+) -> None:
     with pytest.raises(errors.NoDataFound):
         conn.execute(f"select ai.{function}(4242)")
     conn.execute(f"select ai.{function}('no_such_vectorizer')")
@@ -305,7 +312,9 @@ def test_status_view(conn: psycopg.Connection, blog: None) -> None:
 
 
 def test_status_view_quotes_names(conn: psycopg.Connection) -> None:
-    conn.execute('create schema "My Schema"; create table "My Schema"."T" (id int primary key, body text)')
+    conn.execute(
+        'create schema "My Schema"; create table "My Schema"."T" (id int primary key, body text)'
+    )
     vid = create(
         conn,
         '"My Schema"."T"',
@@ -347,10 +356,14 @@ def test_errors_view(conn: psycopg.Connection, blog: None) -> None:
         """,
         (first, second),
     )
-    cursor = conn.execute(
-        "select * from ai.vectorizer_errors order by id"
-    )
-    assert [c.name for c in cursor.description or []] == ["id", "message", "details", "recorded", "name"]
+    cursor = conn.execute("select * from ai.vectorizer_errors order by id")
+    assert [c.name for c in cursor.description or []] == [
+        "id",
+        "message",
+        "details",
+        "recorded",
+        "name",
+    ]
     rows = [(r[0], r[1], r[2], r[4]) for r in cursor.fetchall()]
     assert rows == [
         (first, "loading failed", {"pk": {"id": 1}}, "first"),
@@ -407,10 +420,14 @@ def test_grant_vectorizer_usage_non_admin(
         assert one(
             conn, "select has_sequence_privilege(%s, 'ai.vectorizer_id_seq', %s)", (role, privilege)
         )
-    assert not one(conn, "select has_sequence_privilege(%s, 'ai.vectorizer_id_seq', 'update')", (role,))
+    assert not one(
+        conn, "select has_sequence_privilege(%s, 'ai.vectorizer_id_seq', 'update')", (role,)
+    )
 
 
-def test_grant_vectorizer_usage_admin(conn: psycopg.Connection, make_role: Callable[[], str]) -> None:
+def test_grant_vectorizer_usage_admin(
+    conn: psycopg.Connection, make_role: Callable[[], str]
+) -> None:
     role = make_role()
     conn.execute("select ai.grant_vectorizer_usage(%s, admin => true)", (role,))
     everything = set(PRIVILEGES)
@@ -485,7 +502,9 @@ def test_set_scheduling_rejects_indexing_without_scheduling(
     )
 
 
-def test_set_scheduling_timescaledb_without_timescaledb(conn: psycopg.Connection, blog: None) -> None:
+def test_set_scheduling_timescaledb_without_timescaledb(
+    conn: psycopg.Connection, blog: None
+) -> None:
     vid = create(conn)
     with pytest.raises(errors.RaiseException) as info:
         conn.execute(

@@ -50,7 +50,9 @@ class Vectorizer:
         self.conn.execute(sql.SQL("delete from {}").format(self.queue))
 
     def failed_count(self) -> int:
-        return one(self.conn, sql.SQL("select count(*) from {}").format(self.failed).as_string(self.conn))
+        return one(
+            self.conn, sql.SQL("select count(*) from {}").format(self.failed).as_string(self.conn)
+        )
 
     def add_chunks(self, *ids: int) -> None:
         """Writes embeddings for the given source rows, as the worker would."""
@@ -82,7 +84,10 @@ class Vectorizer:
 
 DESTINATIONS = {
     "table": {},
-    "column": {"destination": "ai.destination_column('embedding')", "chunking": "ai.chunking_none()"},
+    "column": {
+        "destination": "ai.destination_column('embedding')",
+        "chunking": "ai.chunking_none()",
+    },
 }
 
 
@@ -91,7 +96,9 @@ def make_vectorizer(conn: psycopg.Connection, **args: str) -> Vectorizer:
     args.setdefault("embedding", EMBEDDING)
     args.setdefault("enqueue_existing", "false")
     named = "".join(f", {key} => {value}" for key, value in args.items())
-    return Vectorizer(conn, one(conn, f"select ai.create_vectorizer('public.blog'::regclass{named})"))
+    return Vectorizer(
+        conn, one(conn, f"select ai.create_vectorizer('public.blog'::regclass{named})")
+    )
 
 
 @pytest.fixture
@@ -208,7 +215,9 @@ def test_delete_removes_embeddings_and_enqueues_nothing(
 def test_truncate_clears_the_queues(conn: psycopg.Connection, vec: Vectorizer) -> None:
     vec.add_chunks(1, 2)
     conn.execute("insert into public.blog (id, body) values (3, 'b')")
-    conn.execute(sql.SQL("insert into {} (id, failure_step) values (1, 'loading')").format(vec.failed))
+    conn.execute(
+        sql.SQL("insert into {} (id, failure_step) values (1, 'loading')").format(vec.failed)
+    )
     assert vec.queued() == [3]
     assert vec.failed_count() == 1
     conn.execute("truncate public.blog")

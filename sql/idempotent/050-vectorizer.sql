@@ -1,6 +1,20 @@
 -- ai.create_vectorizer and the functions that manage a vectorizer's life.
 
 -------------------------------------------------------------------------------
+create or replace function ai._vectorizer_raise_queue_exists
+( queue_schema pg_catalog.name
+, queue_table pg_catalog.name
+) returns void as
+$func$
+begin
+    raise exception 'an object named %.% already exists. specify an alternate queue_table explicitly'
+    , queue_schema, queue_table
+    using errcode = 'duplicate_object';
+end
+$func$ language plpgsql volatile security invoker
+set search_path to pg_catalog, pg_temp;
+
+-------------------------------------------------------------------------------
 create or replace function ai.create_vectorizer
 ( source pg_catalog.regclass
 , name pg_catalog.text default null
@@ -34,6 +48,7 @@ declare
     _queue_failed_table pg_catalog.name;
     _job_id pg_catalog.int8;
     _pk_cols pg_catalog.text;
+    _queue_exists pg_catalog.bool;
 begin
     -- 1. roles that do not exist are dropped with a warning; none left means no grants
     if grant_to is not null then
@@ -92,10 +107,11 @@ begin
     queue_table = coalesce(queue_table, pg_catalog.concat('_vectorizer_q_', _vectorizer_id));
     _queue_failed_table = pg_catalog.concat('_vectorizer_q_failed_', _vectorizer_id);
 
-    if pg_catalog.to_regclass(pg_catalog.format('%I.%I', queue_schema, queue_table)) is not null then
-        raise exception 'an object named %.% already exists. specify an alternate queue_table explicitly'
-        , queue_schema, queue_table
-        using errcode = 'duplicate_object';
+    -- with if_not_exists, an existing vectorizer of the same name (step 11) wins over the
+    -- collision with its own queue table (pgai raised the collision)
+    _queue_exists = pg_catalog.to_regclass(pg_catalog.format('%I.%I', queue_schema, queue_table)) is not null;
+    if _queue_exists and not if_not_exists then
+        perform ai._vectorizer_raise_queue_exists(queue_schema, queue_table);
     end if;
 
     -- 7.
@@ -151,6 +167,9 @@ begin
         end if;
         raise exception 'a vectorizer named % already exists.', name
         using errcode = 'duplicate_object';
+    end if;
+    if _queue_exists then
+        perform ai._vectorizer_raise_queue_exists(queue_schema, queue_table);
     end if;
 
     -- 12.

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vectorizer.errors import VectorizerError
+from vectorizer.observability.logging import register_secret
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +182,7 @@ def resolve_api_key(api_key_name: str, api_key: str | None = None) -> str:
     key = (api_key or os.environ.get(api_key_name, "")).strip()
     if not key:
         raise ApiKeyNotFoundError(api_key_name)
+    register_secret(key)  # masked in every log line from now on
     return key
 
 
