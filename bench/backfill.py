@@ -15,7 +15,7 @@ import argparse
 import json
 import os
 import random
-import resource
+import re
 import subprocess
 import sys
 import tempfile
@@ -41,7 +41,7 @@ WORDS = (
     "know while last might us great old year off come since against go came right used take "
     "three database vector embedding query index table column worker queue batch latency "
     "throughput postgres search semantic chunk model provider token request response"
-).split()
+).split()  # noqa: SIM905 (a sentence reads better than a list)
 
 
 def paragraph(rng: random.Random) -> str:
@@ -81,8 +81,14 @@ def start_database() -> tuple[str, object | None]:
 
 def start_fake(latency_ms: float) -> tuple[subprocess.Popen[str], str]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.fake_openai", "--latency-ms", str(latency_ms),
-         "--no-log-inputs"],
+        [
+            sys.executable,
+            "-m",
+            "tests.fake_openai",
+            "--latency-ms",
+            str(latency_ms),
+            "--no-log-inputs",
+        ],
         cwd=REPO,
         stdout=subprocess.PIPE,
         text=True,
@@ -122,23 +128,44 @@ def prepare(db_url: str, rows: int, seed: int) -> None:
 
 def run_worker(
     db_url: str, base_url: str, concurrency: int, profile: str | None = None
-) -> tuple[float, float, float]:
+) -> tuple[float, float, float, float]:
+    """Wall seconds, processing seconds (first claim to done, from the worker's log), CPU
+    seconds and peak RSS in MB of one `vectorizer-worker --once` run."""
     env = dict(os.environ, OPENAI_API_KEY="sk-bench", OPENAI_BASE_URL=base_url)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     process = subprocess.Popen(
-        [sys.executable, *(["-m", "cProfile", "-o", profile] if profile else []),
-         "-m", "vectorizer", "worker", "--db-url", db_url, "--once",
-         "-c", str(concurrency), "--log-level", "warning"],
+        [
+            *(
+                ["py-spy", "record", "--format", "raw", "-r", "200", "-o", profile, "--"]
+                if profile
+                else []
+            ),
+            sys.executable,
+            "-m",
+            "vectorizer",
+            "worker",
+            "--db-url",
+            db_url,
+            "--once",
+            "-c",
+            str(concurrency),
+            "--log-level",
+            "info",
+        ],
         env=env,
+        stderr=subprocess.PIPE,
+        text=True,
     )
+    assert process.stderr is not None
+    log = process.stderr.read()
     _, status, usage = os.wait4(process.pid, 0)
     elapsed = time.perf_counter() - started
     if status != 0:
-        raise SystemExit(f"worker failed with status {status}")
+        raise SystemExit(f"worker failed with status {status}:\n{log}")
+    match = re.search(r"finished processing vectorizer .*seconds=([0-9.]+)", log)
+    processing = float(match.group(1)) if match else elapsed
     cpu = usage.ru_utime + usage.ru_stime
-    del before
-    return elapsed, cpu, usage.ru_maxrss / 1024
+    return elapsed, processing, cpu, usage.ru_maxrss / 1024
 
 
 def copy_floor(db_url: str) -> tuple[int, float]:
@@ -161,12 +188,17 @@ def copy_floor(db_url: str) -> tuple[int, float]:
         copy_in = sql.SQL(
             "copy floor_copy (id, chunk_seq, chunk, embedding) from stdin (format binary)"
         )
-        started = time.perf_counter()
-        with conn.transaction(), conn.cursor() as cursor, cursor.copy(copy_in) as copy:
-            view = memoryview(payload)
-            for offset in range(0, len(view), 1 << 20):
-                copy.write(view[offset : offset + (1 << 20)])
-        return chunks, time.perf_counter() - started
+        best = float("inf")
+        for _ in range(3):  # best of three: a checkpoint can land in any single run
+            conn.execute("truncate floor_copy")
+            conn.execute("checkpoint")
+            started = time.perf_counter()
+            with conn.transaction(), conn.cursor() as cursor, cursor.copy(copy_in) as copy:
+                view = memoryview(payload)
+                for offset in range(0, len(view), 1 << 20):
+                    copy.write(view[offset : offset + (1 << 20)])
+            best = min(best, time.perf_counter() - started)
+        return chunks, best
 
 
 def main() -> None:
@@ -175,7 +207,7 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--profile", help="write a cProfile of the worker to this file")
+    parser.add_argument("--profile", help="record the worker with py-spy into this file")
     args = parser.parse_args()
 
     server_url, server = start_database()
@@ -186,19 +218,27 @@ def main() -> None:
     fake, base_url = start_fake(args.latency_ms)
     try:
         prepare(db_url, args.rows, args.seed)
-        elapsed, cpu, rss_mb = run_worker(db_url, base_url, args.concurrency, args.profile)
+        elapsed, processing, cpu, rss_mb = run_worker(
+            db_url, base_url, args.concurrency, args.profile
+        )
         requests = fake_request_count(base_url)
         chunks, copy_seconds = copy_floor(db_url)
     finally:
         fake.terminate()
         fake.wait()
     floor = chunks / copy_seconds
-    rate = chunks / elapsed
+    rate = chunks / processing
     print(f"rows={args.rows} latency_ms={args.latency_ms} concurrency={args.concurrency}")
-    print(f"  wall {elapsed:.2f}s  rows/s {args.rows / elapsed:,.0f}  chunks {chunks}  "
-          f"chunks/s {rate:,.0f}  requests {requests}")
+    print(
+        f"  processing {processing:.2f}s (wall {elapsed:.2f}s with start-up)  "
+        f"rows/s {args.rows / processing:,.0f}  chunks {chunks}  chunks/s {rate:,.0f} "
+        f"(wall {chunks / elapsed:,.0f})  requests {requests}"
+    )
     print(f"  worker cpu {cpu:.2f}s  peak rss {rss_mb:.0f} MB")
-    print(f"  COPY floor {floor:,.0f} chunks/s ({copy_seconds:.2f}s)  ratio {rate / floor:.1%}")
+    print(
+        f"  COPY floor {floor:,.0f} chunks/s ({copy_seconds:.2f}s, best of 3)  "
+        f"ratio {rate / floor:.1%} (wall {chunks / elapsed / floor:.1%})"
+    )
     del server
 
 

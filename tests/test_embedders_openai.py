@@ -34,7 +34,6 @@ from vectorizer.embedders.openai import MAX_INPUT_TOKENS
 from vectorizer.embedders.tokenizers import cl100k_base
 from vectorizer.errors import VectorizerError
 
-
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FAST = RequestPolicy(base_wait=0.01, max_wait=2.0, retry_budget=10.0, request_timeout=10.0)
 

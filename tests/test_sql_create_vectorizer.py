@@ -381,6 +381,15 @@ def test_target_table_shape(conn: psycopg.Connection, two_key_table: str) -> Non
         """,
     )
     assert constraints == [("p", ["embedding_uuid"]), ("u", ["b", "a", "chunk_seq"])]
+    # pgai's (Postgres-generated) constraint name
+    assert (
+        one(
+            conn,
+            "select conname::text from pg_constraint"
+            " where conrelid = 'public.doc_embedding_store'::regclass and contype = 'u'",
+        )
+        == "doc_embedding_store_b_a_chunk_seq_key"
+    )
     assert (
         one(
             conn,
@@ -481,6 +490,14 @@ def test_queue_table_shape(conn: psycopg.Connection, two_key_table: str) -> None
     assert (
         one(
             conn,
+            "select indexrelid::regclass::text from pg_index where indrelid = %s::regclass",
+            (queue,),
+        )
+        == f"ai._vectorizer_q_{vid}_b_a_idx"
+    )
+    assert (
+        one(
+            conn,
             "select count(*) from pg_constraint where conrelid = %s::regclass and contype <> 'n'",
             (queue,),
         )
@@ -544,6 +561,83 @@ def test_trigger_function_and_triggers(conn: psycopg.Connection, blog: str) -> N
             f"CREATE TRIGGER {trigger}_truncate AFTER TRUNCATE ON public.blog"
             f" FOR EACH STATEMENT EXECUTE FUNCTION ai.{trigger}()",
         ),
+    ]
+
+
+def test_long_source_name_gets_distinct_target_and_view(conn: psycopg.Connection) -> None:
+    # "<56 chars>_embedding_store" and "<56 chars>_embedding" are both cut to the same 63 bytes
+    long = "a" * 56
+    conn.execute(f"create table public.{long} (id int primary key, body text)")
+    try:
+        vid = create(conn, f"public.{long}", name="'long_vec'")
+    except psycopg.Error as exc:
+        # acceptable: a deliberate error that says what to specify, not a raw DuplicateTable
+        assert not isinstance(exc, errors.DuplicateTable), exc
+        assert "specify" in (exc.diag.message_primary or "")
+        assert one(conn, "select count(*) from ai.vectorizer") == 0
+        return
+    destination = vectorizer(conn, vid)["config"]["destination"]
+    target = f"public.{destination['target_table']}"
+    view = f"public.{destination['view_name']}"
+    assert target != view
+    assert (
+        one(conn, "select relkind::text from pg_class where oid = %s::regclass", (target,)) == "r"
+    )
+    assert one(conn, "select relkind::text from pg_class where oid = %s::regclass", (view,)) == "v"
+
+
+@pytest.mark.parametrize("clashing", ["embedding", "chunk_seq", "embedding_uuid"])
+def test_source_column_named_like_a_target_column(
+    conn: psycopg.Connection, blog: str, clashing: str
+) -> None:
+    # e.g. a column destination `embedding` created first, then a table destination
+    conn.execute(f"alter table public.blog add column {clashing} int")
+    vid = create(conn)
+    view_columns = [c[0] for c in columns(conn, "public.blog_embedding")]
+    assert view_columns[:4] == ["embedding_uuid", "chunk_seq", "chunk", "embedding"]
+    assert view_columns.count(clashing) == 1
+    assert vectorizer(conn, vid)["name"] == "public_blog_embedding_store"
+
+
+def test_column_destination_then_table_destination(conn: psycopg.Connection, blog: str) -> None:
+    column = create(
+        conn, destination="ai.destination_column('embedding')", chunking="ai.chunking_none()"
+    )
+    table = create(conn)
+    assert table > column
+    conn.execute(
+        f"insert into public.blog_embedding_store (id, chunk_seq, chunk, embedding)"
+        f" values (1, 0, 'c', {VEC})"
+    )
+    # the view's embedding is the chunk's, from the target table
+    assert one(conn, "select embedding::text from public.blog_embedding where id = 1") == "[1,2,3]"
+
+
+def test_extension_typed_primary_key(conn: psycopg.Connection) -> None:
+    # ltree's `=` lives in the extension's schema, not pg_catalog
+    conn.execute("create extension if not exists ltree")
+    conn.execute("create table public.tree (path ltree primary key, body text not null)")
+    conn.execute("insert into public.tree values ('a.b', 'x'), ('a.c', 'y')")
+    vid = create(conn, "public.tree", name="'tree_vec'")
+    queue = f"ai._vectorizer_q_{vid}"
+    assert [r[0] for r in all_rows(conn, f"select path::text from {queue} order by 1")] == [
+        "a.b",
+        "a.c",
+    ]
+    conn.execute(
+        f"insert into public.tree_embedding_store (path, chunk_seq, chunk, embedding)"
+        f" select path, 0, body, {VEC} from public.tree"
+    )
+    assert one(conn, "select count(*) from public.tree_embedding where body is not null") == 2
+    conn.execute("update public.tree set body = 'changed' where path = 'a.b'")
+    conn.execute("update public.tree set path = 'z.z' where path = 'a.c'")
+    conn.execute("delete from public.tree where path = 'a.b'")
+    assert one(conn, "select count(*) from public.tree_embedding_store") == 0
+    assert [r[0] for r in all_rows(conn, f"select path::text from {queue} order by 1")] == [
+        "a.b",
+        "a.b",
+        "a.c",
+        "z.z",
     ]
 
 
@@ -622,6 +716,18 @@ def test_queue_name_collision(conn: psycopg.Connection, blog: str) -> None:
     assert info.value.diag.message_primary == (
         "an object named ai.my_queue already exists. specify an alternate queue_table explicitly"
     )
+
+
+def test_if_not_exists_still_reports_a_foreign_queue_collision(
+    conn: psycopg.Connection, blog: str
+) -> None:
+    conn.execute("create table ai.taken (x int)")
+    with pytest.raises(errors.DuplicateObject) as info:
+        conn.execute(create_sql(conn, name="'fresh'", queue_table="'taken'", if_not_exists="true"))
+    assert info.value.diag.message_primary == (
+        "an object named ai.taken already exists. specify an alternate queue_table explicitly"
+    )
+    assert one(conn, "select count(*) from ai.vectorizer") == 0
 
 
 def test_explicit_queue_schema_and_table(conn: psycopg.Connection, blog: str) -> None:

@@ -329,6 +329,17 @@ def test_status_view_quotes_names(conn: psycopg.Connection) -> None:
     assert row["pending_items"] == 0
 
 
+def test_status_survives_a_missing_queue_table(conn: psycopg.Connection, blog: None) -> None:
+    # one broken vectorizer must not hide the others from monitoring
+    broken = create(conn, name="'broken'")
+    healthy = create(conn, name="'healthy'", **COLUMN)
+    conn.execute(f"drop table ai._vectorizer_q_{broken}")
+    rows = {row["id"]: row for row in status(conn)}
+    assert rows[healthy]["pending_items"] == 3
+    assert rows[broken]["pending_items"] is None
+    assert rows[broken]["name"] == "broken"
+
+
 def test_status_pending_items_needs_select_on_the_queue(
     conn: psycopg.Connection, blog: None, make_role: Callable[[], str]
 ) -> None:

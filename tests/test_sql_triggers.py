@@ -275,6 +275,29 @@ def test_json_template_column(conn: psycopg.Connection, vec: Vectorizer) -> None
     assert vec.queued() == []
 
 
+@pytest.mark.parametrize("destination", list(DESTINATIONS))
+def test_extension_typed_template_columns(
+    conn: psycopg.Connection, blog: None, destination: str
+) -> None:
+    # ltree and hstore have their `=` in the extension's schema: the trigger must still
+    # compare them (a failure here breaks every UPDATE of the source table)
+    conn.execute("create extension if not exists ltree; create extension if not exists hstore")
+    conn.execute("alter table public.blog add column path ltree, add column attrs hstore")
+    conn.execute("update public.blog set path = 'a.b', attrs = 'k=>1'")
+    vec = make_vectorizer(
+        conn,
+        formatting="ai.formatting_python_template('$path $attrs $chunk')",
+        **DESTINATIONS[destination],
+    )
+    conn.execute("update public.blog set note = 'unread'")
+    conn.execute("update public.blog set path = path, attrs = attrs")
+    assert vec.queued() == []
+    conn.execute("update public.blog set path = 'a.c' where id = 1")
+    conn.execute("update public.blog set attrs = 'k=>2' where id = 2")
+    conn.execute("update public.blog set body = 'new' where id = 2")
+    assert vec.queued() == [1, 2, 2]
+
+
 def test_notify_on_commit(conn: psycopg.Connection, db_url: str, vec: Vectorizer) -> None:
     with psycopg.connect(db_url, autocommit=True) as listener:
         listener.execute("listen ai_vectorizer_queue")

@@ -168,6 +168,7 @@ class VectorizerRunner:
         self._components: _Components | None = None
         self.last_error: Exception | None = None
         self.gone = False
+        self.chunks_written = 0
 
     async def _build(self, conn: psycopg.AsyncConnection) -> _Components | None:
         vectorizer = await load_vectorizer(conn, self.vectorizer_id)
@@ -202,11 +203,19 @@ class VectorizerRunner:
         vectorizer = components.vectorizer
         concurrency = self._settings.concurrency or vectorizer.config.processing.concurrency or 1
         log.info("running vectorizer vectorizer_id=%s concurrency=%s", vectorizer.id, concurrency)
+        started = time.monotonic()
+        self.chunks_written = 0
         totals = await asyncio.gather(
             *(self._executor_loop(components, n) for n in range(concurrency))
         )
         items = sum(totals)
-        log.info("finished processing vectorizer items=%s vectorizer_id=%s", items, vectorizer.id)
+        log.info(
+            "finished processing vectorizer items=%s chunks=%s seconds=%.3f vectorizer_id=%s",
+            items,
+            self.chunks_written,
+            time.monotonic() - started,
+            vectorizer.id,
+        )
         self.breaker.reset()
         return items
 
@@ -229,6 +238,7 @@ class VectorizerRunner:
                     break
                 result = await executor.run_batch(conn)
                 done += result.rows_done
+                self.chunks_written += result.chunks
                 await self._report(result)
                 if result.claimed == 0:
                     break

@@ -15,9 +15,11 @@ import binascii
 import logging
 from typing import Any
 
+import httpx
 import numpy as np
 import openai
 import orjson
+import pybase64
 
 from vectorizer.config import OpenAIEmbedding
 from vectorizer.embedders.base import (
@@ -102,14 +104,21 @@ class OpenAIEmbedder(Embedder):
     async def _request(self, texts: list[str]) -> tuple[list[np.ndarray], int]:
         if self._client is None:
             raise VectorizerError("the OpenAI embedder was used before setup()")
+        body = {"input": texts, "model": self.model, "encoding_format": "base64", **self._options}
         try:
-            response = await self._client.embeddings.with_raw_response.create(
-                input=texts, model=self.model, encoding_format="base64", **self._options
+            # The SDK's generic POST: same auth, errors and HTTP stack as embeddings.create,
+            # without its per-input request transformation and JSON encoder (a tenth of the
+            # worker's CPU in a backfill), and without building response objects we'd discard.
+            response = await self._client.post(
+                "/embeddings",
+                cast_to=httpx.Response,
+                content=orjson.dumps(body),
+                options={"headers": {"Content-Type": "application/json"}},
             )
         except openai.APIError as exc:
             # `from None`: the SDK exception may echo the key; its message is redacted below.
             raise classify(exc, self._secrets) from None
-        return parse_response(response.content)
+        return parse_response(await response.aread())
 
 
 def request_options(config: OpenAIEmbedding) -> dict[str, Any]:
@@ -171,7 +180,10 @@ def parse_response(body: bytes) -> tuple[list[np.ndarray], int]:
 def decode_embedding(value: str | list[float]) -> np.ndarray:
     # Servers that ignore encoding_format=base64 send float lists; take those too.
     if isinstance(value, str):
-        return np.frombuffer(binascii.a2b_base64(value), dtype="<f4").astype(np.float32, copy=False)
+        # pybase64's SIMD decoder is ~25x faster than binascii on 8 KB vectors
+        return np.frombuffer(pybase64.b64decode(value, validate=True), dtype="<f4").astype(
+            np.float32, copy=False
+        )
     return np.asarray(value, dtype=np.float32)
 
 

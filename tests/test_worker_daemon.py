@@ -1,0 +1,313 @@
+"""The worker as a long-running process: several workers on one queue, kill -9 and SIGTERM in
+the middle of a batch, NOTIFY wake-ups, heartbeats, and one failing vectorizer among good ones.
+Real CLI subprocesses, a real Postgres and real HTTP to tests/fake_openai.py."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from tests.fake_openai import FakeOpenAI
+from tests.worker_helpers import (
+    Daemon,
+    assert_vector,
+    count,
+    create_source,
+    create_vectorizer,
+    daemon,
+    doc_rows,
+    error_rows,
+    inputs_sent,
+    insert_rows,
+    queue_count,
+    run_ok,
+    store_rows,
+    terminate,
+    wait_for,
+    wait_for_stderr,
+    worker_command,
+    worker_env,
+)
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI() as server:
+        yield server
+
+
+def _stored_ids(conn: psycopg.Connection, table: str = "docs_embedding_store") -> set[int]:
+    return {row[0] for row in conn.execute(f"select id from {table}").fetchall()}
+
+
+def _queued_ids(conn: psycopg.Connection, vectorizer_id: int) -> set[int]:
+    rows = conn.execute(f"select id from ai._vectorizer_q_{vectorizer_id}").fetchall()
+    return {row[0] for row in rows}
+
+
+def _batch_open(conn: psycopg.Connection, vectorizer_id: int) -> bool:
+    """An executor of the worker holds a batch transaction open right now."""
+    row = conn.execute(
+        "select count(*) from pg_stat_activity"
+        " where application_name like %s and state like 'idle in transaction%%'",
+        (f"vectorizer-worker[{vectorizer_id}]: executor%",),
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def _worker_backends(conn: psycopg.Connection) -> int:
+    row = conn.execute(
+        "select count(*) from pg_stat_activity"
+        " where datname = current_database() and application_name like 'vectorizer-worker%'"
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _listening(conn: psycopg.Connection) -> bool:
+    row = conn.execute(
+        "select count(*) from pg_stat_activity where datname = current_database()"
+        " and application_name = 'vectorizer-worker-listen' and query ilike 'listen%'"
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def _process_row(conn: psycopg.Connection) -> tuple[int, int, int]:
+    """(heartbeat_count, success_count, error_count) of the only worker process."""
+    row = conn.execute(
+        "select heartbeat_count, success_count, error_count from ai.vectorizer_worker_process"
+    ).fetchone()
+    assert row is not None
+    return row
+
+
+def _no_duplicates(conn: psycopg.Connection, table: str = "docs_embedding_store") -> None:
+    row = conn.execute(
+        f"select count(*), count(distinct (id, chunk_seq)) from {table}"
+    ).fetchone()
+    assert row is not None and row[0] == row[1]
+
+
+# --- scaling out -------------------------------------------------------------------------------
+
+
+def test_two_workers_share_one_queue_and_embed_every_row_once(
+    conn: psycopg.Connection, db_url: str, fake: FakeOpenAI
+) -> None:
+    rows = 3000
+    fake.configure(latency=0.02, log_inputs=True)
+    create_source(conn, rows=doc_rows(rows))
+    vid = create_vectorizer(conn)
+    env = worker_env(fake)
+    command = worker_command(db_url, "--once", "--concurrency", "2")
+
+    workers = [
+        subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        for _ in range(2)
+    ]
+    try:
+        outputs = [worker.communicate(timeout=120)[1].decode() for worker in workers]
+    finally:
+        for worker in workers:
+            worker.kill()
+            worker.wait()
+
+    for worker, stderr in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, stderr
+    assert count(conn, "docs_embedding_store") == rows
+    _no_duplicates(conn)
+    assert _stored_ids(conn) == set(range(1, rows + 1))
+    assert queue_count(conn, vid) == 0
+    # every row was embedded once, not once per worker
+    sent = inputs_sent(fake)
+    assert len(sent) == rows
+    assert len(set(sent)) == rows
+    # both workers took part, and their counts add up to the rows
+    successes = [
+        row[0] for row in conn.execute("select success_count from ai.vectorizer_worker_process")
+    ]
+    assert len(successes) == 2
+    assert sum(successes) == rows
+    assert min(successes) > 0
+    assert fake.max_in_flight >= 2
+
+
+# --- crashes and signals -------------------------------------------------------------------
+
+
+def _start_slow_backfill(
+    conn: psycopg.Connection, fake: FakeOpenAI, rows: int, latency: float
+) -> int:
+    fake.configure(latency=latency)
+    create_source(conn, rows=doc_rows(rows))
+    return create_vectorizer(conn, processing="ai.processing_default(batch_size => 5)")
+
+
+def _wait_mid_batch(conn: psycopg.Connection, handle: Daemon, vectorizer_id: int) -> None:
+    """Until a batch has committed and the next one is open (its HTTP request in flight)."""
+
+    def ready() -> bool:
+        assert handle.alive(), handle.stderr()
+        return bool(_stored_ids(conn)) and _batch_open(conn, vectorizer_id)
+
+    wait_for(ready, 30, what="a committed batch and another in flight")
+
+
+def test_kill_9_mid_batch_loses_nothing_and_a_rerun_completes(
+    conn: psycopg.Connection, db_url: str, fake: FakeOpenAI
+) -> None:
+    rows = 60
+    vid = _start_slow_backfill(conn, fake, rows, latency=0.4)
+    everything = set(range(1, rows + 1))
+
+    with daemon(db_url, "--concurrency", "2", env=worker_env(fake)) as handle:
+        _wait_mid_batch(conn, handle, vid)
+        handle.process.send_signal(signal.SIGKILL)
+        assert handle.wait(10) == -signal.SIGKILL
+
+    # the server rolls the open batches back as soon as it sees the connections drop
+    wait_for(lambda: _worker_backends(conn) == 0, 10, what="the killed worker's sessions")
+    stored, queued = _stored_ids(conn), _queued_ids(conn, vid)
+    assert stored and queued
+    assert stored | queued == everything
+    assert not stored & queued
+    assert count(conn, "pg_locks", "locktype = 'advisory'") == 0
+
+    fake.configure(latency=0.0)
+    run_ok(db_url, env=worker_env(fake))
+    assert _stored_ids(conn) == everything
+    assert count(conn, "docs_embedding_store") == rows
+    _no_duplicates(conn)
+    assert queue_count(conn, vid) == 0
+    for key, _, chunk, embedding in store_rows(conn):
+        assert chunk == f"body of document {key}"
+        assert_vector(embedding, chunk)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_drains_the_batch_in_hand_and_exits_0(
+    conn: psycopg.Connection, db_url: str, fake: FakeOpenAI, signum: signal.Signals
+) -> None:
+    rows = 60
+    vid = _start_slow_backfill(conn, fake, rows, latency=0.3)
+
+    with daemon(db_url, "--poll-interval", "1m", env=worker_env(fake)) as handle:
+        _wait_mid_batch(conn, handle, vid)
+        started = time.monotonic()
+        handle.signal(signum)
+        code = handle.wait(10)
+        elapsed = time.monotonic() - started
+        stderr = handle.stderr()
+
+    assert code == 0, stderr
+    assert elapsed < 5
+    assert "Traceback" not in stderr
+    assert "shutdown requested" in stderr
+    stored, queued = _stored_ids(conn), _queued_ids(conn, vid)
+    assert stored | queued == set(range(1, rows + 1))
+    assert not stored & queued
+    assert queued  # it stopped claiming rather than finishing the backfill
+    assert len(stored) % 5 == 0  # whole batches only
+    assert _worker_backends(conn) == 0
+    # the final heartbeat (the periodic one is a minute away) carried every success
+    heartbeats, successes, errors = _process_row(conn)
+    assert heartbeats >= 1
+    assert successes == len(stored)
+    assert errors == 0
+
+
+# --- waking up -------------------------------------------------------------------------------
+
+
+def test_notify_wakes_the_daemon_within_a_second(
+    conn: psycopg.Connection, db_url: str, fake: FakeOpenAI
+) -> None:
+    create_source(conn)
+    with daemon(db_url, "--poll-interval", "1m", env=worker_env(fake)) as handle:
+        wait_for_stderr(handle, "no vectorizers found", 30)
+        wait_for(lambda: _listening(conn), 10, what="the LISTEN connection")
+
+        # a vectorizer created while the daemon runs is discovered through its NOTIFY
+        insert_rows(conn, "docs", doc_rows(2))
+        create_vectorizer(conn)
+        wait_for(lambda: _stored_ids(conn) == {1, 2}, 15, what="the new vectorizer's backfill")
+
+        latencies = []
+        for key in (3, 4, 5):
+            started = time.monotonic()
+            insert_rows(conn, "docs", [(key, "t", f"fresh row {key}")])
+            wait_for(lambda k=key: k in _stored_ids(conn), 5, interval=0.01, what=f"row {key}")
+            latencies.append(time.monotonic() - started)
+        assert handle.alive(), handle.stderr()
+
+    assert max(latencies) < 1.5, latencies
+    assert [chunk for key, _, chunk, _ in store_rows(conn) if key >= 3] == [
+        f"fresh row {key}" for key in (3, 4, 5)
+    ]
+
+
+def test_fractional_poll_interval_drives_heartbeats_and_polling(
+    conn: psycopg.Connection, db_url: str, fake: FakeOpenAI
+) -> None:
+    create_source(conn, rows=doc_rows(3))
+    vid = create_vectorizer(conn)
+    with daemon(db_url, "--poll-interval", "500ms", env=worker_env(fake)) as handle:
+        wait_for(lambda: _stored_ids(conn) == {1, 2, 3}, 20, what="the backfill")
+        # heartbeats every half second
+        wait_for(lambda: _process_row(conn)[0] >= 3, 5, interval=0.1, what="3 heartbeats")
+        heartbeats, successes, _ = _process_row(conn)
+        assert successes == 3
+
+        # a key queued without a NOTIFY (triggers off) is found by the next poll
+        conn.execute("set session_replication_role = replica")
+        insert_rows(conn, "docs", [(4, "t", "queued quietly")])
+        conn.execute(f"insert into ai._vectorizer_q_{vid} (id) values (4)")
+        conn.execute("set session_replication_role = origin")
+        started = time.monotonic()
+        wait_for(lambda: 4 in _stored_ids(conn), 5, interval=0.02, what="the polled row")
+        assert time.monotonic() - started < 2.0
+        assert handle.alive(), handle.stderr()
+        code, _ = terminate(handle)
+    assert code == 0
+    assert _process_row(conn)[1] == 4
+
+
+def test_daemon_keeps_other_vectorizers_going_when_one_fails(
+    conn: psycopg.Connection, db_url: str, fake: FakeOpenAI
+) -> None:
+    create_source(conn, "bad_docs", doc_rows(3))
+    create_source(conn, "good_docs", doc_rows(3))
+    bad = create_vectorizer(conn, "bad_docs", api_key_name="MISSING_KEY_VAR")
+    good = create_vectorizer(conn, "good_docs")
+
+    with daemon(db_url, "--poll-interval", "200ms", env=worker_env(fake)) as handle:
+        wait_for(
+            lambda: _stored_ids(conn, "good_docs_embedding_store") == {1, 2, 3},
+            20,
+            what="the good vectorizer's backfill",
+        )
+        wait_for(lambda: error_rows(conn, bad), 10, what="the bad vectorizer's error row")
+        insert_rows(conn, "good_docs", [(4, "t", "later")])
+        insert_rows(conn, "bad_docs", [(4, "t", "later")])
+        wait_for(
+            lambda: 4 in _stored_ids(conn, "good_docs_embedding_store"), 5, what="a later row"
+        )
+        time.sleep(1.0)  # several poll intervals: the open breaker must not retry each time
+        assert handle.alive(), handle.stderr()
+        code, _ = terminate(handle)
+        stderr = handle.stderr()
+
+    assert code == 0, stderr
+    [(_, message, details)] = error_rows(conn, bad)
+    assert message == "embedding provider failed"
+    assert "MISSING_KEY_VAR" in details["error_reason"]
+    assert _queued_ids(conn, bad) == {1, 2, 3, 4}
+    assert count(conn, f"ai._vectorizer_q_failed_{bad}") == 0
+    assert error_rows(conn, good) == []
+    assert queue_count(conn, good) == 0
+    assert inputs_sent(fake).count("later") == 1
