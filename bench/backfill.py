@@ -41,7 +41,7 @@ WORDS = (
     "know while last might us great old year off come since against go came right used take "
     "three database vector embedding query index table column worker queue batch latency "
     "throughput postgres search semantic chunk model provider token request response"
-).split()  # noqa: SIM905 (a sentence reads better than a list)
+).split()
 
 
 def paragraph(rng: random.Random) -> str:
