@@ -878,7 +878,17 @@ def test_grant_to_only_unknown_roles_grants_nothing(
         severity == "WARNING" and "vz_no_such_role_y" in message
         for severity, message in notices.items
     )
-    assert vectorizer(conn, vid)["name"] == "public_blog_embedding_store"
+    # no grant was made: the ACLs stay at their defaults
+    for relation in (
+        "public.blog",
+        "public.blog_embedding_store",
+        "public.blog_embedding",
+        f"ai._vectorizer_q_{vid}",
+        f"ai._vectorizer_q_failed_{vid}",
+    ):
+        assert one(
+            conn, "select relacl is null from pg_class where oid = %s::regclass", (relation,)
+        )
 
 
 def test_grantees_get_their_privileges(

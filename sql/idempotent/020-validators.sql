@@ -545,6 +545,21 @@ begin
         return;
     end if;
 
+    -- Postgres cuts identifiers at 63 bytes: long default names would silently collide
+    if pg_catalog.octet_length(_target_table) operator(pg_catalog.>) 63 then
+        raise exception 'target table name "%" is longer than 63 bytes. specify a shorter destination or target_table explicitly'
+        , _target_table;
+    end if;
+    if pg_catalog.octet_length(_view_name) operator(pg_catalog.>) 63 then
+        raise exception 'view name "%" is longer than 63 bytes. specify a shorter destination or view_name explicitly'
+        , _view_name;
+    end if;
+
+    if _target_schema operator(pg_catalog.=) _view_schema and _target_table operator(pg_catalog.=) _view_name then
+        raise exception 'the target table and the view would both be named %.%. specify destination, target_table or view_name explicitly'
+        , _view_schema, _view_name;
+    end if;
+
     if pg_catalog.to_regclass(pg_catalog.format('%I.%I', _view_schema, _view_name)) is not null then
         raise exception 'an object named %.% already exists. specify an alternate destination or view_name explicitly'
         , _view_schema, _view_name

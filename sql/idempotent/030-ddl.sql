@@ -51,6 +51,33 @@ $func$ language sql immutable security invoker
 set search_path to pg_catalog, pg_temp;
 
 -------------------------------------------------------------------------------
+-- The schema-qualified equality operator of a type, e.g. `operator(public.=)` for ltree:
+-- generated code runs with search_path = pg_catalog, where extension operators are invisible.
+create or replace function ai._vectorizer_eq_operator(type_name pg_catalog.text)
+returns pg_catalog.text as
+$func$
+    select coalesce
+    ( ( select pg_catalog.format('operator(%I.=)', n.nspname)
+        from pg_catalog.pg_opclass c
+        inner join pg_catalog.pg_am m on (c.opcmethod operator(pg_catalog.=) m.oid)
+        inner join pg_catalog.pg_amop o
+            on (o.amopfamily operator(pg_catalog.=) c.opcfamily
+            and o.amoplefttype operator(pg_catalog.=) c.opcintype
+            and o.amoprighttype operator(pg_catalog.=) c.opcintype
+            and o.amopstrategy operator(pg_catalog.=) 3)
+        inner join pg_catalog.pg_operator p on (p.oid operator(pg_catalog.=) o.amopopr)
+        inner join pg_catalog.pg_namespace n on (n.oid operator(pg_catalog.=) p.oprnamespace)
+        where m.amname operator(pg_catalog.=) 'btree'
+        and c.opcdefault
+        and c.opcintype operator(pg_catalog.=) type_name::pg_catalog.regtype::pg_catalog.oid
+        limit 1
+      )
+    , 'operator(pg_catalog.=)'
+    )
+$func$ language sql stable security invoker
+set search_path to pg_catalog, pg_temp;
+
+-------------------------------------------------------------------------------
 -- "l.col1 = r.col1 and l.col2 = r.col2"
 create or replace function ai._vectorizer_pk_join
 ( source_pk pg_catalog.jsonb
@@ -59,11 +86,12 @@ create or replace function ai._vectorizer_pk_join
 ) returns pg_catalog.text as
 $func$
     select pg_catalog.string_agg
-    ( pg_catalog.format('%s.%I operator(pg_catalog.=) %s.%I', l, x.attname, r, x.attname)
+    ( pg_catalog.format
+      ('%s.%I %s %s.%I', l, x.attname, ai._vectorizer_eq_operator(x.typname), r, x.attname)
     , ' and ' order by x.attnum
     )
-    from pg_catalog.jsonb_to_recordset(source_pk) x(attnum int4, attname pg_catalog.name)
-$func$ language sql immutable security invoker
+    from pg_catalog.jsonb_to_recordset(source_pk) x(attnum int4, attname pg_catalog.name, typname text)
+$func$ language sql stable security invoker
 set search_path to pg_catalog, pg_temp;
 
 -------------------------------------------------------------------------------
@@ -203,7 +231,10 @@ begin
     where a.attrelid operator(pg_catalog.=)
         pg_catalog.format('%I.%I', source_schema, source_table)::pg_catalog.regclass::pg_catalog.oid
     and a.attnum operator(pg_catalog.>) 0
-    and not a.attisdropped;
+    and not a.attisdropped
+    -- the target's own columns come first and shadow source columns of the same name
+    and (pk.attname is not null or a.attname operator(pg_catalog.<>) all
+        (array['embedding_uuid', 'chunk_seq', 'chunk', 'embedding']::pg_catalog.name[]));
 
     execute pg_catalog.format
     ( $sql$

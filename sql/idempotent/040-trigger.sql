@@ -72,12 +72,19 @@ begin
     _pk_cols = ai._vectorizer_pk_list(source_pk);
     _new_vals = ai._vectorizer_pk_list(source_pk, 'new');
 
+    -- key columns are never null, so the type's own equality needs no null handling
     select pg_catalog.string_agg
-    ( pg_catalog.format('old.%I is distinct from new.%I', x.attname, x.attname), ' or ' order by x.attnum)
+    ( pg_catalog.format
+      ('not (old.%I %s new.%I)', x.attname, ai._vectorizer_eq_operator(x.typname), x.attname)
+    , ' or ' order by x.attnum
+    )
     , pg_catalog.string_agg
-    ( pg_catalog.format('%I operator(pg_catalog.=) old.%I', x.attname, x.attname), ' and ' order by x.attnum)
+    ( pg_catalog.format
+      ('%I %s old.%I', x.attname, ai._vectorizer_eq_operator(x.typname), x.attname)
+    , ' and ' order by x.attnum
+    )
     into strict _pk_changed, _old_key_match
-    from pg_catalog.jsonb_to_recordset(source_pk) x(attnum int4, attname pg_catalog.name);
+    from pg_catalog.jsonb_to_recordset(source_pk) x(attnum int4, attname pg_catalog.name, typname text);
 
     if watched_columns is null then
         -- called without a column list (pgai's signature): every column but the embedding
@@ -98,7 +105,8 @@ begin
         );
     end if;
 
-    -- types without a default btree equality (json, arrays of such, ...) are compared as text
+    -- compared with `is distinct from` when the type's equality is a built-in one; types
+    -- without one (json) or with an extension's (ltree: invisible from pg_catalog) as text
     select pg_catalog.string_agg
     ( case when exists
         ( select 1
@@ -106,6 +114,7 @@ begin
           inner join pg_catalog.pg_am m on (o.opcmethod operator(pg_catalog.=) m.oid)
           where m.amname operator(pg_catalog.=) 'btree' and o.opcdefault
           and o.opcintype operator(pg_catalog.=) a.atttypid
+          and o.opcnamespace operator(pg_catalog.=) 'pg_catalog'::pg_catalog.regnamespace
         )
       then pg_catalog.format('old.%I is distinct from new.%I', a.attname, a.attname)
       else pg_catalog.format

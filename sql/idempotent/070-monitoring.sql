@@ -75,9 +75,10 @@ select
     then v.config operator(pg_catalog.->) 'destination' operator(pg_catalog.->>) 'embedding_column'
     else 'embedding'
   end as embedding_column
-, case when pg_catalog.has_table_privilege
+, case when pg_catalog.to_regclass(pg_catalog.format('%I.%I', v.queue_schema, v.queue_table)) is not null
+    and pg_catalog.has_table_privilege
     ( pg_catalog.current_user()
-    , pg_catalog.format('%I.%I', v.queue_schema, v.queue_table)
+    , pg_catalog.to_regclass(pg_catalog.format('%I.%I', v.queue_schema, v.queue_table))
     , 'select'
     )
     then ai.vectorizer_queue_pending(v.id)
