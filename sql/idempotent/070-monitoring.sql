@@ -48,43 +48,7 @@ $func$
 $func$ language sql stable security invoker
 set search_path to pg_catalog, pg_temp;
 
--------------------------------------------------------------------------------
-create or replace view ai.vectorizer_status as
-select
-  v.id
-, v.name
-, pg_catalog.format('%I.%I', v.source_schema, v.source_table) as source_table
-, case when v.config operator(pg_catalog.->) 'destination' operator(pg_catalog.->>) 'implementation'
-      operator(pg_catalog.=) 'table'
-    then pg_catalog.format
-    ( '%I.%I'
-    , v.config operator(pg_catalog.->) 'destination' operator(pg_catalog.->>) 'target_schema'
-    , v.config operator(pg_catalog.->) 'destination' operator(pg_catalog.->>) 'target_table'
-    )
-  end as target_table
-, case when v.config operator(pg_catalog.->) 'destination' operator(pg_catalog.->>) 'implementation'
-      operator(pg_catalog.=) 'table'
-    then pg_catalog.format
-    ( '%I.%I'
-    , v.config operator(pg_catalog.->) 'destination' operator(pg_catalog.->>) 'view_schema'
-    , v.config operator(pg_catalog.->) 'destination' operator(pg_catalog.->>) 'view_name'
-    )
-  end as view
-, case when v.config operator(pg_catalog.->) 'destination' operator(pg_catalog.->>) 'implementation'
-      operator(pg_catalog.=) 'column'
-    then v.config operator(pg_catalog.->) 'destination' operator(pg_catalog.->>) 'embedding_column'
-    else 'embedding'
-  end as embedding_column
-, case when pg_catalog.to_regclass(pg_catalog.format('%I.%I', v.queue_schema, v.queue_table)) is not null
-    and pg_catalog.has_table_privilege
-    ( pg_catalog.current_user()
-    , pg_catalog.to_regclass(pg_catalog.format('%I.%I', v.queue_schema, v.queue_table))
-    , 'select'
-    )
-    then ai.vectorizer_queue_pending(v.id)
-  end as pending_items
-, v.disabled
-from ai.vectorizer v;
+-- ai.vectorizer_status is defined in 090-operations.sql, with our columns after pgai's.
 
 -------------------------------------------------------------------------------
 create or replace view ai.vectorizer_errors as
