@@ -8,11 +8,12 @@ In-process (tests):
         server.stall_next(3.0)            # a client timeout
         server.drop_next()                # a connection reset
         server.configure(latency=0.2, extra_dimensions=2, api_key="sk-...")
+        server.configure(budget_rps=20, budget_tps=50_000)   # enforce a per-second budget
         server.requests                   # what the client sent (status -1: dropped)
 
 As a process (benchmarks):
 
-    python -m tests.fake_openai --port 8765 --latency-ms 20
+    python -m tests.fake_openai --port 8765 --latency-ms 20 [--budget-rps 50 --budget-tps 1e5]
 
 prints its base URL on stdout and serves until SIGTERM/SIGINT. `POST /_control` with
 `{"action": "fail" | "stall" | "drop" | "configure", ...keyword arguments}` changes behaviour,
@@ -22,6 +23,11 @@ Vectors are derived from each input's text (`expected_vector`), so a test can re
 it should have received. The server enforces OpenAI's limits (2048 inputs, 300k estimated
 tokens per request, 8192 tokens per input for OpenAI's own models) so a client that breaks
 them fails the way it would against the real API.
+
+With a budget set, the server is rate limited like OpenAI: two token buckets (requests and
+estimated tokens per second, one second of burst); a request over either gets 429 with
+`Retry-After`/`retry-after-ms`, and every answer carries `x-ratelimit-limit/remaining/reset-*`
+headers unless `rate_limit_headers` is off.
 """
 
 from __future__ import annotations
@@ -84,6 +90,9 @@ class Behaviour:
     enforce_limits: bool = True
     ignore_encoding_format: bool = False  # answer float lists even when base64 is asked for
     log_inputs: bool = True  # False keeps only counts (long benchmarks)
+    budget_rps: float | None = None  # requests per second before 429s
+    budget_tps: float | None = None  # estimated tokens per second before 429s
+    rate_limit_headers: bool = True  # send x-ratelimit-* headers when a budget is set
 
 
 STALL = 0  # wait `stall` seconds, then answer normally
@@ -105,6 +114,7 @@ class LoggedRequest:
     model: str
     inputs: list[str]
     input_count: int
+    tokens: int  # estimated, as the budget counts them
     dimensions: int | None
     encoding_format: str | None
     user: str | None
@@ -126,6 +136,7 @@ class FakeOpenAI:
         self._log: list[LoggedRequest] = []
         self._in_flight = 0
         self.max_in_flight = 0
+        self._budget = _Budget()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
@@ -230,6 +241,7 @@ class FakeOpenAI:
             self._log.clear()
             self.max_in_flight = 0
             self.behaviour = self._initial_behaviour
+            self._budget = _Budget()
 
     @property
     def requests(self) -> list[LoggedRequest]:
@@ -299,7 +311,19 @@ class FakeOpenAI:
         problem = _validate(payload, behaviour)
         if problem is not None:
             return 400, problem, {}
-        return 200, _success(payload, behaviour), {}
+        limited, headers = self._spend_budget(payload, behaviour)
+        if limited:
+            return 429, _error("Rate limit reached.", code="rate_limit_exceeded"), headers
+        return 200, _success(payload, behaviour), headers
+
+    def _spend_budget(
+        self, payload: Mapping[str, Any], behaviour: Behaviour
+    ) -> tuple[bool, dict[str, str]]:
+        if behaviour.budget_rps is None and behaviour.budget_tps is None:
+            return False, {}
+        tokens = sum(estimated_tokens(text) for text in _inputs(payload) or [])
+        with self._lock:
+            return self._budget.spend(behaviour, tokens, time.monotonic())
 
     def _record(
         self,
@@ -315,6 +339,7 @@ class FakeOpenAI:
             model=str(payload.get("model")),
             inputs=inputs if behaviour.log_inputs else [],
             input_count=len(inputs),
+            tokens=sum(estimated_tokens(text) for text in inputs),
             dimensions=payload.get("dimensions"),
             encoding_format=payload.get("encoding_format"),
             user=payload.get("user"),
@@ -353,6 +378,64 @@ class FakeOpenAI:
     async def _reset(self, request: web.Request) -> web.Response:
         self.reset()
         return web.json_response({"ok": True})
+
+
+# --- the enforced budget ----------------------------------------------------------------------
+
+
+class _Budget:
+    """Requests and tokens per second as two buckets with one second of burst."""
+
+    def __init__(self) -> None:
+        self.levels: dict[str, float] = {}
+        self.updated: float | None = None
+
+    def spend(self, behaviour: Behaviour, tokens: int, now: float) -> tuple[bool, dict[str, str]]:
+        rates = {"requests": behaviour.budget_rps, "tokens": behaviour.budget_tps}
+        costs = {"requests": 1.0, "tokens": float(tokens)}
+        elapsed = 0.0 if self.updated is None else now - self.updated
+        self.updated = now
+        waits: list[float] = []
+        for kind, rate in rates.items():
+            if rate is None:
+                continue
+            level = min(rate, self.levels.get(kind, rate) + elapsed * rate)
+            self.levels[kind] = level
+            # A request bigger than the whole bucket is let through when the bucket is full.
+            needed = min(costs[kind], rate)
+            if level < needed:
+                waits.append((needed - level) / rate)
+        if not waits:
+            for kind, rate in rates.items():
+                if rate is not None:
+                    self.levels[kind] -= costs[kind]
+        headers = self._headers(behaviour, rates) if behaviour.rate_limit_headers else {}
+        if waits:
+            wait = max(waits)
+            headers["retry-after-ms"] = str(max(1, math.ceil(wait * 1000)))
+            headers["Retry-After"] = str(max(1, math.ceil(wait)))
+        return bool(waits), headers
+
+    def _headers(self, behaviour: Behaviour, rates: Mapping[str, float | None]) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        for kind, rate in rates.items():
+            if rate is None:
+                continue
+            level = self.levels[kind]
+            headers[f"x-ratelimit-limit-{kind}"] = str(int(rate))
+            headers[f"x-ratelimit-remaining-{kind}"] = str(max(0, math.floor(level)))
+            headers[f"x-ratelimit-reset-{kind}"] = format_duration((rate - level) / rate)
+        return headers
+
+
+def format_duration(seconds: float) -> str:
+    """Like OpenAI's reset headers: "12ms", "1.5s", "6m0s"."""
+    if seconds < 1:
+        return f"{math.ceil(max(seconds, 0.0) * 1000)}ms"
+    if seconds < 60:
+        return f"{round(seconds, 3):g}s"
+    minutes, rest = divmod(seconds, 60)
+    return f"{int(minutes)}m{round(rest, 3):g}s"
 
 
 # --- request handling helpers ----------------------------------------------------------------
@@ -490,6 +573,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--api-key", default=None, help="require this bearer token")
     parser.add_argument("--poison-marker", default="POISON")
     parser.add_argument("--no-log-inputs", action="store_true", help="log counts only")
+    parser.add_argument("--budget-rps", type=float, default=None, help="requests per second")
+    parser.add_argument("--budget-tps", type=float, default=None, help="tokens per second")
+    parser.add_argument("--no-rate-limit-headers", action="store_true")
     return parser.parse_args(argv)
 
 
@@ -502,6 +588,9 @@ def main(argv: list[str] | None = None) -> None:
         dimensions_override=args.dimensions_override,
         extra_dimensions=args.extra_dimensions,
         log_inputs=not args.no_log_inputs,
+        budget_rps=args.budget_rps,
+        budget_tps=args.budget_tps,
+        rate_limit_headers=not args.no_rate_limit_headers,
     )
     stopping = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

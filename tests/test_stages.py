@@ -32,7 +32,6 @@ from vectorizer.config import (
     PyMuPDFParsing,
     PythonTemplate,
     RecursiveCharacterTextSplitter,
-    UriLoading,
 )
 from vectorizer.errors import RowError, VectorizerError
 from vectorizer.stages import (
@@ -159,14 +158,6 @@ async def test_column_loader_rejects_non_text_values() -> None:
     assert "int" in caught.value.message
 
 
-def test_uri_loading_is_reported_as_unavailable() -> None:
-    config = UriLoading(implementation="uri", column_name="url")
-    with pytest.raises(VectorizerError) as caught:
-        make_loader(config)
-    assert caught.value.message == "loading_uri is not available in this worker yet"
-    assert caught.value.step == "loading"
-
-
 def test_make_loader_accepts_a_validated_loading_union() -> None:
     config = TypeAdapter(Loading).validate_python({"implementation": "column", "column_name": "b"})
     assert isinstance(make_loader(config), ColumnLoader)
@@ -208,19 +199,6 @@ def test_parsing_auto_names_the_utf8_problem() -> None:
     assert "0xff" in caught.value.message
 
 
-@pytest.mark.parametrize(
-    ("file_type", "parser"),
-    [("pdf", "docling"), ("docx", "docling"), ("html", "docling"), ("epub", "pymupdf")],
-)
-def test_parsing_auto_says_which_parser_a_document_needs(file_type: str, parser: str) -> None:
-    with pytest.raises(RowError) as caught:
-        parse(Document(b"...", file_type), AUTO)
-    assert caught.value.step == "parsing"
-    assert f"needs the {parser} parser" in caught.value.message
-    assert "not available in this worker yet" in caught.value.message
-    assert file_type in caught.value.message
-
-
 def test_parsing_unknown_document_type_is_a_row_error() -> None:
     with pytest.raises(RowError) as caught:
         parse(Document(b"\x00\x01", None), AUTO)
@@ -237,15 +215,6 @@ def test_document_parsers_reject_text(config: Parsing, name: str) -> None:
         f"Column content must be a document to be parsed by {name}, "
         "use parsing_auto or parsing_none instead"
     )
-
-
-@pytest.mark.parametrize(("config", "name"), [(PYMUPDF, "pymupdf"), (DOCLING, "docling")])
-def test_document_parsers_are_not_available_yet(config: Parsing, name: str) -> None:
-    with pytest.raises(RowError) as caught:
-        parse(Document(PDF, "pdf"), config)
-    assert caught.value.step == "parsing"
-    assert f"needs the {name} parser" in caught.value.message
-    assert "not available in this worker yet" in caught.value.message
 
 
 def test_document_parsers_decode_text_documents_like_pgai() -> None:
@@ -570,7 +539,6 @@ async def test_pipeline_lets_vectorizer_errors_through(monkeypatch: pytest.Monke
 @pytest.mark.parametrize(
     ("stages", "step"),
     [
-        ({"loading": {"implementation": "uri", "column_name": "url"}}, "loading"),
         (
             {
                 "chunking": {

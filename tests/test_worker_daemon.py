@@ -7,6 +7,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Iterator
 
 import psycopg
@@ -53,8 +54,8 @@ def _queued_ids(conn: psycopg.Connection, vectorizer_id: int) -> set[int]:
 def _batch_open(conn: psycopg.Connection, vectorizer_id: int) -> bool:
     """An executor of the worker holds a batch transaction open right now."""
     row = conn.execute(
-        "select count(*) from pg_stat_activity"
-        " where application_name like %s and state like 'idle in transaction%%'",
+        "select count(*) from pg_stat_activity where datname = current_database()"
+        " and application_name like %s and state like 'idle in transaction%%'",
         (f"vectorizer-worker[{vectorizer_id}]: executor%",),
     ).fetchone()
     return bool(row and row[0])
@@ -87,9 +88,7 @@ def _process_row(conn: psycopg.Connection) -> tuple[int, int, int]:
 
 
 def _no_duplicates(conn: psycopg.Connection, table: str = "docs_embedding_store") -> None:
-    row = conn.execute(
-        f"select count(*), count(distinct (id, chunk_seq)) from {table}"
-    ).fetchone()
+    row = conn.execute(f"select count(*), count(distinct (id, chunk_seq)) from {table}").fetchone()
     assert row is not None and row[0] == row[1]
 
 
@@ -103,6 +102,16 @@ def test_two_workers_share_one_queue_and_embed_every_row_once(
     fake.configure(latency=0.02, log_inputs=True)
     create_source(conn, rows=doc_rows(rows))
     vid = create_vectorizer(conn)
+    # Keys up to `duplicated` are queued three times in a row, so batches that split a key's
+    # copies race for it: the per-key lock must keep two workers off one key at once.
+    duplicated = 1500
+    conn.execute(f"delete from ai._vectorizer_q_{vid}")
+    conn.execute(
+        f"insert into ai._vectorizer_q_{vid} (id)"
+        " select id from docs, generate_series(1, case when id <= %s then 3 else 1 end)"
+        " order by id",
+        (duplicated,),
+    )
     env = worker_env(fake)
     command = worker_command(db_url, "--once", "--concurrency", "2")
 
@@ -123,16 +132,19 @@ def test_two_workers_share_one_queue_and_embed_every_row_once(
     _no_duplicates(conn)
     assert _stored_ids(conn) == set(range(1, rows + 1))
     assert queue_count(conn, vid) == 0
-    # every row was embedded once, not once per worker
-    sent = inputs_sent(fake)
-    assert len(sent) == rows
-    assert len(set(sent)) == rows
-    # both workers took part, and their counts add up to the rows
+    # no key was charged: two workers never wrote one key at the same time
+    assert error_rows(conn, vid) == []
+    assert count(conn, f"ai._vectorizer_q_failed_{vid}") == 0
+    # a key queued once was embedded once, not once per worker
+    sent = Counter(inputs_sent(fake))
+    assert set(sent) == {f"body of document {i}" for i in range(1, rows + 1)}
+    assert all(sent[f"body of document {i}"] == 1 for i in range(duplicated + 1, rows + 1))
+    # both workers took part
     successes = [
         row[0] for row in conn.execute("select success_count from ai.vectorizer_worker_process")
     ]
     assert len(successes) == 2
-    assert sum(successes) == rows
+    assert sum(successes) == sum(sent.values())
     assert min(successes) > 0
     assert fake.max_in_flight >= 2
 
@@ -260,8 +272,7 @@ def test_fractional_poll_interval_drives_heartbeats_and_polling(
         wait_for(lambda: _stored_ids(conn) == {1, 2, 3}, 20, what="the backfill")
         # heartbeats every half second
         wait_for(lambda: _process_row(conn)[0] >= 3, 5, interval=0.1, what="3 heartbeats")
-        heartbeats, successes, _ = _process_row(conn)
-        assert successes == 3
+        assert _process_row(conn)[1] == 3
 
         # a key queued without a NOTIFY (triggers off) is found by the next poll
         conn.execute("set session_replication_role = replica")
@@ -294,9 +305,7 @@ def test_daemon_keeps_other_vectorizers_going_when_one_fails(
         wait_for(lambda: error_rows(conn, bad), 10, what="the bad vectorizer's error row")
         insert_rows(conn, "good_docs", [(4, "t", "later")])
         insert_rows(conn, "bad_docs", [(4, "t", "later")])
-        wait_for(
-            lambda: 4 in _stored_ids(conn, "good_docs_embedding_store"), 5, what="a later row"
-        )
+        wait_for(lambda: 4 in _stored_ids(conn, "good_docs_embedding_store"), 5, what="a later row")
         time.sleep(1.0)  # several poll intervals: the open breaker must not retry each time
         assert handle.alive(), handle.stderr()
         code, _ = terminate(handle)
@@ -311,3 +320,194 @@ def test_daemon_keeps_other_vectorizers_going_when_one_fails(
     assert error_rows(conn, good) == []
     assert queue_count(conn, good) == 0
     assert inputs_sent(fake).count("later") == 1
+
+
+@pytest.mark.parametrize("once", [False, True], ids=["daemon", "once"])
+def test_sigterm_while_throttled_rolls_the_batch_back_promptly(
+    conn: psycopg.Connection, db_url: str, fake: FakeOpenAI, once: bool
+) -> None:
+    # The provider keeps answering 429 "retry in 3 s": the batch in hand cannot finish, so the
+    # worker must give up on it (rolling back, nothing charged) well before `docker stop` kills.
+    create_source(conn, rows=doc_rows(10))
+    vid = create_vectorizer(conn)
+    fake.fail_next(429, count=1000, retry_after="3")
+
+    with daemon(db_url, "--poll-interval", "1m", env=worker_env(fake), once=once) as handle:
+        wait_for(lambda: fake.requests, 20, what="the first throttled request")
+        code, elapsed = terminate(handle, timeout=40)
+        stderr = handle.stderr()
+
+    assert code == 0, stderr
+    assert elapsed < 8, f"took {elapsed:.1f}s to exit"
+    assert "Traceback" not in stderr
+    assert [
+        row[:2]
+        for row in conn.execute(
+            f"select id, loading_retries from ai._vectorizer_q_{vid} order by id"
+        ).fetchall()
+    ] == [(i, 0) for i in range(1, 11)]
+    assert error_rows(conn, vid) == []
+    assert count(conn, "docs_embedding_store") == 0
+    assert _worker_backends(conn) == 0
+    heartbeats, successes, errors = _process_row(conn)
+    assert (heartbeats >= 1, successes, errors) == (True, 0, 0)
+
+
+def test_rows_committed_while_listen_was_down_are_caught_up(
+    conn: psycopg.Connection, db_url: str, fake: FakeOpenAI
+) -> None:
+    create_source(conn, rows=doc_rows(1))
+    create_vectorizer(conn)
+    with daemon(db_url, "--poll-interval", "1m", env=worker_env(fake)) as handle:
+        wait_for(lambda: _stored_ids(conn) == {1}, 20, what="the backfill")
+        wait_for(lambda: _listening(conn), 10, what="the LISTEN connection")
+        conn.execute(
+            "select pg_terminate_backend(pid) from pg_stat_activity"
+            " where datname = current_database() and application_name = 'vectorizer-worker-listen'"
+        )
+        # committed while nobody listens: its NOTIFY is lost, the poll is a minute away
+        insert_rows(conn, "docs", [(2, "t", "in the gap")])
+        started = time.monotonic()
+        wait_for(lambda: 2 in _stored_ids(conn), 10, what="the row committed in the gap")
+        caught_up = time.monotonic() - started
+        wait_for(lambda: _listening(conn), 10, what="the LISTEN connection again")
+        insert_rows(conn, "docs", [(3, "t", "after the reconnect")])
+        started = time.monotonic()
+        wait_for(lambda: 3 in _stored_ids(conn), 5, interval=0.01, what="the next row")
+        woken = time.monotonic() - started
+        assert handle.alive(), handle.stderr()
+        assert "LISTEN connection lost" in handle.stderr()
+
+    assert caught_up < 5
+    assert woken < 1.5
+
+
+def test_daemon_with_exit_on_error_exits_1_on_a_vectorizer_error(
+    conn: psycopg.Connection, db_url: str, fake: FakeOpenAI
+) -> None:
+    create_source(conn, rows=doc_rows(2))
+    vid = create_vectorizer(conn, api_key_name="MISSING_KEY_VAR")
+    with daemon(
+        db_url, "--poll-interval", "1m", "--exit-on-error=true", env=worker_env(fake)
+    ) as handle:
+        code = handle.wait(20)
+        stderr = handle.stderr()
+    assert code == 1, stderr
+    assert "MISSING_KEY_VAR" in stderr
+    assert len(error_rows(conn, vid)) == 1
+    assert queue_count(conn, vid) == 2
+
+
+def test_a_vectorizer_error_stops_all_of_its_executors_while_it_backs_off(
+    conn: psycopg.Connection, db_url: str, fake: FakeOpenAI
+) -> None:
+    # One executor of four hits a 401: the vectorizer backs off as a whole, none of its other
+    # executors goes on claiming batches behind the breaker's back.
+    fake.configure(latency=0.2)
+    create_source(conn, rows=doc_rows(200))
+    vid = create_vectorizer(conn, processing="ai.processing_default(batch_size => 5)")
+    fake.fail_next(401, count=1)
+
+    with daemon(
+        db_url, "--poll-interval", "200ms", "--concurrency", "4", env=worker_env(fake)
+    ) as handle:
+        wait_for(lambda: error_rows(conn, vid), 20, what="the error row")
+        time.sleep(0.5)  # batches in hand when the error came are rolled back or done by now
+        backed_off_at = queue_count(conn, vid)
+        time.sleep(1.5)
+        assert queue_count(conn, vid) == backed_off_at > 0
+        assert handle.alive(), handle.stderr()
+        code, _ = terminate(handle)
+    assert code == 0
+    assert len(error_rows(conn, vid)) == 1
+    stored, queued = _stored_ids(conn), _queued_ids(conn, vid)
+    assert stored | queued == set(range(1, 201))
+
+
+def test_dropping_a_selected_vectorizer_leaves_the_others_running(
+    conn: psycopg.Connection, db_url: str, fake: FakeOpenAI
+) -> None:
+    create_source(conn, "first_docs", doc_rows(2))
+    create_source(conn, "second_docs", doc_rows(2))
+    first = create_vectorizer(conn, "first_docs", name="first")
+    second = create_vectorizer(conn, "second_docs", name="second")
+    with daemon(
+        db_url, "--poll-interval", "200ms", "-i", "first", "-i", str(second), env=worker_env(fake)
+    ) as handle:
+        wait_for(
+            lambda: queue_count(conn, first) + queue_count(conn, second) == 0,
+            20,
+            what="both backfills",
+        )
+        conn.execute("select ai.drop_vectorizer(%s, drop_all => true)", (first,))
+        time.sleep(0.6)  # a few polls: the worker notices the vectorizer is gone
+        insert_rows(conn, "second_docs", [(3, "t", "after the drop")])
+        wait_for(
+            lambda: 3 in _stored_ids(conn, "second_docs_embedding_store"),
+            5,
+            what="the remaining vectorizer's new row",
+        )
+        assert handle.alive(), handle.stderr()
+        code, _ = terminate(handle)
+        stderr = handle.stderr()
+    assert code == 0, stderr
+    assert "Traceback" not in stderr
+    assert "invalid vectorizers" in stderr
+
+
+def test_tracking_survives_a_dropped_tracking_connection(
+    conn: psycopg.Connection, db_url: str, fake: FakeOpenAI
+) -> None:
+    create_source(conn, rows=doc_rows(3))
+    vid = create_vectorizer(conn)
+    with daemon(db_url, "--poll-interval", "1m", env=worker_env(fake)) as handle:
+        wait_for(lambda: _stored_ids(conn) == {1, 2, 3}, 20, what="the backfill")
+        wait_for(lambda: _progress_successes(conn, vid) == 3, 5, what="the progress row")
+        # e.g. a database restart or an idle-session timeout took the tracking session
+        conn.execute(
+            "select pg_terminate_backend(pid) from pg_stat_activity"
+            " where datname = current_database()"
+            " and application_name like 'vectorizer-worker-tracking%'"
+        )
+        insert_rows(conn, "docs", [(4, "t", "after the blip")])
+        wait_for(lambda: 4 in _stored_ids(conn), 5, what="the next row")
+        wait_for(lambda: _progress_successes(conn, vid) == 4, 5, what="its progress")
+        code, _ = terminate(handle)
+    assert code == 0
+    assert _process_row(conn)[1] == 4
+
+
+def _progress_successes(conn: psycopg.Connection, vectorizer_id: int) -> int | None:
+    row = conn.execute(
+        "select success_count from ai.vectorizer_worker_progress where vectorizer_id = %s",
+        (vectorizer_id,),
+    ).fetchone()
+    return row[0] if row else None
+
+
+def test_disable_enable_and_drop_while_the_daemon_runs(
+    conn: psycopg.Connection, db_url: str, fake: FakeOpenAI
+) -> None:
+    create_source(conn, rows=doc_rows(2))
+    vid = create_vectorizer(conn)
+    with daemon(db_url, "--poll-interval", "1m", env=worker_env(fake)) as handle:
+        wait_for(lambda: _stored_ids(conn) == {1, 2}, 20, what="the backfill")
+        conn.execute("select ai.disable_vectorizer_schedule(%s)", (vid,))
+        insert_rows(conn, "docs", [(3, "t", "while disabled")])
+        time.sleep(1.0)
+        assert _stored_ids(conn) == {1, 2}
+        assert _queued_ids(conn, vid) == {3}
+
+        started = time.monotonic()
+        conn.execute("select ai.enable_vectorizer_schedule(%s)", (vid,))  # NOTIFYs
+        wait_for(lambda: 3 in _stored_ids(conn), 5, interval=0.02, what="the queued row")
+        assert time.monotonic() - started < 1.5
+
+        conn.execute("select ai.drop_vectorizer(%s, drop_all => true)", (vid,))
+        insert_rows(conn, "docs", [(4, "t", "after the drop")])
+        time.sleep(0.5)
+        assert handle.alive(), handle.stderr()
+        code, _ = terminate(handle)
+        stderr = handle.stderr()
+    assert code == 0, stderr
+    assert "Traceback" not in stderr

@@ -56,7 +56,7 @@ def test_backfill_stores_formatted_chunks_from_seq_0(
     assert sorted(by_id) == [1, 2]
     assert [seq for seq, _, _ in by_id[1]] == list(range(len(by_id[1])))
     assert len(by_id[1]) > 1  # the long body was really split
-    for seq, chunk, embedding in by_id[1]:
+    for _, chunk, embedding in by_id[1]:
         assert chunk.startswith("one: ")
         assert_vector(embedding, chunk)
     assert [(seq, chunk) for seq, chunk, _ in by_id[2]] == [(0, "two: short body")]
@@ -193,7 +193,7 @@ def test_composite_key_with_a_quoted_column_name(
         ' primary key (tenant, "Doc Id"))'
     )
     conn.execute(
-        'insert into "Odd Docs" values (1, \'acme\', \'acme one\'), (1, \'zeta\', \'zeta one\'),'
+        "insert into \"Odd Docs\" values (1, 'acme', 'acme one'), (1, 'zeta', 'zeta one'),"
         " (2, 'acme', 'acme two')"
     )
     vid = create_vectorizer(
@@ -221,7 +221,7 @@ def test_composite_key_with_a_quoted_column_name(
     for row in rows:
         assert_vector(row[4], str(row[3]))
 
-    conn.execute('update "Odd Docs" set body = \'zeta ONE\' where tenant = \'zeta\'')
+    conn.execute("update \"Odd Docs\" set body = 'zeta ONE' where tenant = 'zeta'")
     conn.execute('delete from "Odd Docs" where tenant = \'acme\' and "Doc Id" = 2')
     run_ok(db_url, env=env)
     assert [row[:4] for row in stored()] == [
@@ -232,6 +232,80 @@ def test_composite_key_with_a_quoted_column_name(
     # the view joins back to the source on the quoted key
     view = conn.execute('select tenant, "Doc Id", body from odd_docs order by 1, 2').fetchall()
     assert view == [("acme", 1, "acme one"), ("zeta", 1, "zeta ONE")]
+
+    # a key change: the old key's embeddings go at once, the new key's come with the worker
+    conn.execute('update "Odd Docs" set "Doc Id" = 7 where tenant = \'acme\' and "Doc Id" = 1')
+    assert [row[:2] for row in stored()] == [("zeta", 1)]
+    run_ok(db_url, env=env)
+    assert [row[:4] for row in stored()] == [
+        ("acme", 7, 0, "acme/acme one"),
+        ("zeta", 1, 0, "zeta/zeta ONE"),
+    ]
+
+
+def test_text_and_timestamptz_key_as_in_pgai_blog_example(
+    conn: psycopg.Connection, db_url: str, fake: FakeOpenAI
+) -> None:
+    conn.execute(
+        "create table blog (id int generated always as identity, title text,"
+        " published timestamptz, body text, primary key (title, published))"
+    )
+    conn.execute(
+        "insert into blog (title, published, body) values"
+        " ('how to cook', '2024-01-06 00:00:00+00', 'boil the water'),"
+        " ('how to cook', '2024-02-06 00:00:00+00', 'then the pasta'),"
+        " ('how to sleep', '2024-01-06 00:00:00+00', 'close the eyes')"
+    )
+    create_vectorizer(
+        conn,
+        "blog",
+        formatting="ai.formatting_python_template('$title ($published): $chunk')",
+    )
+    run_ok(db_url, env=worker_env(fake))
+    rows = conn.execute(
+        "select title, published::text, chunk_seq, chunk, embedding::float4[]"
+        " from blog_embedding_store order by title, published"
+    ).fetchall()
+    assert [row[:4] for row in rows] == [
+        (
+            "how to cook",
+            "2024-01-06 00:00:00+00",
+            0,
+            "how to cook (2024-01-06 00:00:00+00:00): boil the water",
+        ),
+        (
+            "how to cook",
+            "2024-02-06 00:00:00+00",
+            0,
+            "how to cook (2024-02-06 00:00:00+00:00): then the pasta",
+        ),
+        (
+            "how to sleep",
+            "2024-01-06 00:00:00+00",
+            0,
+            "how to sleep (2024-01-06 00:00:00+00:00): close the eyes",
+        ),
+    ]
+    for row in rows:
+        assert_vector(row[4], str(row[3]))
+
+
+def test_duplicate_queue_rows_of_a_key_are_embedded_once(
+    conn: psycopg.Connection, db_url: str, fake: FakeOpenAI
+) -> None:
+    create_source(conn, rows=doc_rows(20))
+    vid = create_vectorizer(conn, processing="ai.processing_default(batch_size => 7)")
+    # each key three times in a row, so batches of 7 queue rows split a key's copies
+    conn.execute(f"delete from ai._vectorizer_q_{vid}")
+    conn.execute(
+        f"insert into ai._vectorizer_q_{vid} (id)"
+        " select id from docs, generate_series(1, 3) order by id"
+    )
+    run_ok(db_url, "--concurrency", "1", env=worker_env(fake))
+    assert sorted(inputs_sent(fake)) == sorted(f"body of document {i}" for i in range(1, 21))
+    assert [row[:2] for row in store_rows(conn)] == [(i, 0) for i in range(1, 21)]
+    assert queue_count(conn, vid) == 0
+    assert count(conn, "ai._vectorizer_errors") == 0
 
 
 def test_worker_tracking_rows(conn: psycopg.Connection, db_url: str, fake: FakeOpenAI) -> None:
@@ -312,6 +386,7 @@ def test_settings_from_environment_variables(
         VECTORIZER_ONCE="true",
         VECTORIZER_CONCURRENCY="3",
         VECTORIZER_VECTORIZER_ID=str(vid),
+        VECTORIZER_POLL_INTERVAL="0.25",
     )
     result = run_worker(None, env=env, once=False, timeout=60)
     assert result.returncode == 0, result.stderr
@@ -319,6 +394,10 @@ def test_settings_from_environment_variables(
     assert "once mode, exiting" in result.stderr
     assert queue_count(conn, vid) == 0
     assert len(store_rows(conn)) == 30
+    interval = conn.execute(
+        "select expected_heartbeat_interval from ai.vectorizer_worker_process"
+    ).fetchone()
+    assert interval == (timedelta(milliseconds=250),)
 
 
 def test_dotenv_file_in_the_working_directory_is_read(

@@ -14,6 +14,7 @@ import pytest
 
 from tests.fake_openai import FakeOpenAI
 from tests.worker_helpers import (
+    MODEL,
     assert_vector,
     create_source,
     create_vectorizer,
@@ -107,21 +108,34 @@ def test_poison_row_is_charged_per_run_then_failed_while_good_rows_land(
         assert "flagged as invalid" in details["error_reason"]
     # the good rows were embedded exactly once
     assert inputs_sent(fake).count("good one") == 1
+    # each run's process row counted its successes and charged keys
+    totals = conn.execute(
+        "select sum(success_count), sum(error_count) from ai.vectorizer_worker_process"
+    ).fetchone()
+    assert totals == (2, 3)
 
 
 def test_zero_backoff_from_env_retries_a_poison_row_within_one_run(
     conn: psycopg.Connection, db_url: str, fake: FakeOpenAI
 ) -> None:
-    create_source(conn, rows=doc_rows(6) + [(7, "p", "POISON here")])
+    create_source(conn, rows=doc_rows(7))
     vid = create_vectorizer(conn, loading="ai.loading_column('body', retries => 2)")
+    env = worker_env(fake, VECTORIZER_RETRY_BACKOFF="0")
+    run_ok(db_url, env=env)
+    assert _ids(store_rows(conn)) == [1, 2, 3, 4, 5, 6, 7]
 
-    run_ok(db_url, env=worker_env(fake, VECTORIZER_RETRY_BACKOFF="0"))
+    conn.execute("update docs set body = 'POISON here' where id = 7")
+    conn.execute("update docs set body = 'fine edit' where id = 6")
+    run_ok(db_url, env=env)
 
-    assert _ids(store_rows(conn)) == [1, 2, 3, 4, 5, 6]
     assert queue_count(conn, vid) == 0
     assert failed_rows(conn, vid) == [(7, "embedding")]
     attempts = [details["attempts"] for _, _, details in error_rows(conn, vid)]
     assert attempts == [1, 2, 3]
+    # the failing row keeps its old embeddings; the other edit landed
+    stored = {key: chunk for key, _, chunk, _ in store_rows(conn)}
+    assert stored[7] == "body of document 7"
+    assert stored[6] == "fine edit"
 
 
 def test_template_with_missing_column_fails_rows_at_formatting(
@@ -166,6 +180,31 @@ def test_template_with_missing_column_fails_rows_at_formatting(
     assert error_rows(conn, good) == []
 
 
+def test_document_that_cannot_be_parsed_fails_at_parsing(
+    conn: psycopg.Connection, db_url: str, fake: FakeOpenAI
+) -> None:
+    # a markdown file parses as text; bytes of no known type cannot be parsed by anything
+    conn.execute("create table files (id int primary key, data bytea)")
+    conn.execute(
+        "insert into files values (1, convert_to('# notes\nplain markdown text', 'UTF8')),"
+        " (2, '\\x00010203ff00'::bytea), (3, ''::bytea)"
+    )
+    vid = create_vectorizer(conn, "files", loading="ai.loading_column('data', retries => 0)")
+
+    run_ok(db_url, env=worker_env(fake))
+
+    assert [row[:3] for row in store_rows(conn, "files_embedding_store")] == [
+        (1, 0, "# notes\nplain markdown text")
+    ]
+    assert failed_rows(conn, vid) == [(2, "parsing")]
+    assert queue_count(conn, vid) == 0
+    [(_, message, details)] = error_rows(conn, vid)
+    assert message == "vectorizer failed with unexpected error"
+    assert (details["step"], details["pk"], details["attempts"]) == ("parsing", {"id": 2}, 1)
+    assert details["is_retryable"] is False
+    assert "No file extension could be determined" in details["error_reason"]
+
+
 def test_batch_of_only_deleted_rows_does_not_stop_the_run(
     conn: psycopg.Connection, db_url: str, fake: FakeOpenAI
 ) -> None:
@@ -195,7 +234,10 @@ def test_wrong_api_key_charges_nothing_and_spares_other_vectorizers(
     good = create_vectorizer(conn, "good_docs", api_key_name="GOOD_OPENAI_KEY")
 
     result = run_worker(
-        db_url, "--log-level", "debug", env=worker_env(fake, api_key=WRONG_KEY, GOOD_OPENAI_KEY=GOOD_KEY)
+        db_url,
+        "--log-level",
+        "debug",
+        env=worker_env(fake, api_key=WRONG_KEY, GOOD_OPENAI_KEY=GOOD_KEY),
     )
 
     assert result.returncode == 1, result.stderr  # once mode exits 1 on an error...
@@ -261,6 +303,43 @@ def test_dimension_mismatch_is_a_vectorizer_error_that_charges_nothing(
     assert store_rows(conn) == []
 
 
+def test_parameter_the_provider_rejects_is_a_vectorizer_error(
+    conn: psycopg.Connection, db_url: str, fake: FakeOpenAI
+) -> None:
+    # Every request is a 400, even the tiny probe: the config is at fault, not the rows.
+    fake.configure(dimensions_unsupported=frozenset({MODEL}))
+    create_source(conn, rows=doc_rows(4))
+    vid = create_vectorizer(conn)
+
+    result = run_worker(db_url, env=worker_env(fake))
+
+    assert result.returncode == 1
+    [(_, message, details)] = error_rows(conn, vid)
+    assert message == "embedding provider failed"
+    assert "does not support specifying dimensions" in details["error_reason"]
+    assert [row[:2] for row in queue_rows(conn, vid)] == [(i, 0) for i in range(1, 5)]
+    assert failed_rows(conn, vid) == []
+    assert len(fake.requests) <= 3  # no request per row to find a culprit
+
+
+def test_provider_outage_beyond_the_retry_budget_charges_nothing(
+    conn: psycopg.Connection, db_url: str, fake: FakeOpenAI
+) -> None:
+    fake.fail_next(503, count=10_000)
+    create_source(conn, rows=doc_rows(3))
+    vid = create_vectorizer(conn)
+
+    result = run_worker(db_url, env=worker_env(fake, VECTORIZER_TRANSIENT_RETRY_BUDGET="1.5"))
+
+    assert result.returncode == 1
+    [(_, message, details)] = error_rows(conn, vid)
+    assert message == "embedding provider failed"
+    assert "503" in details["error_reason"]
+    assert [row[:2] for row in queue_rows(conn, vid)] == [(1, 0), (2, 0), (3, 0)]
+    assert failed_rows(conn, vid) == []
+    assert len(fake.requests) >= 2  # retried in place first
+
+
 def test_exit_on_error_false_exits_0_in_once_mode(
     conn: psycopg.Connection, db_url: str, fake: FakeOpenAI
 ) -> None:
@@ -294,7 +373,7 @@ def test_429_storm_is_waited_out_without_charging_anything(
     statuses = [request.status for request in fake.requests]
     assert statuses.count(429) == 30 and statuses.count(500) == 2
     assert _ids(store_rows(conn)) == list(range(1, 21))
-    for key, _, chunk, embedding in store_rows(conn):
+    for _, _, chunk, embedding in store_rows(conn):
         assert_vector(embedding, chunk)
     assert queue_count(conn, vid) == 0
     assert failed_rows(conn, vid) == []

@@ -37,12 +37,12 @@ def worker_env(
     api_key: str | None = TEST_API_KEY,
     **extra: str,
 ) -> dict[str, str]:
-    """The environment for a worker subprocess: the caller's, minus every VECTORIZER_* and
-    DATABASE_URL (so only what a test sets counts), pointed at the fake server."""
+    """The environment for a worker subprocess: the caller's, minus every VECTORIZER_*,
+    DATABASE_URL and OPENAI_* (so only what a test sets counts), pointed at the fake server."""
     env = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith("VECTORIZER_") and key not in ("DATABASE_URL", "OPENAI_API_KEY")
+        if not key.startswith(("VECTORIZER_", "OPENAI_")) and key != "DATABASE_URL"
     }
     env["PYTHONPATH"] = str(REPO_ROOT)
     env["PYTHONUNBUFFERED"] = "1"
@@ -268,9 +268,9 @@ def store_rows(
 ) -> list[tuple[Any, ...]]:
     """(id, chunk_seq, chunk, embedding as a list of floats) of a single-int-key store."""
     return conn.execute(
-        sql.SQL("select id, chunk_seq, chunk, embedding::float4[] from {} order by id, chunk_seq").format(
-            sql.Identifier(schema, table)
-        )
+        sql.SQL(
+            "select id, chunk_seq, chunk, embedding::float4[] from {} order by id, chunk_seq"
+        ).format(sql.Identifier(schema, table))
     ).fetchall()
 
 
@@ -322,5 +322,6 @@ def assert_vector(actual: Any, text: str, dims: int = DIMS) -> None:
 
 
 def inputs_sent(fake: FakeOpenAI) -> list[str]:
-    """Every input of every answered embeddings request, minus the driver's canary probes."""
+    """Every input of every embeddings request answered with 200, in order of completion
+    (including the driver's one-word probes after a rejected request)."""
     return [text for request in fake.embedded_requests for text in request.inputs]

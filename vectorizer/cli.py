@@ -246,7 +246,20 @@ def build_parser() -> argparse.ArgumentParser:
     worker = commands.add_parser("worker", help="run the vectorizer worker")
     add_worker_arguments(worker)
     worker.set_defaults(handler=_worker)
+
+    models = commands.add_parser(
+        "download-models", help="download docling's models for parsing PDFs and images"
+    )
+    models.add_argument("--cache-dir", help="default: $VECTORIZER_DOCLING_CACHE_DIR")
+    models.add_argument("--force", action="store_true", help="download even if present")
+    models.set_defaults(handler=_download_models)
     return parser
+
+
+def _download_models(args: argparse.Namespace) -> int:
+    from vectorizer.models import download_models
+
+    return download_models(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

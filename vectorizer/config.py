@@ -125,6 +125,9 @@ class OllamaEmbedding(_Model):
     base_url: str | None = None
     options: dict[str, Any] | None = None
     keep_alive: str | None = None
+    # None: Ollama's default (true, the server cuts over-long inputs to the context length);
+    # false makes an over-long input a row error instead.
+    truncate: bool | None = None
 
 
 class VoyageAIEmbedding(_Model):

@@ -122,7 +122,7 @@ class Executor:
 
     async def _load(self, items: list[_Item]) -> None:
         payloads = await asyncio.gather(
-            *(self._pipeline.load(item.row) for item in items), return_exceptions=True
+            *(self._load_and_parse(item.row) for item in items), return_exceptions=True
         )
         for item, payload in zip(items, payloads, strict=True):
             if isinstance(payload, RowError):
@@ -132,12 +132,18 @@ class Executor:
             else:
                 item.payload = payload
 
+    async def _load_and_parse(self, row: dict[str, Any]) -> str:
+        # Parsing is awaited here, not in the transform thread: a document goes to a parser
+        # process with a time limit, and several rows' documents may parse at once.
+        payload = await self._pipeline.load(row)
+        return await self._pipeline.parse(payload)
+
     def _transform(self, items: list[_Item]) -> None:
         for item in items:
             if item.error is not None:
                 continue
             try:
-                item.chunks = self._pipeline.transform(item.payload, item.row)
+                item.chunks = self._pipeline.chunk_and_format(item.payload, item.row)
             except RowError as exc:
                 item.error = exc
 

@@ -44,13 +44,17 @@ class WorkerTracking:
 
     async def _call(self, query: str, params: tuple[Any, ...]) -> Any:
         async with self._lock:
-            conn = await self._connection()
-            try:
-                cursor = await conn.execute(query, params)
-                return await cursor.fetchone()
-            except psycopg.OperationalError:
-                await conn.close()
-                raise
+            for attempt in (1, 2):
+                conn = await self._connection()
+                try:
+                    cursor = await conn.execute(query, params)
+                    return await cursor.fetchone()
+                except psycopg.OperationalError:
+                    await conn.close()
+                    # A session lost while idle (server restart, idle timeout) fails only the
+                    # first statement after it: run that once more on a new connection.
+                    if attempt == 2 or not conn.broken:
+                        raise
 
     async def start(self) -> UUID:
         row = await self._call("select ai._worker_start(%s, %s)", (__version__, self._interval))

@@ -15,6 +15,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 import psycopg
 from pgvector.psycopg import register_vector_async
@@ -52,7 +53,9 @@ class WorkerSettings:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     breaker_base_seconds: float = 30.0
     breaker_max_seconds: float = 600.0
-    shutdown_timeout: float = 30.0
+    # Grace for the batches in hand after SIGTERM; then they roll back (their keys stay queued).
+    # Well under `docker stop`'s 10 s, so the final heartbeat is written before a SIGKILL.
+    shutdown_timeout: float = 5.0
     db_retry_attempts: int = 5
 
     @property
@@ -205,9 +208,18 @@ class VectorizerRunner:
         log.info("running vectorizer vectorizer_id=%s concurrency=%s", vectorizer.id, concurrency)
         started = time.monotonic()
         self.chunks_written = 0
-        totals = await asyncio.gather(
-            *(self._executor_loop(components, n) for n in range(concurrency))
-        )
+        executors = [
+            asyncio.create_task(self._executor_loop(components, n)) for n in range(concurrency)
+        ]
+        try:
+            totals = await asyncio.gather(*executors)
+        except BaseException:
+            # One executor's failure is the vectorizer's: the others stop too (their batches in
+            # hand roll back) rather than go on claiming while the vectorizer backs off.
+            for executor in executors:
+                executor.cancel()
+            await asyncio.gather(*executors, return_exceptions=True)
+            raise
         items = sum(totals)
         log.info(
             "finished processing vectorizer items=%s chunks=%s seconds=%.3f vectorizer_id=%s",
@@ -386,8 +398,9 @@ class Worker:
     async def _run_once(self, ids: list[int]) -> int:
         if not ids:
             log.warning("no vectorizers found")
-        results = await asyncio.gather(*(self._drain_once(i) for i in ids))
-        failed = [exc for exc in results if exc is not None]
+        drains = [asyncio.create_task(self._drain_once(i), name=f"vectorizer-{i}") for i in ids]
+        await self._until_done_or_shutdown(drains)
+        failed = [task.result() for task in drains if not task.cancelled() and task.result()]
         log.info("once mode, exiting...")
         if failed and self.settings.should_exit_on_error:
             return 1
@@ -410,6 +423,20 @@ class Worker:
                 return exc
         return None
 
+    async def _until_done_or_shutdown(self, tasks: list[asyncio.Task[Exception | None]]) -> None:
+        """Waits for `tasks`; once a shutdown is requested, only for the shutdown grace."""
+        pending = set(tasks)
+        shutdown = asyncio.create_task(self.shutdown.wait())
+        try:
+            while pending and not self.shutdown.is_set():
+                _, pending = await asyncio.wait(
+                    pending | {shutdown}, return_when=asyncio.FIRST_COMPLETED
+                )
+                pending.discard(shutdown)
+        finally:
+            shutdown.cancel()
+        await self._cancel_after_grace(pending)
+
     # --- daemon mode -------------------------------------------------------------------
 
     async def _run_daemon(self) -> int:
@@ -420,6 +447,12 @@ class Worker:
                     await self._sync_runners()
                 except psycopg.OperationalError as exc:
                     log.error("unable to connect to database: %s", _one_line(exc))
+                    if self.settings.should_exit_on_error:
+                        return 1
+                except WorkerSetupError as exc:
+                    # A vectorizer named by -i was dropped: the others keep their runners.
+                    log.error("%s", exc)
+                    self._tracking.record_error(str(exc))
                     if self.settings.should_exit_on_error:
                         return 1
                 exit_code = self._exit_code_if_failed()
@@ -500,6 +533,8 @@ class Worker:
                 async with await _connect(self.settings.db_url, "vectorizer-worker-listen") as conn:
                     await conn.execute(f"listen {NOTIFY_CHANNEL}")
                     failures = 0
+                    # Commits made while we were not listening sent no wake-up we could hear.
+                    self._discover.set()
                     async for notify in conn.notifies():
                         self._on_notify(notify.payload)
             except psycopg.OperationalError as exc:
@@ -521,7 +556,10 @@ class Worker:
     async def _stop_runner_tasks(self) -> None:
         for runner in self._runners.values():
             runner.wake.set()
-        tasks = list(self._tasks.values())
+        await self._cancel_after_grace(set(self._tasks.values()))
+
+    async def _cancel_after_grace(self, tasks: set[asyncio.Task[Any]]) -> None:
+        """Lets `tasks` finish their batches in hand for the shutdown grace, then cancels them."""
         if not tasks:
             return
         _, pending = await asyncio.wait(tasks, timeout=self.settings.shutdown_timeout)

@@ -33,6 +33,12 @@ __all__ = [
 # implementation -> "module:Class"
 _PROVIDERS: dict[str, str] = {
     "openai": "vectorizer.embedders.openai:OpenAIEmbedder",
+    "ollama": "vectorizer.embedders.ollama:OllamaEmbedder",
+    "voyageai": "vectorizer.embedders.voyageai:VoyageAIEmbedder",
+    "litellm": "vectorizer.embedders.litellm:LiteLLMEmbedder",
+    "sentence_transformers": (
+        "vectorizer.embedders.sentence_transformers:SentenceTransformersEmbedder"
+    ),
 }
 
 

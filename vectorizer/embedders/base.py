@@ -3,12 +3,15 @@
 A provider subclasses `Embedder` and implements one low-level call, `_request`, that embeds a
 list of texts or raises a classified exception:
 
-* `TransientError` (429, 5xx, timeouts, resets): the driver retries in place;
+* `TransientError` (5xx, timeouts, resets): the driver retries in place;
+* `ThrottledError` (429): the driver pauses everyone sharing the provider's rate limiter, then
+  retries in place;
 * `VectorizerError` (auth, unknown model, invalid parameter): every row would fail;
 * `BadInputError` (a 400 that one input may have caused): the driver isolates the input.
 
 Everything above that (packing, concurrency, retries, poison isolation, dimension checks,
 redaction) lives in `vectorizer.embedders.driver`, so providers stay small and behave alike.
+Providers that see rate-limit headers on a response hand them to `self.limiter.observe`.
 """
 
 from __future__ import annotations
@@ -26,10 +29,25 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vectorizer.embedders.ratelimit import RateLimiter, ThrottledError, shared_limiter
 from vectorizer.errors import VectorizerError
 from vectorizer.observability.logging import register_secret
 
 log = logging.getLogger(__name__)
+
+__all__ = [
+    "ApiKeyNotFoundError",
+    "BadInputError",
+    "EmbedResult",
+    "Embedder",
+    "RequestPolicy",
+    "ThrottledError",
+    "Vectors",
+    "env_limit",
+    "parse_retry_after",
+    "redact",
+    "resolve_api_key",
+]
 
 # What `_request` returns: an (n x d) float32 matrix, or n 1-D vectors when a server may hand
 # back vectors of different lengths (the driver then charges only the odd ones).
@@ -96,6 +114,26 @@ class RequestPolicy:
         )
 
 
+def env_limit(names: Sequence[str], default: int, environ: Mapping[str, str] | None = None) -> int:
+    """The first of `names` set in the environment, as a positive whole number, else `default`.
+
+    Several names let our variable and pgai's spelling of the same setting both work.
+    """
+    env = os.environ if environ is None else environ
+    for name in names:
+        raw = env.get(name, "").strip()
+        if not raw:
+            continue
+        try:
+            value = int(raw)
+        except ValueError:
+            value = 0
+        if value >= 1:
+            return value
+        log.warning("ignoring %s=%r: expected a positive whole number", name, raw)
+    return default
+
+
 def _env_number(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name, "").strip()
     if not raw:
@@ -126,6 +164,8 @@ class Embedder(ABC):
         self.dimensions = dimensions
         self.policy = policy or RequestPolicy.from_env()
         self._secrets: tuple[str, ...] = ()
+        # Unshared and unlimited until `_setup` knows the key and endpoint (`use_limiter`).
+        self.limiter = RateLimiter()
         self._ready = False
         self._setup_lock = asyncio.Lock()
 
@@ -171,6 +211,10 @@ class Embedder(ABC):
     async def _setup(self) -> None:
         """Provider-specific setup, run once by `setup`."""
         return  # providers without credentials or clients need none
+
+    def use_limiter(self, api_key: str | None, endpoint: str | None, provider: str = "") -> None:
+        """Share the process-wide limiter of (provider, key, endpoint) from now on."""
+        self.limiter = shared_limiter(provider or self.provider, api_key, endpoint)
 
     @abstractmethod
     async def _request(self, texts: list[str]) -> tuple[Vectors, int]:

@@ -1,9 +1,9 @@
 """The provider-independent half of `Embedder.embed`.
 
 One `EmbedCall` per `embed` call: prepare each input (truncate, or reject it alone), pack the
-rest into requests under the provider's limits, run them concurrently, retry transient
-failures in place, isolate poison inputs by bisection, check dimensions, and reassemble
-everything in input order.
+rest into requests under the provider's limits, run them concurrently under the provider's
+shared rate limiter, retry transient failures in place, isolate poison inputs by bisection,
+check dimensions, and reassemble everything in input order.
 """
 
 from __future__ import annotations
@@ -17,7 +17,13 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from vectorizer.embedders.base import BadInputError, Embedder, EmbedResult, Vectors
+from vectorizer.embedders.base import (
+    BadInputError,
+    Embedder,
+    EmbedResult,
+    ThrottledError,
+    Vectors,
+)
 from vectorizer.embedders.batching import pack
 from vectorizer.errors import TransientError, VectorizerError
 
@@ -50,6 +56,7 @@ class EmbedCall:
         self._embedder = embedder
         self._texts = texts
         self._sent: list[str] = [""] * len(texts)
+        self._counts: list[int] = [0] * len(texts)
         self._vectors: list[np.ndarray | None] = [None] * len(texts)
         self._errors: dict[int, str] = {}
         self._tokens = 0
@@ -86,13 +93,16 @@ class EmbedCall:
             except BadInputError as exc:
                 self._errors[index] = self._embedder.redact(exc.message)
                 continue
+            self._counts[index] = count
             indices.append(index)
             counts.append(count)
         return indices, counts
 
     async def _embed_group(self, indices: list[int]) -> None:
         try:
-            vectors, tokens = await self._request([self._sent[i] for i in indices])
+            vectors, tokens = await self._request(
+                [self._sent[i] for i in indices], sum(self._counts[i] for i in indices)
+            )
         except BadInputError as exc:
             await self._isolate(indices, exc)
             return
@@ -117,21 +127,35 @@ class EmbedCall:
             if self._canary_checked:
                 return
             try:
-                canary, _ = self._embedder.prepare_input(self._embedder.canary_text)
-                await self._request([canary])
+                canary, count = self._embedder.prepare_input(self._embedder.canary_text)
+                await self._request([canary], count)
             except BadInputError as exc:
                 raise VectorizerError(self._embedder.redact(exc.message)) from None
             self._canary_checked = True
 
-    async def _request(self, texts: list[str]) -> tuple[Vectors, int]:
-        """One request, retried in place while the provider fails transiently."""
+    async def _request(self, texts: list[str], tokens: int) -> tuple[Vectors, int]:
+        """One request, retried in place while the provider fails transiently.
+
+        Every attempt first waits for the shared limiter's budget (`tokens` is the packing
+        estimate). A 429 pauses the limiter, so the retry waits there, with everyone else
+        using the same key, rather than in a private backoff of its own.
+        """
+        limiter = self._embedder.limiter
         deadline: float | None = None
         attempt = 0
         while True:
             self._requests += 1
             try:
-                async with self._semaphore:
+                async with self._semaphore, limiter.request(tokens):
                     return await self._embedder._request(texts)
+            except ThrottledError as exc:
+                # The limiter has paused itself; the next attempt waits there.
+                now = time.monotonic()
+                deadline = deadline or now + self._embedder.policy.retry_budget
+                if deadline <= now:
+                    message = self._embedder.redact(exc.message)
+                    raise VectorizerError(f"embedding provider unavailable: {message}") from None
+                continue
             except TransientError as exc:
                 now = time.monotonic()
                 deadline = deadline or now + self._embedder.policy.retry_budget

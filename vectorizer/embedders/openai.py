@@ -3,7 +3,8 @@
 Differences from pgai's worker, on purpose:
 
 * the SDK does not retry (`max_retries=0`): the shared driver does, with a budget, so a 429
-  never fails a row and an outage becomes one vectorizer-level error;
+  never fails a row and an outage becomes one vectorizer-level error; 429s and the
+  `x-ratelimit-*` headers feed the rate limiter shared by everything using the same key;
 * vectors travel as base64 and are decoded straight into numpy, never via Python floats;
 * `dimensions` goes only to models known to accept it (or when the config asks), so
   OpenAI-compatible servers that reject the parameter work (pgai #850).
@@ -26,6 +27,7 @@ from vectorizer.embedders.base import (
     BadInputError,
     Embedder,
     RequestPolicy,
+    ThrottledError,
     parse_retry_after,
     redact,
     resolve_api_key,
@@ -41,8 +43,8 @@ MAX_INPUT_TOKENS = 8191
 MAX_INPUTS_PER_REQUEST = 2048
 MAX_TOKENS_PER_REQUEST = 300_000
 
-# Statuses the SDK itself would retry; all but 429 and 5xx are rare but harmless to retry.
-_TRANSIENT_STATUSES = frozenset({408, 409, 429})
+# Statuses the SDK itself would retry (besides 429); rare but harmless to retry.
+_TRANSIENT_STATUSES = frozenset({408, 409})
 # Statuses a single bad input can cause (compatible servers use 413/422 for over-long input).
 _BAD_INPUT_STATUSES = frozenset({400, 413, 422})
 
@@ -78,6 +80,7 @@ class OpenAIEmbedder(Embedder):
             max_retries=0,
             timeout=self.policy.request_timeout,
         )
+        self.use_limiter(key, str(self._client.base_url))
 
     async def aclose(self) -> None:
         if self._client is not None:
@@ -116,8 +119,11 @@ class OpenAIEmbedder(Embedder):
                 options={"headers": {"Content-Type": "application/json"}},
             )
         except openai.APIError as exc:
+            if isinstance(exc, openai.APIStatusError):
+                self.limiter.observe(exc.response.headers)
             # `from None`: the SDK exception may echo the key; its message is redacted below.
             raise classify(exc, self._secrets) from None
+        self.limiter.observe(response.headers)
         return parse_response(await response.aread())
 
 
@@ -203,6 +209,8 @@ def classify(exc: openai.APIError, secrets: tuple[str, ...]) -> Exception:
     status = exc.status_code
     if status == 429 and exc.code == "insufficient_quota":
         return VectorizerError(message)  # billing, not throttling: waiting will not help
+    if status == 429:
+        return ThrottledError(message, retry_after=parse_retry_after(exc.response.headers))
     if status in _TRANSIENT_STATUSES or status >= 500:
         return TransientError(message, retry_after=parse_retry_after(exc.response.headers))
     if status in _BAD_INPUT_STATUSES:

@@ -17,11 +17,16 @@ from vectorizer.stages.filetypes import guess_file_type
 
 @dataclass(frozen=True, slots=True)
 class Document:
-    """Raw bytes of a document plus what we know about them, handed from loading to parsing."""
+    """Raw bytes of a document plus what we know about them, handed from loading to parsing.
+
+    `source` is the URI it came from, already stripped of credentials, and `content_type` the
+    server's Content-Type; both only serve to explain a type that could not be guessed.
+    """
 
     content: bytes
     file_type: str | None
     source: str | None = None
+    content_type: str | None = None
 
 
 Payload = str | Document
@@ -67,14 +72,17 @@ def _document(content: bytes) -> Payload:
     return Document(content=content, file_type=guess_file_type(content))
 
 
-def _uri_unavailable(config: UriLoading) -> Loader:
-    raise VectorizerError("loading_uri is not available in this worker yet", step="loading")
+def _uri_loader(config: UriLoading) -> Loader:
+    # Imported here: uri_loading needs Document from this module, and boto3 only when used.
+    from vectorizer.stages.uri_loading import UriLoader
+
+    return UriLoader(config)
 
 
 # One line per implementation: a new loader adds its class here.
 _LOADERS: dict[type, Callable[[Any], Loader]] = {
     ColumnLoading: ColumnLoader,
-    UriLoading: _uri_unavailable,
+    UriLoading: _uri_loader,
 }
 
 
