@@ -109,6 +109,7 @@ async def test_openai_route_request_shape(fake_openai: FakeOpenAI) -> None:
 
     assert result.errors == {}
     for text, vector in zip(texts, result.vectors, strict=True):
+        assert vector is not None
         np.testing.assert_allclose(vector, expected_vector(text, 16), rtol=1e-6)
     [request] = fake_openai.requests
     assert request.model == "text-embedding-3-small"
@@ -148,6 +149,7 @@ async def test_voyage_route(fake_voyage: FakeVoyage) -> None:
 
     assert result.errors == {}
     for text, vector in zip(texts, result.vectors, strict=True):
+        assert vector is not None
         np.testing.assert_allclose(vector, expected_voyage_vector(text, 512))
     [request] = fake_voyage.requests_to("/v1/embeddings")
     assert request.body["model"] == "voyage-3-lite"
@@ -162,7 +164,9 @@ async def test_ollama_route(fake_ollama: FakeOllama) -> None:
     )
     result = await embed(settings, ["local text"])
     assert result.errors == {}
-    np.testing.assert_allclose(result.vectors[0], expected_vector("local text", 384), rtol=1e-6)
+    stored = result.vectors[0]
+    assert stored is not None
+    np.testing.assert_allclose(stored, expected_vector("local text", 384), rtol=1e-6)
     [request] = fake_ollama.requests_to("/api/embed")
     assert request.body["model"] == "all-minilm"
     assert request.body["input"] == ["local text"]

@@ -15,9 +15,9 @@ import pytest
 
 pytest.importorskip("sentence_transformers", reason="the `local` extra is not installed")
 
-from vectorizer.config import SentenceTransformersEmbedding  # noqa: E402
-from vectorizer.embedders import EmbedResult, make_embedder  # noqa: E402
-from vectorizer.embedders.sentence_transformers import (  # noqa: E402
+from vectorizer.config import SentenceTransformersEmbedding
+from vectorizer.embedders import EmbedResult, make_embedder
+from vectorizer.embedders.sentence_transformers import (
     BATCHES_PER_REQUEST,
     LocalModel,
     SentenceTransformersEmbedder,
@@ -26,7 +26,7 @@ from vectorizer.embedders.sentence_transformers import (  # noqa: E402
     resolve_model,
     shared_model,
 )
-from vectorizer.errors import VectorizerError  # noqa: E402
+from vectorizer.errors import VectorizerError
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -142,7 +142,9 @@ async def test_over_long_inputs_are_truncated_by_the_model(minilm: LocalModel) -
     assert result.errors == {}
     prefix = "databases store vectors " * 100  # well past 256 word pieces too
     expected = minilm.model.encode([prefix], normalize_embeddings=True)[0]
-    np.testing.assert_allclose(result.vectors[0], expected, atol=1e-4)
+    stored = result.vectors[0]
+    assert stored is not None
+    np.testing.assert_allclose(stored, expected, atol=1e-4)
     assert result.vectors[1] is not None  # an empty input embeds too
 
 

@@ -76,6 +76,12 @@ def assert_vectors(result: EmbedResult, texts: Sequence[str], dimensions: int = 
         np.testing.assert_allclose(vector, expected_vector(text, dimensions), rtol=1e-6)
 
 
+def vector(result: EmbedResult, index: int) -> np.ndarray:
+    found = result.vectors[index]
+    assert found is not None, result.errors
+    return found
+
+
 def embed_requests(server: FakeOllama) -> list[Any]:
     return server.requests_to("/api/embed")
 
@@ -252,7 +258,7 @@ async def test_over_long_input_is_truncated_by_the_server(fake_ollama: FakeOllam
     # Trimmed on our side only far beyond the context; the server cuts the rest.
     assert len(sent.encode()) == 64 * MAX_BYTES_PER_TOKEN
     assert long_text.startswith(sent)
-    np.testing.assert_allclose(result.vectors[1], expected_vector(truncate(long_text, 64), 8))
+    np.testing.assert_allclose(vector(result, 1), expected_vector(truncate(long_text, 64), 8))
 
 
 async def test_inputs_within_the_context_go_whole(fake_ollama: FakeOllama) -> None:
@@ -270,7 +276,7 @@ async def test_with_truncate_false_an_over_long_input_fails_alone(
     assert list(result.errors) == [1]
     assert "exceeds the context length" in result.errors[1]
     assert result.errors[1].startswith("ollama: ")
-    np.testing.assert_allclose(result.vectors[2], expected_vector("fine two", 8), rtol=1e-6)
+    np.testing.assert_allclose(vector(result, 2), expected_vector("fine two", 8), rtol=1e-6)
     assert all(request.body["truncate"] is False for request in embed_requests(fake_ollama))
     assert embed_requests(fake_ollama)[0].inputs[1] == "x" * 1000  # never trimmed
 

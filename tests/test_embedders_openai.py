@@ -199,6 +199,24 @@ async def test_long_input_is_sent_whole_to_other_models(fake_openai: FakeOpenAI)
     assert fake_openai.requests[0].inputs == [long_text]
 
 
+@pytest.mark.parametrize("model", ["BAAI/bge-small-en-v1.5", "nomic-embed-text:latest"])
+async def test_openai_compatible_servers_get_no_dimensions_and_no_tokenizer(
+    fake_openai: FakeOpenAI, model: str
+) -> None:
+    # llama.cpp, vLLM, TEI, LM Studio: a custom model name behind base_url.
+    fake_openai.configure(dimensions_override=384)
+    cl100k_base.cache_clear()
+    long_text = "token " * 3000  # 18 kB: OpenAI's own models would be truncated
+    result = await embed(config(fake_openai, model=model, dimensions=384), ["short", long_text])
+
+    assert result.errors == {}
+    [request] = fake_openai.requests
+    assert request.model == model
+    assert request.dimensions is None
+    assert request.inputs == ["short", long_text]
+    assert cl100k_base.cache_info().misses == 0
+
+
 async def test_typical_chunks_never_reach_the_tokenizer(fake_openai: FakeOpenAI) -> None:
     cl100k_base.cache_clear()
     texts = ["é" * 800, "日本語" * 266, "plain " * 130]
@@ -441,9 +459,14 @@ async def test_requests_of_one_call_overlap(fake_openai: FakeOpenAI) -> None:
 
 
 def test_unimplemented_provider_is_a_vectorizer_error() -> None:
-    settings = OllamaEmbedding(implementation="ollama", model="nomic-embed-text", dimensions=768)
+    # Every implementation the config accepts has a provider; a config from a newer worker
+    # (an implementation this one doesn't know) is the case left.
+    settings = OllamaEmbedding.model_construct(
+        implementation="from-the-future", model="m", dimensions=8
+    )
     with pytest.raises(
-        VectorizerError, match="embedding implementation 'ollama' is not available in this worker"
+        VectorizerError,
+        match="embedding implementation 'from-the-future' is not available in this worker",
     ):
         make_embedder(settings)
 

@@ -84,7 +84,7 @@ class VirtualLimiter(RateLimiter):
     """Sleeping advances the clock instead of taking time (callers here run one at a time)."""
 
     def __init__(self, clock: Clock, **budgets: Budget | None) -> None:
-        super().__init__("virtual", clock=clock, rng=random.Random(3), **budgets)  # type: ignore[arg-type]
+        super().__init__("virtual", clock=clock, rng=random.Random(3), **budgets)
         self.clock = clock
 
     async def _sleep(self, seconds: float) -> None:

@@ -193,7 +193,7 @@ def import_litellm() -> ModuleType:
     # LiteLLM hands the OpenAI client `max_retries or DEFAULT_MAX_RETRIES`, so an explicit 0
     # still meant 2 hidden retries (a 429 retried behind the limiter's back). The worker is
     # the only litellm user in its process; a user's own `max_retries` still applies.
-    litellm.DEFAULT_MAX_RETRIES = 0
+    litellm.DEFAULT_MAX_RETRIES = 0  # type: ignore[misc]  # Final in litellm, on purpose here
     return litellm
 
 
