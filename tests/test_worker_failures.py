@@ -414,3 +414,45 @@ def test_unknown_vectorizer_id_exits_1(
     result = run_worker(db_url, "-i", "no_such_name", env=worker_env(fake), timeout=30)
     assert result.returncode == 1
     assert "invalid vectorizers" in result.stderr and "no_such_name" in result.stderr
+
+
+def test_a_failed_key_leaves_the_failed_queue_once_it_embeds(
+    conn: psycopg.Connection, db_url: str, fake: FakeOpenAI
+) -> None:
+    create_source(conn, rows=[(1, "a", "good one"), (2, "b", "a POISON row")])
+    vid = create_vectorizer(conn, loading="ai.loading_column('body', retries => 0)")
+    env = worker_env(fake)
+    run_ok(db_url, env=env)
+    assert failed_rows(conn, vid) == [(2, "embedding")]
+
+    # failing again does not list the key twice
+    conn.execute("update docs set body = 'still POISON' where id = 2")
+    run_ok(db_url, env=env)
+    assert failed_rows(conn, vid) == [(2, "embedding")]
+
+    # the user fixes the row: it embeds and is no longer reported as failed
+    conn.execute("update docs set body = 'fixed now' where id = 2")
+    run_ok(db_url, env=env)
+    assert failed_rows(conn, vid) == []
+    assert _ids(store_rows(conn)) == [1, 2]
+
+
+def test_target_column_of_another_size_is_a_vectorizer_error(
+    conn: psycopg.Connection, db_url: str, fake: FakeOpenAI
+) -> None:
+    create_source(conn, rows=doc_rows(3))
+    vid = create_vectorizer(conn)
+    # someone changed the destination behind the vectorizer's back
+    conn.execute("drop view docs_embedding")
+    conn.execute("alter table docs_embedding_store alter column embedding type vector(5)")
+
+    result = run_worker(db_url, env=worker_env(fake))
+
+    assert result.returncode == 1
+    [(_, message, details)] = error_rows(conn, vid)
+    assert message == "vectorizer failed with unexpected error"
+    assert details["step"] == "writing"
+    assert "expected 5 dimensions" in details["error_reason"]
+    # nothing charged, nothing failed: the keys wait for the fix
+    assert [row[:2] for row in queue_rows(conn, vid)] == [(i, 0) for i in range(1, 4)]
+    assert failed_rows(conn, vid) == []

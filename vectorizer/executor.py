@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,12 +21,15 @@ from psycopg.rows import dict_row
 
 from vectorizer.config import UriLoading, Vectorizer
 from vectorizer.embedders import Embedder
-from vectorizer.errors import RowError
+from vectorizer.errors import RowError, VectorizerError
 from vectorizer.queue import ATTEMPTS, FOUND, QueueQueries
 from vectorizer.stages.pipeline import RowPipeline
 from vectorizer.stages.writing import RowEmbeddings, Writer
 
 log = logging.getLogger(__name__)
+
+# pgvector's refusal of a vector of the wrong size ("expected 768 dimensions, not 1536")
+_DIMENSION_MISMATCH = re.compile(r"expected \d+ dimensions, not \d+")
 
 DEFAULT_BATCH_SIZE = 50
 DOCUMENT_BATCH_SIZE = 1
@@ -102,6 +106,7 @@ class Executor:
             await self._embed(live)
             good = [item for item in live if item.error is None]
             await self._write(conn, good)
+            await self._forget_failures(conn, [item for item in good if item.error is None])
             failed = [item for item in live if item.error is not None]
             await self._charge(conn, failed)
             result.rows_done = sum(1 for item in live if item.error is None)
@@ -176,6 +181,12 @@ class Executor:
                 await self._writer.write(conn, [self._embeddings(item) for item in items])
             return
         except (psycopg.DataError, psycopg.IntegrityError, psycopg.errors.ProgrammingError) as exc:
+            if _DIMENSION_MISMATCH.search(_db_message(exc)):
+                # the destination's vector size differs from the config: every row would fail
+                raise VectorizerError(
+                    f"the destination does not take these vectors: {_db_message(exc)}",
+                    step="writing",
+                ) from exc
             if len(items) == 1:
                 items[0].error = RowError("writing", _db_message(exc))
                 return
@@ -184,6 +195,11 @@ class Executor:
         await self._write(conn, items[:middle])
         await self._write(conn, items[middle:])
 
+    async def _forget_failures(self, conn: psycopg.AsyncConnection, items: list[_Item]) -> None:
+        if items:
+            query, params = self._queries.forget_failures([item.key for item in items])
+            await conn.execute(query, params)
+
     async def _charge(self, conn: psycopg.AsyncConnection, items: list[_Item]) -> None:
         retries = self.vectorizer.config.loading.retries
         for item in items:
@@ -191,7 +207,8 @@ class Executor:
             assert error is not None
             give_up = not error.retryable or item.attempts >= retries
             if give_up:
-                await conn.execute(self._queries.fail, (*item.key, error.step))
+                params = {f"k{i}": value for i, value in enumerate(item.key)}
+                await conn.execute(self._queries.fail, {**params, "step": error.step})
             else:
                 delay = self._retry.delay(item.attempts)
                 await conn.execute(self._queries.requeue, (*item.key, item.attempts + 1, delay))

@@ -48,6 +48,19 @@ class QueueQueries:
     fail: sql.Composed
     record_error: sql.Composed
     pk_names: tuple[str, ...]
+    failed_table: sql.Identifier
+
+    def forget_failures(
+        self, keys: Sequence[tuple[object, ...]]
+    ) -> tuple[sql.Composed, list[object]]:
+        """DELETE of `keys` from the failed queue: they were embedded after all."""
+        one_key = sql.SQL("({})").format(sql.SQL(", ").join(sql.Placeholder() * len(self.pk_names)))
+        query = sql.SQL("delete from {} where ({}) in ({})").format(
+            self.failed_table,
+            _ident_list(self.pk_names),
+            sql.SQL(", ").join([one_key] * len(keys)),
+        )
+        return query, [value for key in keys for value in key]
 
 
 def build_queries(vectorizer: Vectorizer) -> QueueQueries:
@@ -61,13 +74,20 @@ def build_queries(vectorizer: Vectorizer) -> QueueQueries:
             "insert into {} ({}, loading_retries, loading_retry_after)"
             " values ({}, %s, now() + make_interval(secs => %s))"
         ).format(queue, _ident_list(pk), sql.SQL(", ").join(sql.Placeholder() * len(pk))),
-        fail=sql.SQL("insert into {} ({}, failure_step) values ({}, %s)").format(
-            failed, _ident_list(pk), sql.SQL(", ").join(sql.Placeholder() * len(pk))
+        # a key stands in the failed queue once, with its latest failure
+        fail=sql.SQL(
+            "with gone as (delete from {failed} where ({pk}) = ({values}))"
+            " insert into {failed} ({pk}, failure_step) values ({values}, %(step)s)"
+        ).format(
+            failed=failed,
+            pk=_ident_list(pk),
+            values=sql.SQL(", ").join(sql.Placeholder(f"k{i}") for i in range(len(pk))),
         ),
         record_error=sql.SQL(
             "insert into ai._vectorizer_errors (id, message, details) values (%s, %s, %s)"
         ),
         pk_names=tuple(pk),
+        failed_table=failed,
     )
 
 

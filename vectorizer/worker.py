@@ -259,14 +259,13 @@ class VectorizerRunner:
     async def _report(self, result: BatchResult) -> None:
         if result.rows_done:
             self._tracking.record_success(result.rows_done)
-        error_message = None
-        if result.failed:
-            key, error = result.failed[0]
-            error_message = f"{error.step} failed for key {key}: {error.message}"
-            for _ in result.failed:
-                self._tracking.record_error(error_message)
-        if result.rows_done or error_message:
-            await self._tracking.progress(self.vectorizer_id, result.rows_done, error_message)
+        # one error per failed key, counted the same way in the heartbeat and the progress row
+        for key, error in result.failed:
+            message = f"{error.step} failed for key {key}: {error.message}"
+            self._tracking.record_error(message)
+            await self._tracking.progress(self.vectorizer_id, 0, message)
+        if result.rows_done:
+            await self._tracking.progress(self.vectorizer_id, result.rows_done)
 
     async def record_vectorizer_error(self, exc: Exception) -> None:
         """Once per breaker trip: an error row, progress and the heartbeat's count."""
