@@ -117,7 +117,9 @@ class FakeVoyage(FakeHTTPServer):
         status, response = await self.injected(request, voyage_error)
         if response is None:
             status, response = self._answer(body)
-        self.record(request, body, status, started)
+        # The client's address and port: the same for requests on one kept-alive connection.
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        self.record(request, body, status, started, peer=peer)
         return response
 
     def _answer(self, body: dict[str, Any] | None) -> tuple[int, web.Response]:

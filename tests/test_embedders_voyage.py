@@ -143,6 +143,15 @@ async def test_base_url_none_uses_voyage_base_url(
     assert_vectors(result, ["from the environment"])
 
 
+async def test_requests_reuse_one_connection(fake_voyage: FakeVoyage) -> None:
+    embedder = embedder_for(config(fake_voyage), RequestPolicy(max_concurrent_requests=1))
+    embedder.max_inputs_per_request = 1
+    result = await embedder.embed([f"text {i}" for i in range(5)])
+    await embedder.aclose()
+    assert result.errors == {}
+    assert len({request.extra["peer"] for request in requests(fake_voyage)}) == 1
+
+
 # --- keys ------------------------------------------------------------------------------------
 
 

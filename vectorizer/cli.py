@@ -171,6 +171,25 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="default text. Env: VECTORIZER_LOG_FORMAT",
     )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus /metrics and /healthz on this port (default: off). "
+        "Env: VECTORIZER_METRICS_PORT",
+    )
+    parser.add_argument(
+        "--metrics-host",
+        default=None,
+        help="address the metrics server binds (default 0.0.0.0). Env: VECTORIZER_METRICS_HOST",
+    )
+    parser.add_argument(
+        "--health-stuck-after",
+        type=parse_duration,
+        default=None,
+        help="/healthz fails when work is pending and nothing progressed for this long "
+        "(default 5m). Env: VECTORIZER_HEALTH_STUCK_AFTER",
+    )
 
 
 def _setting(value: T | None, env_name: str, convert: Callable[[str], T], default: D) -> T | D:
@@ -206,6 +225,9 @@ def worker_settings(args: argparse.Namespace) -> WorkerSettings:
         poll_interval=_setting(args.poll_interval, "POLL_INTERVAL", parse_duration, 5.0),
         exit_on_error=_setting(args.exit_on_error, "EXIT_ON_ERROR", parse_bool, None),
         retry=retry,
+        metrics_port=_setting(args.metrics_port, "METRICS_PORT", int, None),
+        metrics_host=_setting(args.metrics_host, "METRICS_HOST", str, "0.0.0.0"),
+        stuck_after=_setting(args.health_stuck_after, "HEALTH_STUCK_AFTER", parse_duration, 300.0),
     )
 
 
@@ -220,7 +242,50 @@ def _worker(args: argparse.Namespace) -> int:
         return 2
     configure_logging(level, fmt)
     settings = worker_settings(args)
+    if settings.once and sys.stderr.isatty():
+        settings.progress_out = sys.stderr  # plain log lines only when not on a terminal
     return asyncio.run(run_worker(settings))
+
+
+# --- operating ---------------------------------------------------------------------------
+
+
+def _status(args: argparse.Namespace) -> int:
+    from vectorizer.install import resolve_db_url
+    from vectorizer.status import show_status
+
+    try:
+        show_status(resolve_db_url(args.db_url), sys.stdout, watch=args.watch)
+    except KeyboardInterrupt:
+        return 0
+    except Exception as exc:
+        return _fail(exc)
+    return 0
+
+
+def _retry_failed(args: argparse.Namespace) -> int:
+    from vectorizer.install import resolve_db_url
+    from vectorizer.status import retry_failed
+
+    try:
+        moved = retry_failed(resolve_db_url(args.db_url), args.vectorizer)
+    except Exception as exc:
+        return _fail(exc)
+    print(f"requeued {moved} failed key(s) of vectorizer {args.vectorizer}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from vectorizer.demo import run_demo
+
+    return run_demo(fresh=args.fresh, serve=args.serve)
+
+
+def _fail(exc: Exception) -> int:
+    from vectorizer.observability.logging import redact
+
+    print(f"error: {type(exc).__name__}: {redact(str(exc))}", file=sys.stderr)
+    return 1
 
 
 # --- entry points ------------------------------------------------------------------------
@@ -253,6 +318,35 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--cache-dir", help="default: $VECTORIZER_DOCLING_CACHE_DIR")
     models.add_argument("--force", action="store_true", help="download even if present")
     models.set_defaults(handler=_download_models)
+
+    status = commands.add_parser("status", help="backlog, failures and workers at a glance")
+    _db_url_argument(status)
+    status.add_argument(
+        "--watch",
+        type=parse_duration,
+        nargs="?",
+        const=2.0,
+        default=None,
+        metavar="INTERVAL",
+        help="refresh every INTERVAL (default 2s) until Ctrl-C",
+    )
+    status.set_defaults(handler=_status)
+
+    retry = commands.add_parser(
+        "retry-failed", help="move a vectorizer's failed keys back into its queue"
+    )
+    _db_url_argument(retry)
+    retry.add_argument("vectorizer", help="vectorizer id or name")
+    retry.set_defaults(handler=_retry_failed)
+
+    demo = commands.add_parser(
+        "demo", help="embed sample articles into an embedded Postgres, offline, and search them"
+    )
+    demo.add_argument("--fresh", action="store_true", help="start over with a new database")
+    demo.add_argument(
+        "--serve", action="store_true", help="keep Postgres running afterwards, for psql"
+    )
+    demo.set_defaults(handler=_demo)
     return parser
 
 

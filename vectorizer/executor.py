@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,8 @@ from psycopg.rows import dict_row
 from vectorizer.config import UriLoading, Vectorizer
 from vectorizer.embedders import Embedder
 from vectorizer.errors import RowError, VectorizerError
+from vectorizer.observability import tracing
+from vectorizer.observability.telemetry import telemetry
 from vectorizer.queue import ATTEMPTS, FOUND, QueueQueries
 from vectorizer.stages.pipeline import RowPipeline
 from vectorizer.stages.writing import RowEmbeddings, Writer
@@ -101,11 +104,15 @@ class Executor:
             live = [item for item in items if item.row.pop(FOUND, None)]
             if not live:
                 return result
-            await self._load(live)
-            await asyncio.to_thread(self._transform, live)
-            await self._embed(live)
+            with tracing.span("vectorizer.stage", stage="load_parse", rows=len(live)):
+                await self._load(live)
+            with tracing.span("vectorizer.stage", stage="chunk_format", rows=len(live)):
+                await asyncio.to_thread(self._transform, live)
+            with tracing.span("vectorizer.stage", stage="embed", rows=len(live)):
+                await self._embed(live)
             good = [item for item in live if item.error is None]
-            await self._write(conn, good)
+            with tracing.span("vectorizer.stage", stage="write", rows=len(good)):
+                await self._write(conn, good)
             await self._forget_failures(conn, [item for item in good if item.error is None])
             failed = [item for item in live if item.error is not None]
             await self._charge(conn, failed)
@@ -161,7 +168,15 @@ class Executor:
                 owners.extend([item] * len(item.chunks))
         if not texts:
             return
+        started = time.perf_counter()
         result = await self._embedder.embed(texts)
+        telemetry.embedded(
+            self.vectorizer.name,
+            self._embedder.provider,
+            time.perf_counter() - started,
+            result.requests,
+            result.tokens,
+        )
         for index, owner in enumerate(owners):
             message = result.errors.get(index)
             if message is not None and owner.error is None:

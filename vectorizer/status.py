@@ -77,8 +77,9 @@ def _coverage(row: dict[str, Any]) -> str:
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in
-              enumerate(headers)]
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
     line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
     body = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     return [line, *body]
@@ -88,21 +89,31 @@ def render(data: Snapshot, now: datetime) -> str:
     lines = ["Vectorizers"]
     rows = []
     for v in data.vectorizers:
-        rows.append([
-            str(v["id"]),
-            v["name"] + (" (disabled)" if v["disabled"] else ""),
-            "-" if v["pending_items_estimate"] is None else str(v["pending_items_estimate"]),
-            _age(v["oldest_pending_age"]),
-            "-" if v["failed_items"] is None else str(v["failed_items"]),
-            _coverage(v),
-            str(v["errors_last_hour"] or 0),
-            _since(v["last_success_at"], now),
-        ])
+        rows.append(
+            [
+                str(v["id"]),
+                v["name"] + (" (disabled)" if v["disabled"] else ""),
+                "-" if v["pending_items_estimate"] is None else str(v["pending_items_estimate"]),
+                _age(v["oldest_pending_age"]),
+                "-" if v["failed_items"] is None else str(v["failed_items"]),
+                _coverage(v),
+                str(v["errors_last_hour"] or 0),
+                _since(v["last_success_at"], now),
+            ]
+        )
     lines += [
         "  " + line
         for line in _table(
-            ["id", "name", "pending", "oldest", "failed", "embedded/source", "errors 1h",
-             "last success"],
+            [
+                "id",
+                "name",
+                "pending",
+                "oldest",
+                "failed",
+                "embedded/source",
+                "errors 1h",
+                "last success",
+            ],
             rows,
         )
     ]

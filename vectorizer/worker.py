@@ -15,7 +15,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, TextIO
 
 import psycopg
 from pgvector.psycopg import register_vector_async
@@ -26,6 +26,10 @@ from vectorizer.config import Vectorizer
 from vectorizer.embedders import Embedder, make_embedder
 from vectorizer.errors import VectorizerError
 from vectorizer.executor import BatchResult, Executor, RetryPolicy
+from vectorizer.observability import tracing
+from vectorizer.observability.metrics import MetricsServer
+from vectorizer.observability.progress import Progress, ProgressDisplay
+from vectorizer.observability.telemetry import telemetry
 from vectorizer.queue import build_queries
 from vectorizer.stages.pipeline import RowPipeline
 from vectorizer.stages.writing import make_writer
@@ -57,6 +61,11 @@ class WorkerSettings:
     # Well under `docker stop`'s 10 s, so the final heartbeat is written before a SIGKILL.
     shutdown_timeout: float = 5.0
     db_retry_attempts: int = 5
+    metrics_port: int | None = None
+    metrics_host: str = "0.0.0.0"
+    # /healthz turns unhealthy when work is pending but nothing progressed for this long
+    stuck_after: float = 300.0
+    progress_out: TextIO | None = None  # once mode on a terminal: progress bars here
 
     @property
     def should_exit_on_error(self) -> bool:
@@ -172,6 +181,7 @@ class VectorizerRunner:
         self.last_error: Exception | None = None
         self.gone = False
         self.chunks_written = 0
+        self.progress: Progress | None = None
 
     async def _build(self, conn: psycopg.AsyncConnection) -> _Components | None:
         vectorizer = await load_vectorizer(conn, self.vectorizer_id)
@@ -206,6 +216,9 @@ class VectorizerRunner:
         vectorizer = components.vectorizer
         concurrency = self._settings.concurrency or vectorizer.config.processing.concurrency or 1
         log.info("running vectorizer vectorizer_id=%s concurrency=%s", vectorizer.id, concurrency)
+        if self.progress is not None:
+            self.progress.name = vectorizer.name
+            self.progress.total = await _pending_estimate(self._settings.db_url, vectorizer.id)
         started = time.monotonic()
         self.chunks_written = 0
         executors = [
@@ -248,9 +261,16 @@ class VectorizerRunner:
             while not self._shutdown.is_set():
                 if await _is_disabled(conn, vectorizer.id):
                     break
-                result = await executor.run_batch(conn)
+                with tracing.span("vectorizer.batch", vectorizer_id=vectorizer.id):
+                    result = await executor.run_batch(conn)
                 done += result.rows_done
                 self.chunks_written += result.chunks
+                telemetry.batch_committed(vectorizer.name, result.rows_done, result.chunks)
+                for _, error in result.failed:
+                    telemetry.failed(vectorizer.name, error.step, "row")
+                if self.progress is not None:
+                    self.progress.rows += result.rows_done + len(result.failed)
+                    self.progress.chunks += result.chunks
                 await self._report(result)
                 if result.claimed == 0:
                     break
@@ -292,6 +312,8 @@ class VectorizerRunner:
             reason,
         )
         self._tracking.record_error(f"vectorizer {self.vectorizer_id}: {reason}")
+        label = components.vectorizer.name if components else str(self.vectorizer_id)
+        telemetry.failed(label, details.get("step", "config"), "vectorizer")
         await self._tracking.vectorizer_error(self.vectorizer_id, message, details)
         await self._tracking.progress(self.vectorizer_id, 0, reason)
 
@@ -313,6 +335,20 @@ async def _connect(db_url: str, application_name: str) -> psycopg.AsyncConnectio
     )
 
 
+async def _pending_estimate(db_url: str, vectorizer_id: int) -> int:
+    async with await _connect(db_url, "vectorizer-worker-progress") as conn:
+        cursor = await conn.execute(
+            "select v.queue_schema, v.queue_table from ai.vectorizer v where v.id = %s",
+            (vectorizer_id,),
+        )
+        row = await cursor.fetchone()
+        if row is None:
+            return 0
+        cursor = await conn.execute("select ai._vectorizer_count_rows(%s, %s)", row)
+        counted = await cursor.fetchone()
+    return int(counted[0] or 0) if counted else 0
+
+
 async def _is_disabled(conn: psycopg.AsyncConnection, vectorizer_id: int) -> bool:
     cursor = await conn.execute(
         "select disabled from ai.vectorizer where id = %s", (vectorizer_id,)
@@ -329,6 +365,8 @@ class Worker:
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._discover = asyncio.Event()
         self._tracking = WorkerTracking(settings.db_url, timedelta(seconds=settings.poll_interval))
+        self._metrics_server: MetricsServer | None = None
+        self._progress: ProgressDisplay | None = None
         self.errors: list[Exception] = []
 
     def request_shutdown(self) -> None:
@@ -371,20 +409,64 @@ class Worker:
             log.error("unable to connect to database: %s", _one_line(exc))
             return 1
         await self._tracking.start()
+        tracing.configure()
+        background = await self._start_observability()
         try:
             if self.settings.once:
                 return await self._run_once(ids)
             return await self._run_daemon()
         finally:
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            if self._metrics_server is not None:
+                await self._metrics_server.stop()
             await self._close_runners()
             await self._tracking.stop()
+            tracing.shutdown()
             log.info("worker stopped")
+
+    async def _start_observability(self) -> list[asyncio.Task[None]]:
+        tasks = []
+        if self.settings.metrics_port is not None:
+            telemetry.health.stuck_after = self.settings.stuck_after
+            metrics = telemetry.enable_metrics()
+            self._metrics_server = MetricsServer(
+                metrics, telemetry.health, self.settings.metrics_host, self.settings.metrics_port
+            )
+            await self._metrics_server.start()
+            tasks.append(asyncio.create_task(self._poll_queue_sizes(), name="queue-sizes"))
+        if self.settings.once and self.settings.progress_out is not None:
+            self._progress = ProgressDisplay(self.settings.progress_out)
+            tasks.append(asyncio.create_task(self._progress.run(), name="progress"))
+        return tasks
+
+    async def _poll_queue_sizes(self) -> None:
+        """Queue depths for /metrics and the health check (bounded counts, cheap)."""
+        interval = min(self.settings.poll_interval, 15.0)
+        while True:
+            try:
+                async with await _connect(self.settings.db_url, "vectorizer-worker-metrics") as c:
+                    cursor = await c.execute(
+                        "select v.name,"
+                        " ai._vectorizer_count_rows(v.queue_schema, v.queue_table),"
+                        " ai._vectorizer_count_rows(v.queue_schema, v.queue_failed_table)"
+                        " from ai.vectorizer v where not v.disabled"
+                    )
+                    rows = await cursor.fetchall()
+                telemetry.queue_sizes({name: (p or 0, f or 0) for name, p, f in rows})
+            except psycopg.Error as exc:
+                log.warning("could not read queue sizes: %s", _one_line(exc))
+            await asyncio.sleep(interval)
 
     def _runner(self, vectorizer_id: int) -> VectorizerRunner:
         runner = self._runners.get(vectorizer_id)
         if runner is None:
             runner = VectorizerRunner(vectorizer_id, self.settings, self._tracking, self.shutdown)
             self._runners[vectorizer_id] = runner
+            if self._progress is not None:
+                runner.progress = Progress(name=str(vectorizer_id))
+                self._progress.bars[vectorizer_id] = runner.progress
         return runner
 
     async def _close_runners(self) -> None:
@@ -410,6 +492,8 @@ class Worker:
         for attempt in range(self.settings.db_retry_attempts + 1):
             try:
                 await runner.drain()
+                if runner.progress is not None:
+                    runner.progress.finished = True
                 return None
             except psycopg.OperationalError as exc:
                 if attempt == self.settings.db_retry_attempts or self.shutdown.is_set():

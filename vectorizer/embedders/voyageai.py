@@ -2,7 +2,8 @@
 
 * Endpoint: `base_url`, else `VOYAGE_BASE_URL`, else the SDK's default for the key (keys issued
   by MongoDB Atlas, `al-...`, go to ai.mongodb.com). The SDK does not retry (`max_retries=0`):
-  the shared driver and rate limiter do.
+  the shared driver and rate limiter do. Requests share one kept-alive HTTP session (the SDK
+  would open a connection per request).
 * Request: `input_type`, `output_dimension` and `output_dtype` as configured; `truncation` is
   on, so Voyage cuts an over-long input to the model's context. int8/uint8 embeddings are
   stored as their values in float32 (vector columns hold float4).
@@ -19,6 +20,7 @@ import logging
 import os
 from typing import TYPE_CHECKING
 
+import aiohttp
 import numpy as np
 import voyageai
 import voyageai.error
@@ -98,6 +100,7 @@ class VoyageAIEmbedder(Embedder):
         self.tokenizer_repo = f"voyageai/{config.model}"
         self._tokenizer: Tokenizer | None = None
         self._client: voyageai.AsyncClient | None = None
+        self._session: aiohttp.ClientSession | None = None
 
     async def _setup(self) -> None:
         key = resolve_api_key(self._config.api_key_name, self._api_key)
@@ -108,9 +111,12 @@ class VoyageAIEmbedder(Embedder):
         )
         self.use_limiter(key, base_url or voyageai.util.get_default_base_url(key))
         self._tokenizer = await load_tokenizer(self.tokenizer_repo)
+        self._session = aiohttp.ClientSession()
 
     async def aclose(self) -> None:
-        # The SDK opens an aiohttp session per request: nothing stays open between them.
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
         self._client = None
         self._ready = False
 
@@ -143,6 +149,8 @@ class VoyageAIEmbedder(Embedder):
         if self._client is None:
             raise VectorizerError("the Voyage AI embedder was used before setup()")
         config = self._config
+        # The SDK takes a session from this context variable, for this task only.
+        session = voyageai.aiosession.set(self._session)
         try:
             result = await self._client.embed(
                 texts,
@@ -154,6 +162,8 @@ class VoyageAIEmbedder(Embedder):
             )
         except voyageai.error.VoyageError as exc:
             raise classify(exc, self._secrets) from None
+        finally:
+            voyageai.aiosession.reset(session)
         return as_vectors(result.embeddings), int(result.total_tokens or 0)
 
 

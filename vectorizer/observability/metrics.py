@@ -59,11 +59,15 @@ class Metrics:
             registry=r,
         )
         self.queue_depth = Gauge(
-            "vectorizer_queue_depth", "Queued keys (estimated above 100k)", ["vectorizer"],
+            "vectorizer_queue_depth",
+            "Queued keys (estimated above 100k)",
+            ["vectorizer"],
             registry=r,
         )
         self.failed_depth = Gauge(
-            "vectorizer_failed_queue_depth", "Keys in the failed queue", ["vectorizer"],
+            "vectorizer_failed_queue_depth",
+            "Keys in the failed queue",
+            ["vectorizer"],
             registry=r,
         )
         self.ratelimit_wait = Counter(
@@ -101,8 +105,7 @@ class Health:
             found.append(f"no answer from the database for {now - self.last_db_contact:.0f}s")
         if self.pending > 0 and now - self.last_progress > self.stuck_after:
             found.append(
-                f"{self.pending} items pending but no progress for "
-                f"{now - self.last_progress:.0f}s"
+                f"{self.pending} items pending but no progress for {now - self.last_progress:.0f}s"
             )
         return found
 

@@ -1,0 +1,55 @@
+"""The one place the worker reports what it does: metrics (when served) and health.
+
+Process-wide on purpose: Prometheus metrics and the health of a worker are per process.
+"""
+
+from __future__ import annotations
+
+from vectorizer.observability.metrics import Health, Metrics
+
+
+class Telemetry:
+    def __init__(self) -> None:
+        self.metrics: Metrics | None = None
+        self.health = Health()
+
+    def enable_metrics(self) -> Metrics:
+        if self.metrics is None:
+            self.metrics = Metrics()
+        return self.metrics
+
+    def batch_committed(self, vectorizer: str, rows: int, chunks: int) -> None:
+        self.health.progressed()
+        self.health.db_answered()
+        if self.metrics is not None:
+            self.metrics.rows.labels(vectorizer).inc(rows)
+            self.metrics.chunks.labels(vectorizer).inc(chunks)
+            self.metrics.last_progress.set_to_current_time()
+
+    def embedded(
+        self, vectorizer: str, provider: str, seconds: float, requests: int, tokens: int
+    ) -> None:
+        if self.metrics is not None:
+            self.metrics.request_seconds.labels(provider).observe(seconds)
+            self.metrics.requests.labels(vectorizer, provider).inc(requests)
+            self.metrics.tokens.labels(vectorizer, provider).inc(tokens)
+
+    def failed(self, vectorizer: str, step: str, kind: str) -> None:
+        if self.metrics is not None:
+            self.metrics.errors.labels(vectorizer, step, kind).inc()
+
+    def waited_for_rate_limit(self, provider: str, seconds: float) -> None:
+        if self.metrics is not None and seconds > 0:
+            self.metrics.ratelimit_wait.labels(provider).inc(seconds)
+
+    def queue_sizes(self, sizes: dict[str, tuple[int, int]]) -> None:
+        """Pending and failed keys per vectorizer, from a periodic poll."""
+        self.health.db_answered()
+        self.health.pending = sum(pending for pending, _ in sizes.values())
+        if self.metrics is not None:
+            for vectorizer, (pending, failed) in sizes.items():
+                self.metrics.queue_depth.labels(vectorizer).set(pending)
+                self.metrics.failed_depth.labels(vectorizer).set(failed)
+
+
+telemetry = Telemetry()

@@ -1,0 +1,121 @@
+"""Optional tracing: OpenTelemetry when OTEL_EXPORTER_OTLP_ENDPOINT is set, Datadog when
+DD_TRACE_ENABLED=true; each only if its package is installed. Otherwise spans cost nothing.
+
+Spans: `vectorizer.batch` (one per batch transaction), `vectorizer.stage` (load/parse,
+transform, embed, write) and `vectorizer.embed_request` (one per provider HTTP request).
+Exporters never block a run: OpenTelemetry exports in the background with a short timeout and
+is flushed at exit with a bound; ddtrace is shut down with a bound too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
+
+EXIT_FLUSH_SECONDS = 2.0
+
+
+class _Backend(Protocol):
+    def span(
+        self, name: str, attributes: dict[str, Any]
+    ) -> contextlib.AbstractContextManager[Any]: ...
+
+    def shutdown(self) -> None: ...
+
+
+class _OpenTelemetry:
+    def __init__(self, tracer_provider: Any = None) -> None:
+        from opentelemetry import trace
+
+        if tracer_provider is None:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+            from opentelemetry.sdk.resources import Resource
+            from opentelemetry.sdk.trace import TracerProvider
+            from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+            service = os.environ.get("OTEL_SERVICE_NAME", "vectorizer-worker")
+            tracer_provider = TracerProvider(resource=Resource.create({"service.name": service}))
+            tracer_provider.add_span_processor(
+                BatchSpanProcessor(OTLPSpanExporter(timeout=5), export_timeout_millis=5000)
+            )
+        self._provider = tracer_provider
+        self._tracer = trace.get_tracer("vectorizer", tracer_provider=tracer_provider)
+
+    @contextlib.contextmanager
+    def span(self, name: str, attributes: dict[str, Any]) -> Iterator[Any]:
+        clean = {k: v for k, v in attributes.items() if isinstance(v, str | int | float | bool)}
+        with self._tracer.start_as_current_span(name, attributes=clean) as current:
+            yield current
+
+    def shutdown(self) -> None:
+        with contextlib.suppress(Exception):
+            self._provider.force_flush(timeout_millis=int(EXIT_FLUSH_SECONDS * 1000))
+            self._provider.shutdown()
+
+
+class _Datadog:
+    def __init__(self) -> None:
+        from ddtrace import tracer
+
+        self._tracer = tracer
+
+    @contextlib.contextmanager
+    def span(self, name: str, attributes: dict[str, Any]) -> Iterator[Any]:
+        with self._tracer.trace(name, service="vectorizer-worker") as current:
+            for key, value in attributes.items():
+                current.set_tag(key, value)
+            yield current
+
+    def shutdown(self) -> None:
+        with contextlib.suppress(Exception):
+            self._tracer.shutdown(timeout=EXIT_FLUSH_SECONDS)
+
+
+_backends: list[_Backend] = []
+
+
+def configure(tracer_provider: Any = None) -> list[str]:
+    """Turns tracing on as the environment asks; returns the backends enabled."""
+    _backends.clear()
+    enabled = []
+    if tracer_provider is not None or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        try:
+            _backends.append(_OpenTelemetry(tracer_provider))
+            enabled.append("opentelemetry")
+        except ImportError:
+            log.warning(
+                "OTEL_EXPORTER_OTLP_ENDPOINT is set but OpenTelemetry is not installed:"
+                " pip install 'vectorizer[otel]'"
+            )
+    if os.environ.get("DD_TRACE_ENABLED", "").lower() in ("1", "true", "yes"):
+        try:
+            _backends.append(_Datadog())
+            enabled.append("datadog")
+        except ImportError:
+            log.warning(
+                "DD_TRACE_ENABLED is set but ddtrace is not installed:"
+                " pip install 'vectorizer[datadog]'"
+            )
+    return enabled
+
+
+@contextlib.contextmanager
+def span(name: str, **attributes: Any) -> Iterator[None]:
+    if not _backends:
+        yield
+        return
+    with contextlib.ExitStack() as stack:
+        for backend in _backends:
+            stack.enter_context(backend.span(name, attributes))
+        yield
+
+
+def shutdown() -> None:
+    for backend in _backends:
+        backend.shutdown()
+    _backends.clear()
