@@ -133,14 +133,16 @@ async def run_worker(db_url: str, vectorizer_id: int, out: TextIO) -> None:
     )
     worker = asyncio.create_task(run_worker(settings))
     started = time.monotonic()
+    on_terminal = out.isatty()
     while not worker.done():
-        left = await asyncio.to_thread(pending, db_url, vectorizer_id)
-        out.write(_bar(total - left, total, started))
-        out.flush()
+        if on_terminal:  # a redrawn bar; plain output gets only the final line
+            left = await asyncio.to_thread(pending, db_url, vectorizer_id)
+            out.write(_bar(total - left, total, started))
+            out.flush()
         await asyncio.wait([worker], timeout=0.5)
     if await worker != 0:
         raise SystemExit("the worker failed; see the log lines above")
-    out.write(_bar(total, total, started) + "\n")
+    out.write(_bar(total, total, started).lstrip("\r") + "\n")
 
 
 async def search(db_url: str, out: TextIO) -> None:

@@ -15,7 +15,9 @@ declare
     _estimate pg_catalog.float4;
 begin
     _relation = pg_catalog.to_regclass(pg_catalog.format('%I.%I', table_schema, table_name));
-    if _relation is null then
+    -- a table the caller may not read has no count for them (ai.vectorizer_status stays usable)
+    if _relation is null
+    or not pg_catalog.has_table_privilege(pg_catalog.current_user(), _relation, 'select') then
         return null;
     end if;
     execute pg_catalog.format
@@ -55,7 +57,7 @@ begin
     _destination = _vec.config operator(pg_catalog.->) 'destination';
     pending_items_estimate = ai._vectorizer_count_rows(_vec.queue_schema, _vec.queue_table);
     failed_items = ai._vectorizer_count_rows(_vec.queue_schema, _vec.queue_failed_table);
-    if pg_catalog.to_regclass(pg_catalog.format('%I.%I', _vec.queue_schema, _vec.queue_table)) is not null then
+    if pending_items_estimate is not null then  -- the queue exists and the caller may read it
         execute pg_catalog.format
         ('select pg_catalog.min(queued_at) from %I.%I', _vec.queue_schema, _vec.queue_table)
         into oldest_pending_at;
