@@ -16,7 +16,7 @@ COPY sql ./sql
 
 # CPU-only torch first when an extra needs it, so pip never pulls the CUDA build; never
 # torchvision (see the README's install notes).
-RUN if echo ",${EXTRAS}," | grep -Eq ',(local|docs|all),'; then \
+RUN if echo ",${EXTRAS}," | grep -Eq ',(local|docs|demo|all),'; then \
         pip install --index-url https://download.pytorch.org/whl/cpu "torch==2.*"; \
     fi \
  && pip install ".${EXTRAS:+[${EXTRAS}]}" \

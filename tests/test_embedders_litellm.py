@@ -25,6 +25,7 @@ from tests.fake_openai import (
 )
 from tests.fake_voyage import TEST_API_KEY as VOYAGE_KEY
 from tests.fake_voyage import FakeVoyage, expected_voyage_vector
+from tests.fake_voyage import truncate as voyage_truncate
 from vectorizer.config import LiteLLMEmbedding
 from vectorizer.embedders import ApiKeyNotFoundError, EmbedResult, RequestPolicy, make_embedder
 from vectorizer.embedders import litellm as provider
@@ -248,6 +249,32 @@ async def test_requests_respect_the_token_cap(fake_openai: FakeOpenAI) -> None:
     assert all(request.tokens <= MAX_REQUEST_TOKENS for request in requests)
 
 
+async def test_an_over_long_input_to_openai_fails_alone(fake_openai: FakeOpenAI) -> None:
+    # OpenAI rejects inputs over its context instead of truncating: that row only.
+    texts = ["fine", " ".join(f"word{i}" for i in range(9000)), "fine too"]
+    result = await embed(openai_config(fake_openai), texts)
+    assert list(result.errors) == [1]
+    assert "maximum context length" in result.errors[1]
+    assert result.vectors[0] is not None and result.vectors[2] is not None
+
+
+async def test_an_over_long_input_to_voyage_is_truncated_by_voyage(
+    fake_voyage: FakeVoyage,
+) -> None:
+    long_text = "word " * 40_000  # 200 kB: over the 32k-token context
+    settings = config(
+        "voyage/voyage-3-lite",
+        512,
+        api_key_name="VOYAGE_API_KEY",
+        extra_options={"api_base": fake_voyage.base_url},
+    )
+    result = await embed(settings, ["short", long_text])
+    assert result.errors == {}
+    stored = result.vectors[1]
+    assert stored is not None
+    np.testing.assert_allclose(stored, expected_voyage_vector(voyage_truncate(long_text), 512))
+
+
 # --- errors ----------------------------------------------------------------------------------
 
 
@@ -352,6 +379,18 @@ def test_generic_api_errors_are_classified_by_status() -> None:
     assert type(classify(litellm.APIError(502, "bad gateway", "x", "m"), ())) is TransientError
     assert type(classify(litellm.APIError(403, "forbidden", "x", "m"), ())) is VectorizerError
     assert type(classify(litellm.APIError(400, "bad input", "x", "m"), ())) is BadInputError
+
+
+async def test_keys_litellm_finds_itself_are_masked_too(
+    fake_ollama: FakeOllama, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OLLAMA_API_KEY", "ollama-secret-value-123")
+    fake_ollama.fail_next(401, message="bad token ollama-secret-value-123")
+    settings = config("ollama/all-minilm", 384, extra_options={"api_base": fake_ollama.host})
+    with pytest.raises(VectorizerError) as raised:
+        await embed(settings, ["a"])
+    assert "ollama-secret-value-123" not in str(raised.value)
+    assert "bad token ***" in str(raised.value)
 
 
 def test_provider_headers_lose_litellms_prefix() -> None:

@@ -169,7 +169,10 @@ class Executor:
         if not texts:
             return
         started = time.perf_counter()
-        result = await self._embedder.embed(texts)
+        try:
+            result = await self._embedder.embed(texts)
+        finally:
+            telemetry.rate_limiter_waited(self._embedder.provider, self._embedder.limiter)
         telemetry.embedded(
             self.vectorizer.name,
             self._embedder.provider,

@@ -182,12 +182,14 @@ class VectorizerRunner:
         self.gone = False
         self.chunks_written = 0
         self.progress: Progress | None = None
+        self._loaded: Vectorizer | None = None
 
     async def _build(self, conn: psycopg.AsyncConnection) -> _Components | None:
         vectorizer = await load_vectorizer(conn, self.vectorizer_id)
         if vectorizer is None:
             self.gone = True
             return None
+        self._loaded = vectorizer  # for error rows, even when building the embedder fails
         key = vectorizer.model_dump_json()
         current = self._components
         if current is not None and current.config_key == key:
@@ -291,8 +293,8 @@ class VectorizerRunner:
         """Once per breaker trip: an error row, progress and the heartbeat's count."""
         self.last_error = exc
         delay = self.breaker.trip()
-        components = self._components
-        provider = components.vectorizer.config.embedding.implementation if components else None
+        loaded = self._loaded
+        provider = loaded.config.embedding.implementation if loaded else None
         if isinstance(exc, VectorizerError):
             reason = exc.reason
             if exc.step == "embedding":
@@ -312,7 +314,7 @@ class VectorizerRunner:
             reason,
         )
         self._tracking.record_error(f"vectorizer {self.vectorizer_id}: {reason}")
-        label = components.vectorizer.name if components else str(self.vectorizer_id)
+        label = loaded.name if loaded else str(self.vectorizer_id)
         telemetry.failed(label, details.get("step", "config"), "vectorizer")
         await self._tracking.vectorizer_error(self.vectorizer_id, message, details)
         await self._tracking.progress(self.vectorizer_id, 0, reason)
@@ -409,7 +411,9 @@ class Worker:
             log.error("unable to connect to database: %s", _one_line(exc))
             return 1
         await self._tracking.start()
-        tracing.configure()
+        traced_by = tracing.configure()
+        if traced_by:
+            log.info("tracing enabled: %s", ", ".join(traced_by))
         background = await self._start_observability()
         try:
             if self.settings.once:

@@ -121,6 +121,9 @@ class LiteLLMEmbedder(Embedder):
             ) from None
         self.llm_provider = provider
         self._model_name = model_name
+        if key is None:
+            # LiteLLM finds the key itself (OPENAI_API_KEY, COHERE_API_KEY...): mask those too.
+            self._secrets = provider_env_secrets(provider)
         self.max_inputs_per_request, self.max_tokens_per_request = request_limits(
             provider, model_name
         )
@@ -217,6 +220,18 @@ def request_limits(provider: str, model: str) -> tuple[int, int | None]:
     if os.environ.get(MAX_TOKENS_ENV, "").strip():
         tokens = env_limit((MAX_TOKENS_ENV,), tokens or 0) or None
     return inputs, tokens
+
+
+def provider_env_secrets(provider: str) -> tuple[str, ...]:
+    """Values of the environment's `<PROVIDER>...KEY/TOKEN` variables, registered for masking."""
+    prefix = provider.upper().split("_")[0]
+    secrets = []
+    for name, value in os.environ.items():
+        upper = name.upper()
+        if upper.startswith(prefix) and upper.endswith(("KEY", "TOKEN")) and value.strip():
+            register_secret(value.strip())
+            secrets.append(value.strip())
+    return tuple(secrets)
 
 
 def provider_headers(headers: Mapping[str, Any]) -> dict[str, str]:

@@ -71,5 +71,15 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     name = level.upper()
     root.setLevel({"WARN": "WARNING", "FATAL": "CRITICAL"}.get(name, name))
     # third-party chatter at INFO would drown the worker's own lines
-    for noisy in ("httpx", "httpcore", "openai", "LiteLLM", "urllib3", "botocore"):
+    for noisy in (
+        "httpx",
+        "httpcore",
+        "openai",
+        "LiteLLM",
+        "urllib3",
+        "botocore",
+        "voyage",
+        "huggingface_hub",
+        "sentence_transformers",
+    ):
         logging.getLogger(noisy).setLevel(max(root.level, logging.WARNING))

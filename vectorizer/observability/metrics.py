@@ -85,15 +85,21 @@ class Metrics:
 
 @dataclass
 class Health:
-    """What /healthz judges by; the worker updates it."""
+    """What /healthz judges by; the worker updates it.
+
+    Progress is tracked per vectorizer: another vectorizer's batches (or an idle one's empty
+    claims) must not make a stuck one look healthy. An empty claim counts as progress for its
+    vectorizer: what is pending is not due yet (a row in backoff), nothing is stuck.
+    """
 
     stuck_after: float = 300.0
-    pending: int = 0
-    last_progress: float = field(default_factory=time.monotonic)
+    pending: dict[str, int] = field(default_factory=dict)
+    last_progress: dict[str, float] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
     last_db_contact: float = field(default_factory=time.monotonic)
 
-    def progressed(self) -> None:
-        self.last_progress = time.monotonic()
+    def progressed(self, vectorizer: str) -> None:
+        self.last_progress[vectorizer] = time.monotonic()
 
     def db_answered(self) -> None:
         self.last_db_contact = time.monotonic()
@@ -103,10 +109,12 @@ class Health:
         found = []
         if now - self.last_db_contact > self.stuck_after:
             found.append(f"no answer from the database for {now - self.last_db_contact:.0f}s")
-        if self.pending > 0 and now - self.last_progress > self.stuck_after:
-            found.append(
-                f"{self.pending} items pending but no progress for {now - self.last_progress:.0f}s"
-            )
+        for vectorizer, pending in sorted(self.pending.items()):
+            idle = now - self.last_progress.get(vectorizer, self.started)
+            if pending > 0 and idle > self.stuck_after:
+                found.append(
+                    f"{vectorizer}: {pending} items pending but no progress for {idle:.0f}s"
+                )
         return found
 
 

@@ -5,6 +5,9 @@ Process-wide on purpose: Prometheus metrics and the health of a worker are per p
 
 from __future__ import annotations
 
+import weakref
+from typing import Any
+
 from vectorizer.observability.metrics import Health, Metrics
 
 
@@ -12,6 +15,8 @@ class Telemetry:
     def __init__(self) -> None:
         self.metrics: Metrics | None = None
         self.health = Health()
+        # what each rate limiter had waited when last reported (limiters count cumulatively)
+        self._waited: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
 
     def enable_metrics(self) -> Metrics:
         if self.metrics is None:
@@ -19,7 +24,7 @@ class Telemetry:
         return self.metrics
 
     def batch_committed(self, vectorizer: str, rows: int, chunks: int) -> None:
-        self.health.progressed()
+        self.health.progressed(vectorizer)
         self.health.db_answered()
         if self.metrics is not None:
             self.metrics.rows.labels(vectorizer).inc(rows)
@@ -42,10 +47,20 @@ class Telemetry:
         if self.metrics is not None and seconds > 0:
             self.metrics.ratelimit_wait.labels(provider).inc(seconds)
 
+    def rate_limiter_waited(self, provider: str, limiter: Any) -> None:
+        """Reports the seconds `limiter` waited since its last report. A limiter is shared by
+        every executor using the same key, so deltas per call would count a wait once per
+        caller."""
+        total = float(getattr(limiter, "waited", 0.0))
+        seen = self._waited.get(limiter, 0.0)
+        if total > seen:
+            self._waited[limiter] = total
+            self.waited_for_rate_limit(provider, total - seen)
+
     def queue_sizes(self, sizes: dict[str, tuple[int, int]]) -> None:
         """Pending and failed keys per vectorizer, from a periodic poll."""
         self.health.db_answered()
-        self.health.pending = sum(pending for pending, _ in sizes.values())
+        self.health.pending = {vectorizer: pending for vectorizer, (pending, _) in sizes.items()}
         if self.metrics is not None:
             for vectorizer, (pending, failed) in sizes.items():
                 self.metrics.queue_depth.labels(vectorizer).set(pending)

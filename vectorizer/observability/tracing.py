@@ -3,8 +3,9 @@ DD_TRACE_ENABLED=true; each only if its package is installed. Otherwise spans co
 
 Spans: `vectorizer.batch` (one per batch transaction), `vectorizer.stage` (load/parse,
 transform, embed, write) and `vectorizer.embed_request` (one per provider HTTP request).
-Exporters never block a run: OpenTelemetry exports in the background with a short timeout and
-is flushed at exit with a bound; ddtrace is shut down with a bound too.
+Exporters never block a run: OpenTelemetry exports in the background with a short timeout;
+at exit every backend is flushed and shut down at once, within EXIT_FLUSH_SECONDS in total (an
+unreachable collector or agent delays the exit by that much at most).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any, Protocol
 
@@ -32,6 +35,8 @@ class _OpenTelemetry:
     def __init__(self, tracer_provider: Any = None) -> None:
         from opentelemetry import trace
 
+        # A provider handed in belongs to whoever made it: flushed at the end, not shut down.
+        self._owned = tracer_provider is None
         if tracer_provider is None:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
             from opentelemetry.sdk.resources import Resource
@@ -39,7 +44,10 @@ class _OpenTelemetry:
             from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
             service = os.environ.get("OTEL_SERVICE_NAME", "vectorizer-worker")
-            tracer_provider = TracerProvider(resource=Resource.create({"service.name": service}))
+            # shut down by `shutdown()` with a bound, not by an unbounded atexit hook
+            tracer_provider = TracerProvider(
+                resource=Resource.create({"service.name": service}), shutdown_on_exit=False
+            )
             tracer_provider.add_span_processor(
                 BatchSpanProcessor(OTLPSpanExporter(timeout=5), export_timeout_millis=5000)
             )
@@ -55,7 +63,8 @@ class _OpenTelemetry:
     def shutdown(self) -> None:
         with contextlib.suppress(Exception):
             self._provider.force_flush(timeout_millis=int(EXIT_FLUSH_SECONDS * 1000))
-            self._provider.shutdown()
+            if self._owned:
+                self._provider.shutdown()
 
 
 class _Datadog:
@@ -77,15 +86,23 @@ class _Datadog:
 
 
 _backends: list[_Backend] = []
+_installed_provider: Any = None
 
 
 def configure(tracer_provider: Any = None) -> list[str]:
-    """Turns tracing on as the environment asks; returns the backends enabled."""
+    """Turns tracing on as the environment asks; returns the backends enabled.
+
+    An OpenTelemetry tracer provider passed here (by a program that runs the worker in-process,
+    or a test) is kept until `shutdown()`: the worker's own `configure()` at start keeps it.
+    """
+    global _installed_provider
+    if tracer_provider is not None:
+        _installed_provider = tracer_provider
     _backends.clear()
     enabled = []
-    if tracer_provider is not None or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+    if _installed_provider is not None or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
         try:
-            _backends.append(_OpenTelemetry(tracer_provider))
+            _backends.append(_OpenTelemetry(_installed_provider))
             enabled.append("opentelemetry")
         except ImportError:
             log.warning(
@@ -116,6 +133,17 @@ def span(name: str, **attributes: Any) -> Iterator[None]:
 
 
 def shutdown() -> None:
-    for backend in _backends:
-        backend.shutdown()
+    global _installed_provider
+    # Side by side and bounded: a backend still waiting for an unreachable collector when the
+    # time is up is left behind (a daemon thread; its spans are dropped).
+    threads = [
+        threading.Thread(target=backend.shutdown, name="tracing-shutdown", daemon=True)
+        for backend in _backends
+    ]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + EXIT_FLUSH_SECONDS
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
     _backends.clear()
+    _installed_provider = None
