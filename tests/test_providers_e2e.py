@@ -165,6 +165,7 @@ def test_a_missing_key_fails_only_its_own_vectorizer(
     assert [row[:2] for row in queue_rows(conn, keyless)] == [(1, 0), (2, 0), (3, 0)]
     [(_, message, details)] = error_rows(conn, keyless)
     assert message == "embedding provider failed"
+    assert details["provider"] == "voyageai"
     assert "api_key_name=NO_SUCH_VOYAGE_KEY" in details["error_reason"]
     assert "NO_SUCH_VOYAGE_KEY" in result.stderr
     assert fake_voyage.requests == []
