@@ -17,7 +17,7 @@ COPY sql ./sql
 # CPU-only torch first when an extra needs it, so pip never pulls the CUDA build; never
 # torchvision (see the README's install notes).
 RUN if echo ",${EXTRAS}," | grep -Eq ',(local|docs|demo|all),'; then \
-        pip install --index-url https://download.pytorch.org/whl/cpu "torch==2.*"; \
+        pip install --index-url https://download.pytorch.org/whl/cpu "torch==2.13.0"; \
     fi \
  && pip install ".${EXTRAS:+[${EXTRAS}]}" \
  && useradd --create-home --uid 10001 vectorizer

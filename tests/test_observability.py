@@ -378,6 +378,13 @@ async def test_spans_for_batches_and_stages_with_opentelemetry(
         assert names == ["load_parse", "chunk_format", "embed", "write"]
     rows = sorted(span.attributes["rows"] for span in stages if span.attributes["stage"] == "embed")
     assert rows == [1, 2, 2]
+    # one provider request per batch here, each inside its embed stage
+    requests = [span for span in spans if span.name == "vectorizer.embed_request"]
+    embed_stages = {s.context.span_id for s in stages if s.attributes["stage"] == "embed"}
+    assert len(requests) == 3
+    assert all(span.parent is not None and span.parent.span_id in embed_stages for span in requests)
+    assert {span.attributes["provider"] for span in requests} == {"openai"}
+    assert sorted(span.attributes["inputs"] for span in requests) == [1, 2, 2]
     assert tracing.configure() == []  # the explicit provider was for that one run
 
 
@@ -401,10 +408,12 @@ def test_unreachable_trace_collector_and_agent_do_not_slow_a_run(
         DD_TRACE_AGENT_URL=nowhere,
     )
     started = time.monotonic()
-    traced = run_worker(db_url, env=env, timeout=60)
+    traced = run_worker(db_url, "--log-format", "json", env=env, timeout=60)
     elapsed = time.monotonic() - started
 
     assert traced.returncode == 0, traced.stderr
-    assert "tracing enabled: opentelemetry, datadog" in traced.stderr
+    # the exporters' complaints come through the worker's own (JSON) log handler
+    messages = [json.loads(line)["message"] for line in traced.stderr.splitlines()]
+    assert "tracing enabled: opentelemetry, datadog" in messages
     assert len(store_rows(conn)) == 40
     assert elapsed < untraced + 6, (untraced, elapsed)

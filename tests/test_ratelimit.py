@@ -366,9 +366,14 @@ async def test_a_429_pauses_every_embedder_sharing_the_key(fake_openai: FakeOpen
     first, second = openai_embedders(fake_openai, 2)
     fake_openai.fail_next(429, retry_after_ms="500")
     one = asyncio.create_task(first.embed(["a"]))
-    while not fake_openai.requests:
-        await asyncio.sleep(0.005)
+    # wait until the first embedder has received the 429 and paused the shared limiter (the
+    # server logging the request is not enough: the client may not have read the answer yet)
+    deadline = asyncio.get_running_loop().time() + 5
+    while first.limiter.paused_for <= 0 and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.002)
+    assert first.limiter.paused_for > 0
     result = await second.embed(["b"])
+    assert second.limiter is first.limiter
     await one
     assert result.errors == {}
     throttled_at = fake_openai.requests[0].finished

@@ -276,10 +276,27 @@ def test_queue_pending_unknown(conn: psycopg.Connection) -> None:
 # --- status and errors views -----------------------------------------------------------------
 
 
+PGAI_STATUS_COLUMNS = [
+    "id",
+    "name",
+    "source_table",
+    "target_table",
+    "view",
+    "embedding_column",
+    "pending_items",
+    "disabled",
+]
+
+
 def status(conn: psycopg.Connection) -> list[dict[str, Any]]:
+    """pgai's columns of ai.vectorizer_status (ours follow them; tests/test_status.py)."""
     cursor = conn.execute("select * from ai.vectorizer_status order by id")
     names = [c.name for c in cursor.description or []]
-    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    assert names[: len(PGAI_STATUS_COLUMNS)] == PGAI_STATUS_COLUMNS
+    return [
+        dict(zip(PGAI_STATUS_COLUMNS, row[: len(PGAI_STATUS_COLUMNS)], strict=True))
+        for row in cursor.fetchall()
+    ]
 
 
 def test_status_view(conn: psycopg.Connection, blog: None) -> None:

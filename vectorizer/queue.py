@@ -54,13 +54,19 @@ class QueueQueries:
         self, keys: Sequence[tuple[object, ...]]
     ) -> tuple[sql.Composed, list[object]]:
         """DELETE of `keys` from the failed queue: they were embedded after all."""
-        one_key = sql.SQL("({})").format(sql.SQL(", ").join(sql.Placeholder() * len(self.pk_names)))
-        query = sql.SQL("delete from {} where ({}) in ({})").format(
-            self.failed_table,
-            _ident_list(self.pk_names),
-            sql.SQL(", ").join([one_key] * len(keys)),
-        )
-        return query, [value for key in keys for value in key]
+        condition, params = keys_condition(self.pk_names, keys)
+        return sql.SQL("delete from {} where {}").format(self.failed_table, condition), params
+
+
+def keys_condition(
+    pk_names: Sequence[str], keys: Sequence[tuple[object, ...]]
+) -> tuple[sql.Composed, list[object]]:
+    """`(pk1, pk2) in ((%s, %s), ...)` for `keys`, and its parameters."""
+    one_key = sql.SQL("({})").format(sql.SQL(", ").join(sql.Placeholder() * len(pk_names)))
+    condition = sql.SQL("({}) in ({})").format(
+        _ident_list(pk_names), sql.SQL(", ").join([one_key] * len(keys))
+    )
+    return condition, [value for key in keys for value in key]
 
 
 def build_queries(vectorizer: Vectorizer) -> QueueQueries:

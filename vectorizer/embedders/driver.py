@@ -26,6 +26,7 @@ from vectorizer.embedders.base import (
 )
 from vectorizer.embedders.batching import pack
 from vectorizer.errors import TransientError, VectorizerError
+from vectorizer.observability import tracing
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +148,14 @@ class EmbedCall:
             self._requests += 1
             try:
                 async with self._semaphore, limiter.request(tokens):
-                    return await self._embedder._request(texts)
+                    with tracing.span(
+                        "vectorizer.embed_request",
+                        provider=self._embedder.provider,
+                        model=self._embedder.model,
+                        inputs=len(texts),
+                        attempt=attempt,
+                    ):
+                        return await self._embedder._request(texts)
             except ThrottledError as exc:
                 # The limiter has paused itself; the next attempt waits there.
                 now = time.monotonic()

@@ -72,6 +72,12 @@ class _Datadog:
         from ddtrace import tracer
 
         self._tracer = tracer
+        # ddtrace gives its logger a plain handler of its own; its records reach the worker's
+        # handler through the root logger anyway, formatted (JSON too) and redacted.
+        ddtrace_log = logging.getLogger("ddtrace")
+        for handler in list(ddtrace_log.handlers):
+            if type(handler) is logging.StreamHandler:
+                ddtrace_log.removeHandler(handler)
 
     @contextlib.contextmanager
     def span(self, name: str, attributes: dict[str, Any]) -> Iterator[Any]:

@@ -15,6 +15,7 @@ import psycopg
 from psycopg import sql
 
 from vectorizer.config import ColumnDestination, TableDestination, Vectorizer
+from vectorizer.queue import keys_condition
 
 
 @dataclass(frozen=True)
@@ -66,13 +67,10 @@ class TableWriter:
     async def delete(self, conn: psycopg.AsyncConnection, keys: Sequence[tuple[Any, ...]]) -> None:
         if not keys:
             return
-        one_key = sql.SQL("({})").format(sql.SQL(", ").join(sql.Placeholder() * len(self._pk)))
-        query = sql.SQL("delete from {} where ({}) in ({})").format(
-            self._target,
-            sql.SQL(", ").join(map(sql.Identifier, self._pk)),
-            sql.SQL(", ").join([one_key] * len(keys)),
+        condition, params = keys_condition(self._pk, keys)
+        await conn.execute(
+            sql.SQL("delete from {} where {}").format(self._target, condition), params
         )
-        await conn.execute(query, [value for key in keys for value in key])
 
     async def write(self, conn: psycopg.AsyncConnection, rows: Sequence[RowEmbeddings]) -> int:
         types = await self._types(conn)
