@@ -263,6 +263,35 @@ def test_notify_wakes_the_daemon_within_a_second(
     ]
 
 
+def _executor_pids(conn: psycopg.Connection, vectorizer_id: int) -> set[int]:
+    rows = conn.execute(
+        "select pid from pg_stat_activity where datname = current_database()"
+        " and application_name like %s",
+        (f"vectorizer-worker[{vectorizer_id}]: executor%",),
+    ).fetchall()
+    return {pid for (pid,) in rows}
+
+
+def test_wake_ups_reuse_the_runners_connections(
+    conn: psycopg.Connection, db_url: str, fake: FakeOpenAI
+) -> None:
+    create_source(conn, rows=doc_rows(2))
+    vid = create_vectorizer(conn)
+    with daemon(db_url, "--poll-interval", "1m", env=worker_env(fake)) as handle:
+        wait_for(lambda: _stored_ids(conn) == {1, 2}, 15, what="the backfill")
+        wait_for(lambda: _executor_pids(conn, vid), 5, what="the idle executor connection")
+        first = _executor_pids(conn, vid)
+
+        # every commit wakes the runner; each drain takes the same idle connection again
+        for key in range(3, 9):
+            insert_rows(conn, "docs", [(key, "t", f"row {key}")])
+            wait_for(lambda k=key: k in _stored_ids(conn), 5, interval=0.01, what=f"row {key}")
+        assert handle.alive(), handle.stderr()
+        assert _executor_pids(conn, vid) == first
+
+    assert len(first) == 1  # concurrency 1: one connection serves the config read and batches
+
+
 def test_fractional_poll_interval_drives_heartbeats_and_polling(
     conn: psycopg.Connection, db_url: str, fake: FakeOpenAI
 ) -> None:

@@ -13,12 +13,14 @@ import logging
 import random
 import signal
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TextIO
 
 import psycopg
 from pgvector.psycopg import register_vector_async
+from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 from pydantic import ValidationError
 
@@ -38,6 +40,8 @@ from vectorizer.tracking import WorkerTracking
 log = logging.getLogger(__name__)
 
 NOTIFY_CHANNEL = "ai_vectorizer_queue"
+# idle connections a runner keeps between drains (more executors connect as they need)
+MAX_IDLE_CONNECTIONS = 4
 # The oldest schema this worker can serve; older ones lack the NOTIFY triggers and retry columns.
 MIN_SCHEMA_VERSION = (0, 1, 0)
 
@@ -183,6 +187,11 @@ class VectorizerRunner:
         self.chunks_written = 0
         self.progress: Progress | None = None
         self._loaded: Vectorizer | None = None
+        self._connections = _Connections(
+            settings.db_url,
+            f"vectorizer-worker[{vectorizer_id}]: executor",
+            keep=MAX_IDLE_CONNECTIONS,
+        )
 
     async def _build(self, conn: psycopg.AsyncConnection) -> _Components | None:
         vectorizer = await load_vectorizer(conn, self.vectorizer_id)
@@ -204,9 +213,7 @@ class VectorizerRunner:
 
     async def drain(self) -> int:
         """Processes the queue until it is empty; returns the rows embedded."""
-        async with await _connect(
-            self._settings.db_url, f"vectorizer-worker[{self.vectorizer_id}]"
-        ) as conn:
+        async with self._connections.get() as conn:
             try:
                 components = await self._build(conn)
             except ValidationError as exc:
@@ -224,7 +231,7 @@ class VectorizerRunner:
         started = time.monotonic()
         self.chunks_written = 0
         executors = [
-            asyncio.create_task(self._executor_loop(components, n)) for n in range(concurrency)
+            asyncio.create_task(self._executor_loop(components)) for _ in range(concurrency)
         ]
         try:
             totals = await asyncio.gather(*executors)
@@ -246,7 +253,7 @@ class VectorizerRunner:
         self.breaker.reset()
         return items
 
-    async def _executor_loop(self, components: _Components, number: int) -> int:
+    async def _executor_loop(self, components: _Components) -> int:
         vectorizer = components.vectorizer
         executor = Executor(
             vectorizer,
@@ -257,9 +264,7 @@ class VectorizerRunner:
             self._settings.retry,
         )
         done = 0
-        name = f"vectorizer-worker[{vectorizer.id}]: executor {number}"
-        async with await _connect(self._settings.db_url, name) as conn:
-            await register_vector_async(conn)
+        async with self._connections.get() as conn:
             while not self._shutdown.is_set():
                 if await _is_disabled(conn, vectorizer.id):
                     break
@@ -319,7 +324,11 @@ class VectorizerRunner:
         await self._tracking.vectorizer_error(self.vectorizer_id, message, details)
         await self._tracking.progress(self.vectorizer_id, 0, reason)
 
+    async def release_connections(self) -> None:
+        await self._connections.close()
+
     async def close(self) -> None:
+        await self._connections.close()
         if self._components is not None:
             await self._components.embedder.aclose()
             self._components = None
@@ -335,6 +344,45 @@ async def _connect(db_url: str, application_name: str) -> psycopg.AsyncConnectio
     return await psycopg.AsyncConnection.connect(
         db_url, autocommit=True, application_name=application_name[:63]
     )
+
+
+class _Connections:
+    """One runner's idle connections, reused across drains: a daemon woken by every commit
+    would otherwise open 1 + concurrency connections per wake-up."""
+
+    def __init__(self, db_url: str, application_name: str, keep: int) -> None:
+        self._db_url = db_url
+        self._name = application_name
+        self._keep = keep
+        self._idle: list[psycopg.AsyncConnection] = []
+
+    @contextlib.asynccontextmanager
+    async def get(self) -> AsyncIterator[psycopg.AsyncConnection]:
+        conn = await self._checkout()
+        try:
+            yield conn
+        except BaseException:
+            await conn.close()  # its state is unknown after an error or a cancellation
+            raise
+        if len(self._idle) < self._keep and conn.info.transaction_status == TransactionStatus.IDLE:
+            self._idle.append(conn)
+        else:
+            await conn.close()
+
+    async def _checkout(self) -> psycopg.AsyncConnection:
+        while self._idle:
+            conn = self._idle.pop()
+            if not conn.closed:
+                return conn
+        conn = await _connect(self._db_url, self._name)
+        await register_vector_async(conn)
+        return conn
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            with contextlib.suppress(Exception):
+                await conn.close()
 
 
 async def _pending_estimate(db_url: str, vectorizer_id: int) -> int:
@@ -591,6 +639,12 @@ class Worker:
                 del self._tasks[vectorizer_id]
 
     async def _runner_loop(self, runner: VectorizerRunner) -> None:
+        try:
+            await self._run_runner(runner)
+        finally:
+            await runner.release_connections()  # the runner may be gone or cancelled for good
+
+    async def _run_runner(self, runner: VectorizerRunner) -> None:
         db_failures = 0
         while not self.shutdown.is_set() and not runner.gone:
             await runner.wake.wait()
