@@ -10,70 +10,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import signal
-import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, TextIO
+from typing import Any
 
 import psycopg
-from pgvector.psycopg import register_vector_async
-from psycopg.pq import TransactionStatus
-from psycopg.rows import dict_row
-from pydantic import ValidationError
 
-from vectorizer.config import Vectorizer
-from vectorizer.embedders import Embedder, make_embedder
-from vectorizer.errors import VectorizerError
-from vectorizer.executor import BatchResult, Executor, RetryPolicy
 from vectorizer.observability import tracing
 from vectorizer.observability.metrics import MetricsServer
 from vectorizer.observability.progress import Progress, ProgressDisplay
 from vectorizer.observability.telemetry import telemetry
-from vectorizer.queue import build_queries
-from vectorizer.stages.pipeline import RowPipeline
-from vectorizer.stages.writing import make_writer
+from vectorizer.runner import VectorizerRunner, connect
+from vectorizer.settings import WorkerSettings
 from vectorizer.tracking import WorkerTracking
+
+__all__ = ["WorkerSettings", "WorkerSetupError", "run_worker"]
 
 log = logging.getLogger(__name__)
 
 NOTIFY_CHANNEL = "ai_vectorizer_queue"
-# idle connections a runner keeps between drains (more executors connect as they need)
-MAX_IDLE_CONNECTIONS = 4
 # The oldest schema this worker can serve; older ones lack the NOTIFY triggers and retry columns.
 MIN_SCHEMA_VERSION = (0, 1, 0)
 
 
 class WorkerSetupError(Exception):
     """The worker cannot start: the message says what to do."""
-
-
-@dataclass
-class WorkerSettings:
-    db_url: str
-    vectorizer_ids: list[str] = field(default_factory=list)
-    concurrency: int | None = None
-    once: bool = False
-    poll_interval: float = 5.0
-    exit_on_error: bool | None = None
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    breaker_base_seconds: float = 30.0
-    breaker_max_seconds: float = 600.0
-    # Grace for the batches in hand after SIGTERM; then they roll back (their keys stay queued).
-    # Well under `docker stop`'s 10 s, so the final heartbeat is written before a SIGKILL.
-    shutdown_timeout: float = 5.0
-    db_retry_attempts: int = 5
-    metrics_port: int | None = None
-    metrics_host: str = "0.0.0.0"
-    # /healthz turns unhealthy when work is pending but nothing progressed for this long
-    stuck_after: float = 300.0
-    progress_out: TextIO | None = None  # once mode on a terminal: progress bars here
-
-    @property
-    def should_exit_on_error(self) -> bool:
-        return self.once if self.exit_on_error is None else self.exit_on_error
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:
@@ -115,296 +76,6 @@ async def _installed_version(conn: psycopg.AsyncConnection) -> str | None:
     )
     row = await cursor.fetchone()
     return row[0] if row else None
-
-
-async def load_vectorizer(conn: psycopg.AsyncConnection, vectorizer_id: int) -> Vectorizer | None:
-    async with conn.cursor(row_factory=dict_row) as cursor:
-        await cursor.execute(
-            """
-            select id, name, source_schema, source_table, source_pk, queue_schema, queue_table,
-                   coalesce(queue_failed_table, '_vectorizer_q_failed_' || id)
-                       as queue_failed_table,
-                   disabled, config
-            from ai.vectorizer where id = %s
-            """,
-            (vectorizer_id,),
-        )
-        row = await cursor.fetchone()
-    return Vectorizer.model_validate(row) if row else None
-
-
-class Breaker:
-    """Per-vectorizer circuit breaker for vectorizer-level failures."""
-
-    def __init__(self, base: float, cap: float) -> None:
-        self._base, self._cap = base, cap
-        self.failures = 0
-        self.open_until = 0.0
-
-    def trip(self) -> float:
-        self.failures += 1
-        delay = min(self._cap, self._base * 2 ** (self.failures - 1))
-        delay *= 0.8 + 0.4 * random.random()
-        self.open_until = time.monotonic() + delay
-        return delay
-
-    def reset(self) -> None:
-        self.failures = 0
-        self.open_until = 0.0
-
-    @property
-    def is_open(self) -> bool:
-        return time.monotonic() < self.open_until
-
-
-@dataclass
-class _Components:
-    config_key: str
-    vectorizer: Vectorizer
-    pipeline: RowPipeline
-    embedder: Embedder
-
-
-class VectorizerRunner:
-    """Drains one vectorizer's queue with N executors whenever woken."""
-
-    def __init__(
-        self,
-        vectorizer_id: int,
-        settings: WorkerSettings,
-        tracking: WorkerTracking,
-        shutdown: asyncio.Event,
-    ) -> None:
-        self.vectorizer_id = vectorizer_id
-        self._settings = settings
-        self._tracking = tracking
-        self._shutdown = shutdown
-        self.wake = asyncio.Event()
-        self.breaker = Breaker(settings.breaker_base_seconds, settings.breaker_max_seconds)
-        self._components: _Components | None = None
-        self.last_error: Exception | None = None
-        self.gone = False
-        self.chunks_written = 0
-        self.progress: Progress | None = None
-        self._loaded: Vectorizer | None = None
-        self._connections = _Connections(
-            settings.db_url,
-            f"vectorizer-worker[{vectorizer_id}]: executor",
-            keep=MAX_IDLE_CONNECTIONS,
-        )
-
-    async def _build(self, conn: psycopg.AsyncConnection) -> _Components | None:
-        vectorizer = await load_vectorizer(conn, self.vectorizer_id)
-        if vectorizer is None:
-            self.gone = True
-            return None
-        self._loaded = vectorizer  # for error rows, even when building the embedder fails
-        key = vectorizer.model_dump_json()
-        current = self._components
-        if current is not None and current.config_key == key:
-            return current
-        if current is not None:
-            await current.embedder.aclose()
-        pipeline = RowPipeline(vectorizer.config)
-        embedder = make_embedder(vectorizer.config.embedding)
-        await embedder.setup()
-        self._components = _Components(key, vectorizer, pipeline, embedder)
-        return self._components
-
-    async def drain(self) -> int:
-        """Processes the queue until it is empty; returns the rows embedded."""
-        async with self._connections.get() as conn:
-            try:
-                components = await self._build(conn)
-            except ValidationError as exc:
-                raise VectorizerError(
-                    f"invalid vectorizer config: {_first_validation_error(exc)}", step="config"
-                ) from exc
-        if components is None or components.vectorizer.disabled:
-            return 0
-        vectorizer = components.vectorizer
-        concurrency = self._settings.concurrency or vectorizer.config.processing.concurrency or 1
-        log.info("running vectorizer vectorizer_id=%s concurrency=%s", vectorizer.id, concurrency)
-        if self.progress is not None:
-            self.progress.name = vectorizer.name
-            self.progress.total = await _pending_estimate(self._settings.db_url, vectorizer.id)
-        started = time.monotonic()
-        self.chunks_written = 0
-        executors = [
-            asyncio.create_task(self._executor_loop(components)) for _ in range(concurrency)
-        ]
-        try:
-            totals = await asyncio.gather(*executors)
-        except BaseException:
-            # One executor's failure is the vectorizer's: the others stop too (their batches in
-            # hand roll back) rather than go on claiming while the vectorizer backs off.
-            for executor in executors:
-                executor.cancel()
-            await asyncio.gather(*executors, return_exceptions=True)
-            raise
-        items = sum(totals)
-        log.info(
-            "finished processing vectorizer items=%s chunks=%s seconds=%.3f vectorizer_id=%s",
-            items,
-            self.chunks_written,
-            time.monotonic() - started,
-            vectorizer.id,
-        )
-        self.breaker.reset()
-        return items
-
-    async def _executor_loop(self, components: _Components) -> int:
-        vectorizer = components.vectorizer
-        executor = Executor(
-            vectorizer,
-            components.pipeline,
-            components.embedder,
-            make_writer(vectorizer),
-            build_queries(vectorizer),
-            self._settings.retry,
-        )
-        done = 0
-        async with self._connections.get() as conn:
-            while not self._shutdown.is_set():
-                if await _is_disabled(conn, vectorizer.id):
-                    break
-                with tracing.span("vectorizer.batch", vectorizer_id=vectorizer.id):
-                    result = await executor.run_batch(conn)
-                done += result.rows_done
-                self.chunks_written += result.chunks
-                telemetry.batch_committed(vectorizer.name, result.rows_done, result.chunks)
-                for _, error in result.failed:
-                    telemetry.failed(vectorizer.name, error.step, "row")
-                if self.progress is not None:
-                    self.progress.rows += result.rows_done + len(result.failed)
-                    self.progress.chunks += result.chunks
-                await self._report(result)
-                if result.claimed == 0:
-                    break
-        return done
-
-    async def _report(self, result: BatchResult) -> None:
-        if result.rows_done:
-            self._tracking.record_success(result.rows_done)
-        # one error per failed key, counted the same way in the heartbeat and the progress row
-        for key, error in result.failed:
-            message = f"{error.step} failed for key {key}: {error.message}"
-            self._tracking.record_error(message)
-            await self._tracking.progress(self.vectorizer_id, 0, message)
-        if result.rows_done:
-            await self._tracking.progress(self.vectorizer_id, result.rows_done)
-
-    async def record_vectorizer_error(self, exc: Exception) -> None:
-        """Once per breaker trip: an error row, progress and the heartbeat's count."""
-        self.last_error = exc
-        delay = self.breaker.trip()
-        loaded = self._loaded
-        provider = loaded.config.embedding.implementation if loaded else None
-        if isinstance(exc, VectorizerError):
-            reason = exc.reason
-            if exc.step == "embedding":
-                message, details = "embedding provider failed", {"provider": provider}
-            else:
-                message, details = "vectorizer failed with unexpected error", {}
-            details.update(error_reason=reason, step=exc.step)
-        else:
-            reason = f"{type(exc).__name__}: {exc}"
-            message, details = "vectorizer failed with unexpected error", {"error_reason": reason}
-        details["retry_in_seconds"] = round(delay, 1)
-        log.error(
-            "vectorizer %s failed (%s); backing off %.0fs: %s",
-            self.vectorizer_id,
-            message,
-            delay,
-            reason,
-        )
-        self._tracking.record_error(f"vectorizer {self.vectorizer_id}: {reason}")
-        label = loaded.name if loaded else str(self.vectorizer_id)
-        telemetry.failed(label, details.get("step", "config"), "vectorizer")
-        await self._tracking.vectorizer_error(self.vectorizer_id, message, details)
-        await self._tracking.progress(self.vectorizer_id, 0, reason)
-
-    async def release_connections(self) -> None:
-        await self._connections.close()
-
-    async def close(self) -> None:
-        await self._connections.close()
-        if self._components is not None:
-            await self._components.embedder.aclose()
-            self._components = None
-
-
-def _first_validation_error(exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    where = ".".join(str(part) for part in first.get("loc", ()))
-    return f"{where}: {first.get('msg')}"
-
-
-async def _connect(db_url: str, application_name: str) -> psycopg.AsyncConnection:
-    return await psycopg.AsyncConnection.connect(
-        db_url, autocommit=True, application_name=application_name[:63]
-    )
-
-
-class _Connections:
-    """One runner's idle connections, reused across drains: a daemon woken by every commit
-    would otherwise open 1 + concurrency connections per wake-up."""
-
-    def __init__(self, db_url: str, application_name: str, keep: int) -> None:
-        self._db_url = db_url
-        self._name = application_name
-        self._keep = keep
-        self._idle: list[psycopg.AsyncConnection] = []
-
-    @contextlib.asynccontextmanager
-    async def get(self) -> AsyncIterator[psycopg.AsyncConnection]:
-        conn = await self._checkout()
-        try:
-            yield conn
-        except BaseException:
-            await conn.close()  # its state is unknown after an error or a cancellation
-            raise
-        if len(self._idle) < self._keep and conn.info.transaction_status == TransactionStatus.IDLE:
-            self._idle.append(conn)
-        else:
-            await conn.close()
-
-    async def _checkout(self) -> psycopg.AsyncConnection:
-        while self._idle:
-            conn = self._idle.pop()
-            if not conn.closed:
-                return conn
-        conn = await _connect(self._db_url, self._name)
-        await register_vector_async(conn)
-        return conn
-
-    async def close(self) -> None:
-        idle, self._idle = self._idle, []
-        for conn in idle:
-            with contextlib.suppress(Exception):
-                await conn.close()
-
-
-async def _pending_estimate(db_url: str, vectorizer_id: int) -> int:
-    async with await _connect(db_url, "vectorizer-worker-progress") as conn:
-        cursor = await conn.execute(
-            "select v.queue_schema, v.queue_table from ai.vectorizer v where v.id = %s",
-            (vectorizer_id,),
-        )
-        row = await cursor.fetchone()
-        if row is None:
-            return 0
-        cursor = await conn.execute("select ai._vectorizer_count_rows(%s, %s)", row)
-        counted = await cursor.fetchone()
-    return int(counted[0] or 0) if counted else 0
-
-
-async def _is_disabled(conn: psycopg.AsyncConnection, vectorizer_id: int) -> bool:
-    cursor = await conn.execute(
-        "select disabled from ai.vectorizer where id = %s", (vectorizer_id,)
-    )
-    row = await cursor.fetchone()
-    return row is None or bool(row[0])
 
 
 class Worker:
@@ -449,7 +120,7 @@ class Worker:
     async def run(self) -> int:
         """Runs until done (once) or shut down; returns the process exit code."""
         try:
-            async with await _connect(self.settings.db_url, "vectorizer-worker") as conn:
+            async with await connect(self.settings.db_url, "vectorizer-worker") as conn:
                 await check_schema(conn)
                 ids = await self._selected_ids(conn)
         except WorkerSetupError as exc:
@@ -498,7 +169,7 @@ class Worker:
         interval = min(self.settings.poll_interval, 15.0)
         while True:
             try:
-                async with await _connect(self.settings.db_url, "vectorizer-worker-metrics") as c:
+                async with await connect(self.settings.db_url, "vectorizer-worker-metrics") as c:
                     cursor = await c.execute(
                         "select v.name,"
                         " ai._vectorizer_count_rows(v.queue_schema, v.queue_table),"
@@ -610,7 +281,7 @@ class Worker:
         return None
 
     async def _sync_runners(self) -> None:
-        async with await _connect(self.settings.db_url, "vectorizer-worker") as conn:
+        async with await connect(self.settings.db_url, "vectorizer-worker") as conn:
             ids = (
                 await self._selected_ids(conn)
                 if self.settings.vectorizer_ids
@@ -671,7 +342,7 @@ class Worker:
         failures = 0
         while not self.shutdown.is_set():
             try:
-                async with await _connect(self.settings.db_url, "vectorizer-worker-listen") as conn:
+                async with await connect(self.settings.db_url, "vectorizer-worker-listen") as conn:
                     await conn.execute(f"listen {NOTIFY_CHANNEL}")
                     failures = 0
                     # Commits made while we were not listening sent no wake-up we could hear.
