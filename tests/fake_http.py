@@ -57,28 +57,28 @@ class LoggedRequest:
         return list(value) if isinstance(value, list) else []
 
 
-class FakeHTTPServer:
-    """Lifecycle, failure injection and the request log; subclasses add routes."""
+class ThreadedServer:
+    """An aiohttp app on 127.0.0.1 (an ephemeral port unless given), served from a background
+    thread with its own event loop; subclasses add their routes."""
 
     def __init__(self, *, port: int = 0) -> None:
         self._port = port
-        self.lock = threading.Lock()
-        self._failures: list[Failure] = []
-        self._log: list[LoggedRequest] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
-
-    # --- lifecycle ---------------------------------------------------------------------------
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self._port}"
 
+    @property
+    def port(self) -> int:
+        return self._port
+
     def routes(self, app: web.Application) -> None:
         raise NotImplementedError
 
-    def start(self) -> FakeHTTPServer:
+    def start(self) -> Self:
         ready = threading.Event()
         self._thread = threading.Thread(target=self._serve, args=(ready,), daemon=True)
         self._thread.start()
@@ -95,8 +95,7 @@ class FakeHTTPServer:
         self._loop = None
 
     def __enter__(self) -> Self:
-        self.start()
-        return self
+        return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
@@ -107,7 +106,7 @@ class FakeHTTPServer:
         self._loop.run_until_complete(self._startup())
         ready.set()
         self._loop.run_forever()
-        # Handlers still sleeping (stalls) are cancelled so the loop closes cleanly.
+        # Handlers still sleeping (stalls, latency) are cancelled so the loop closes cleanly.
         pending = asyncio.all_tasks(self._loop)
         for task in pending:
             task.cancel()
@@ -129,6 +128,16 @@ class FakeHTTPServer:
     async def _shutdown(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+
+
+class FakeHTTPServer(ThreadedServer):
+    """Failure injection and the request log on top of the threaded server."""
+
+    def __init__(self, *, port: int = 0) -> None:
+        super().__init__(port=port)
+        self.lock = threading.Lock()
+        self._failures: list[Failure] = []
+        self._log: list[LoggedRequest] = []
 
     # --- controls (thread-safe) --------------------------------------------------------------
 

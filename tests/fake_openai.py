@@ -39,7 +39,6 @@ import dataclasses
 import hashlib
 import math
 import signal
-import socket
 import threading
 import time
 from collections.abc import Mapping
@@ -49,6 +48,8 @@ from typing import Any
 import numpy as np
 import orjson
 from aiohttp import web
+
+from tests.fake_http import ThreadedServer
 
 DEFAULT_DIMENSIONS = {
     "text-embedding-3-small": 1536,
@@ -124,86 +125,29 @@ class LoggedRequest:
     finished: float
 
 
-class FakeOpenAI:
+class FakeOpenAI(ThreadedServer):
     """The server; `start()` runs it on a background thread with its own event loop."""
 
     def __init__(self, behaviour: Behaviour | None = None, *, port: int = 0) -> None:
+        super().__init__(port=port)
         self.behaviour = behaviour or Behaviour()
         self._initial_behaviour = self.behaviour
-        self._port = port
         self._lock = threading.Lock()
         self._failures: list[_Failure] = []
         self._log: list[LoggedRequest] = []
         self._in_flight = 0
         self.max_in_flight = 0
         self._budget = _Budget()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._runner: web.AppRunner | None = None
-        self._thread: threading.Thread | None = None
-
-    # --- lifecycle ---------------------------------------------------------------------------
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._port}/v1"
+        return f"{self.url}/v1"
 
-    @property
-    def port(self) -> int:
-        return self._port
-
-    def start(self) -> FakeOpenAI:
-        ready = threading.Event()
-        self._thread = threading.Thread(target=self._serve, args=(ready,), daemon=True)
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("fake OpenAI server did not start")
-        return self
-
-    def stop(self) -> None:
-        if self._loop is None or self._thread is None:
-            return
-        asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop = None
-
-    def __enter__(self) -> FakeOpenAI:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    def _serve(self, ready: threading.Event) -> None:
-        self._loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(self._loop)
-        self._loop.run_until_complete(self._startup())
-        ready.set()
-        self._loop.run_forever()
-        # Handlers still sleeping (stalls, latency) are cancelled so the loop closes cleanly.
-        pending = asyncio.all_tasks(self._loop)
-        for task in pending:
-            task.cancel()
-        self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-        self._loop.close()
-
-    async def _startup(self) -> None:
-        app = web.Application(client_max_size=256 * 1024 * 1024)
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/embeddings", self._embeddings)
         app.router.add_post("/_control", self._control)
         app.router.add_get("/_requests", self._requests)
         app.router.add_post("/_reset", self._reset)
-        # Stalled requests must not hold up a test's teardown.
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
-        await self._runner.setup()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", self._port))
-        self._port = sock.getsockname()[1]
-        await web.SockSite(self._runner, sock).start()
-
-    async def _shutdown(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     # --- controls (thread-safe) --------------------------------------------------------------
 
