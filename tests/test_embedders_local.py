@@ -91,6 +91,12 @@ async def test_loads_offline_on_the_cpu(minilm: LocalModel) -> None:
     await embedder.aclose()
 
 
+async def test_the_default_device_and_its_name_share_one_copy(minilm: LocalModel) -> None:
+    # `device` unset resolves to the CPU here: asking for "cpu" must not load a second copy
+    assert await shared_model(MODEL, "cpu") is minilm
+    assert await shared_model(MODEL, None) is minilm
+
+
 async def test_a_model_that_cannot_be_had_offline_is_a_clear_vectorizer_error() -> None:
     settings = config(model="sentence-transformers/not-a-real-model-xyz")
     with pytest.raises(VectorizerError) as raised:

@@ -22,6 +22,7 @@ import functools
 import importlib.util
 import logging
 import os
+import sys
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -79,6 +80,8 @@ _models_lock = threading.Lock()
 
 async def shared_model(name: str, device: str | None) -> LocalModel:
     """The process's copy of `name` on `device` (None: the best available), loading it once."""
+    if device is None and "torch" in sys.modules:
+        device = best_device()  # cheap once torch is imported: `None` and "cpu" share a copy
     key = (name, device)
     with _models_lock:
         future = _models.get(key)
@@ -99,7 +102,10 @@ def forget_models() -> None:
 
 def _load_into(key: tuple[str, str | None], future: Future[LocalModel]) -> None:
     try:
-        future.set_result(load_model(*key))
+        model = load_model(*key)
+        with _models_lock:  # the resolved device names the same copy
+            _models.setdefault((key[0], model.device), future)
+        future.set_result(model)
     except BaseException as exc:
         with _models_lock:
             _models.pop(key, None)  # a later setup tries again (the file may appear)
