@@ -17,6 +17,7 @@ from vectorizer.embedders import RequestPolicy, make_embedder
 from vectorizer.embedders.base import Embedder
 from vectorizer.embedders.ratelimit import (
     BACKOFF_CAP,
+    STATIC_SAFETY,
     Budget,
     RateLimiter,
     ThrottledError,
@@ -109,29 +110,31 @@ async def test_no_budget_means_no_waiting() -> None:
 
 async def test_static_request_budget_paces_after_one_second_of_burst() -> None:
     clock = Clock()
-    limiter = VirtualLimiter(clock, requests=Budget(600))  # 10/s, a burst of 10
-    await take(limiter, 10)
+    # 100/s configured, paced at 90/s (the safety margin) with a burst of 90
+    limiter = VirtualLimiter(clock, requests=Budget(6000))
+    assert STATIC_SAFETY == 0.9
+    await take(limiter, 90)
     assert clock.now == 1000.0
-    await take(limiter, 20)
+    await take(limiter, 180)
     assert clock.now - 1000.0 == pytest.approx(2.0)
 
 
 async def test_static_token_budget_paces_by_tokens() -> None:
     clock = Clock()
-    limiter = VirtualLimiter(clock, tokens=Budget(60_000))  # 1000 tokens/s
-    await take(limiter, 2, tokens=500)
+    limiter = VirtualLimiter(clock, tokens=Budget(60_000))  # 1000 tokens/s, paced at 900
+    await take(limiter, 2, tokens=450)
     assert clock.now == 1000.0
-    await take(limiter, 4, tokens=500)
+    await take(limiter, 4, tokens=450)
     assert clock.now - 1000.0 == pytest.approx(2.0)
 
 
 async def test_a_request_larger_than_the_bucket_goes_when_it_is_full() -> None:
     clock = Clock()
     limiter = VirtualLimiter(clock, tokens=Budget(60_000))
-    await take(limiter, 1, tokens=5000)  # the bucket is full: go, and owe 4000
+    await take(limiter, 1, tokens=5000)  # the bucket (900) is full: go, and owe 4100
     assert clock.now == 1000.0
     await take(limiter, 1, tokens=100)
-    assert clock.now - 1000.0 == pytest.approx(4.1)
+    assert clock.now - 1000.0 == pytest.approx(4200 / 900)
 
 
 async def test_headers_teach_the_rate_and_what_is_left() -> None:
@@ -288,7 +291,7 @@ def test_static_budgets_per_provider_win_over_the_global_ones(
 def test_shared_limiters_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VECTORIZER_OPENAI_RPM", "120")
     limiter = shared_limiter("openai", "k", "http://example.invalid")
-    assert limiter.requests_per_second == pytest.approx(2.0)
+    assert limiter.requests_per_second == pytest.approx(2.0 * STATIC_SAFETY)
 
 
 # --- many embed calls against a rate-limited server ------------------------------------------

@@ -49,6 +49,10 @@ log = logging.getLogger(__name__)
 # providers quantise per-minute limits into short windows, so a full minute's burst would
 # get 429s even though the minute's total is within budget.
 STATIC_BURST_SECONDS = 1.0
+# A static budget is paced at this share of the configured rate: requests reach the provider
+# a little later and less evenly than we release them (scheduling, network), and a budget
+# run at exactly the provider's limit turns that jitter into 429s.
+STATIC_SAFETY = 0.9
 # Backoff after a 429 that names no wait: base * 2**(streak-1), equal jitter, capped.
 BACKOFF_BASE = 1.0
 BACKOFF_CAP = 60.0
@@ -116,7 +120,7 @@ class Budget:
 
     @property
     def per_second(self) -> float:
-        return self.per_minute / 60.0
+        return self.per_minute / 60.0 * STATIC_SAFETY
 
     @property
     def burst(self) -> float:
