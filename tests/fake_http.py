@@ -37,6 +37,8 @@ class Failure:
     retry_after: str | None = None
     stall: float = 0.0
     message: str | None = None
+    retry_after_ms: str | None = None  # OpenAI's own header, besides Retry-After
+    code: str | None = None  # the error code in the body (OpenAI: "insufficient_quota", ...)
 
 
 @dataclass

@@ -49,7 +49,7 @@ import numpy as np
 import orjson
 from aiohttp import web
 
-from tests.fake_http import ThreadedServer
+from tests.fake_http import DROP, STALL, Failure, ThreadedServer
 
 DEFAULT_DIMENSIONS = {
     "text-embedding-3-small": 1536,
@@ -96,20 +96,6 @@ class Behaviour:
     rate_limit_headers: bool = True  # send x-ratelimit-* headers when a budget is set
 
 
-STALL = 0  # wait `stall` seconds, then answer normally
-DROP = -1  # close the connection without answering
-
-
-@dataclass
-class _Failure:
-    status: int  # HTTP status, or STALL / DROP
-    remaining: int
-    retry_after: str | None = None
-    retry_after_ms: str | None = None
-    stall: float = 0.0
-    code: str | None = None
-
-
 @dataclass
 class LoggedRequest:
     model: str
@@ -133,7 +119,7 @@ class FakeOpenAI(ThreadedServer):
         self.behaviour = behaviour or Behaviour()
         self._initial_behaviour = self.behaviour
         self._lock = threading.Lock()
-        self._failures: list[_Failure] = []
+        self._failures: list[Failure] = []
         self._log: list[LoggedRequest] = []
         self._in_flight = 0
         self.max_in_flight = 0
@@ -161,19 +147,21 @@ class FakeOpenAI(ThreadedServer):
         code: str | None = None,
     ) -> None:
         """Answer the next `count` embeddings requests with `status` (e.g. 429, 500)."""
-        failure = _Failure(status, count, retry_after, retry_after_ms, code=code)
+        failure = Failure(
+            status, count, retry_after=retry_after, retry_after_ms=retry_after_ms, code=code
+        )
         with self._lock:
             self._failures.append(failure)
 
     def stall_next(self, seconds: float, count: int = 1) -> None:
         """Hold the next `count` requests for `seconds` before answering (client timeouts)."""
         with self._lock:
-            self._failures.append(_Failure(STALL, count, stall=seconds))
+            self._failures.append(Failure(STALL, count, stall=seconds))
 
     def drop_next(self, count: int = 1) -> None:
         """Close the connection of the next `count` requests without answering (resets)."""
         with self._lock:
-            self._failures.append(_Failure(DROP, count))
+            self._failures.append(Failure(DROP, count))
 
     def configure(self, **changes: Any) -> None:
         with self._lock:
@@ -223,7 +211,7 @@ class FakeOpenAI(ThreadedServer):
             content_type="application/json",
         )
 
-    def _take_failure(self) -> _Failure | None:
+    def _take_failure(self) -> Failure | None:
         if not self._failures:
             return None
         failure = self._failures[0]
@@ -237,7 +225,7 @@ class FakeOpenAI(ThreadedServer):
         payload: dict[str, Any] | None,
         request: web.Request,
         behaviour: Behaviour,
-        failure: _Failure | None,
+        failure: Failure | None,
     ) -> tuple[int, bytes, dict[str, str]]:
         auth_error = _check_auth(request, behaviour)
         if auth_error is not None:
@@ -417,7 +405,7 @@ def _check_auth(request: web.Request, behaviour: Behaviour) -> bytes | None:
     return _error(f"Incorrect API key provided: {token}.", code="invalid_api_key")
 
 
-def _injected_error(failure: _Failure) -> bytes:
+def _injected_error(failure: Failure) -> bytes:
     if failure.status == 429:
         return _error(
             "Rate limit reached for requests.", code=failure.code or "rate_limit_exceeded"
@@ -425,7 +413,7 @@ def _injected_error(failure: _Failure) -> bytes:
     return _error(f"The server had an error (injected {failure.status}).", code=failure.code)
 
 
-def _retry_headers(failure: _Failure) -> dict[str, str]:
+def _retry_headers(failure: Failure) -> dict[str, str]:
     headers = {}
     if failure.retry_after is not None:
         headers["Retry-After"] = failure.retry_after
