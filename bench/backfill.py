@@ -201,6 +201,53 @@ def copy_floor(db_url: str) -> tuple[int, float]:
         return chunks, best
 
 
+def verify(db_url: str, sample: int = 2000, seed: int = 7) -> str:
+    """Checks the store against a fresh build: every row exactly its chunks (text, order), no
+    duplicate (id, chunk_seq), and a random sample of vectors equal to what the fake returns
+    for their chunk. Raises SystemExit on any difference; returns a one-line summary."""
+    import numpy as np
+    from pgvector.psycopg import register_vector
+
+    from tests.fake_openai import expected_vector
+    from vectorizer.config import Config
+    from vectorizer.stages.pipeline import RowPipeline
+
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        register_vector(conn)
+        cursor = conn.cursor(row_factory=psycopg.rows.dict_row)
+        config = cursor.execute("select config from ai.vectorizer").fetchone()["config"]
+        pipeline = RowPipeline(Config.model_validate(config))
+        expected = {
+            row["id"]: pipeline.chunk_and_format(row["body"] or "", row)
+            for row in cursor.execute("select id, title, body from docs")
+        }
+        stored: dict[int, list[str]] = {}
+        for row in cursor.execute(
+            "select id, chunk_seq, chunk from docs_embedding_store order by id, chunk_seq"
+        ):
+            chunks = stored.setdefault(row["id"], [])
+            if row["chunk_seq"] != len(chunks):
+                raise SystemExit(f"verify: id {row['id']} has chunk_seq gaps or duplicates")
+            chunks.append(row["chunk"])
+        wrong = [key for key in expected if expected[key] != stored.get(key, [])]
+        extra = [key for key in stored if key not in expected]
+        if wrong or extra:
+            raise SystemExit(f"verify: {len(wrong)} rows differ, {len(extra)} orphan keys")
+        picked = conn.execute(
+            "select chunk, embedding from docs_embedding_store"
+            " order by md5(id::text || ':' || chunk_seq::text || %s) limit %s",
+            (str(seed), sample),
+        ).fetchall()
+        for chunk, embedding in picked:
+            stored_vector = embedding.to_numpy()
+            if not np.allclose(
+                stored_vector, expected_vector(chunk, stored_vector.size), atol=1e-6
+            ):
+                raise SystemExit("verify: a stored vector is not its chunk's embedding")
+    total = sum(len(chunks) for chunks in expected.values())
+    return f"verified: {len(expected)} rows, {total} chunks exact, {len(picked)} vectors checked"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=2000)
@@ -222,6 +269,7 @@ def main() -> None:
             db_url, base_url, args.concurrency, args.profile
         )
         requests = fake_request_count(base_url)
+        verified = verify(db_url)
         chunks, copy_seconds = copy_floor(db_url)
     finally:
         fake.terminate()
@@ -239,6 +287,7 @@ def main() -> None:
         f"  COPY floor {floor:,.0f} chunks/s ({copy_seconds:.2f}s, best of 3)  "
         f"ratio {rate / floor:.1%} (wall {chunks / elapsed / floor:.1%})"
     )
+    print(f"  {verified}")
     del server
 
 

@@ -92,7 +92,7 @@ async def test_missing_file_names_the_path(tmp_path: Path) -> None:
 async def test_non_text_value_and_missing_column() -> None:
     error = await _load_error(42)
     assert "holds a int value" in error.message
-    with pytest.raises(RowError, match='no column "uri"'):
+    with pytest.raises(VectorizerError, match='no column "uri"'):
         await _loader().load({"id": 1})
 
 
@@ -190,9 +190,10 @@ def http_server() -> Iterator[HttpServer]:
 
 
 async def test_http_document(http_server: HttpServer) -> None:
-    http_server.routes["/files/guide.docx"] = Route(samples.docx())
+    content = samples.docx()  # made once: a .docx carries the time it was written
+    http_server.routes["/files/guide.docx"] = Route(content)
     document = await _load(f"{http_server.url}/files/guide.docx?version=3")
-    assert document.content == samples.docx()
+    assert document.content == content
     assert document.file_type == "docx"
 
 

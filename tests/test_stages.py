@@ -45,6 +45,7 @@ from vectorizer.stages import (
     make_parser,
     parse,
 )
+from vectorizer.stages.formatting import template_columns
 
 DEFAULT_SEPARATORS = ["\n\n", "\n", ".", "?", "!", " ", ""]
 
@@ -144,8 +145,8 @@ async def test_column_loader_bytea_becomes_document(raw: Any, file_type: str) ->
     assert type(payload.content) is bytes
 
 
-async def test_column_loader_missing_column_is_a_loading_row_error() -> None:
-    with pytest.raises(RowError) as caught:
+async def test_column_loader_missing_column_is_a_vectorizer_error_at_loading() -> None:
+    with pytest.raises(VectorizerError) as caught:
         await _column_loader("content").load({"id": 1, "body": "x"})
     assert caught.value.step == "loading"
     assert '"content"' in caught.value.message
@@ -423,11 +424,19 @@ def test_template_matches_string_template_substitute(template: str) -> None:
 
 
 def test_template_missing_column_names_it() -> None:
+    # every row has every source column: a missing one fails them all, so it is the vectorizer's
     formatter = make_formatter(_template("$title by $author: $chunk"))
-    with pytest.raises(RowError) as caught:
+    with pytest.raises(VectorizerError) as caught:
         formatter("c", ROW)
     assert caught.value.step == "formatting"
-    assert caught.value.message == 'template references column "author" which the row does not have'
+    assert caught.value.message == (
+        'template references column "author" which the source table does not have'
+    )
+
+
+def test_template_columns_are_the_placeholders_but_chunk() -> None:
+    assert template_columns(_template("$title by ${author}: $chunk $$x")) == {"title", "author"}
+    assert template_columns(_template("$chunk")) == frozenset()
 
 
 def test_template_ignores_columns_that_are_not_identifiers() -> None:
@@ -496,15 +505,18 @@ async def test_pipeline_rows_without_content_give_no_chunks(body: str | None) ->
 
 
 @pytest.mark.parametrize(
-    ("row", "step"),
+    ("row", "step", "kind"),
     [
-        ({"title": "T"}, "loading"),
-        ({"title": "T", "body": PDF}, "parsing"),
-        ({"body": "text without a title column"}, "formatting"),
+        # a column every row lacks is the vectorizer's error; a bad value is the row's
+        ({"title": "T"}, "loading", VectorizerError),
+        ({"title": "T", "body": PDF}, "parsing", RowError),
+        ({"body": "text without a title column"}, "formatting", VectorizerError),
     ],
 )
-async def test_pipeline_errors_are_tagged_with_their_step(row: dict[str, Any], step: str) -> None:
-    with pytest.raises(RowError) as caught:
+async def test_pipeline_errors_are_tagged_with_their_step(
+    row: dict[str, Any], step: str, kind: type[RowError | VectorizerError]
+) -> None:
+    with pytest.raises(kind) as caught:
         await RowPipeline(_config()).prepare(row)
     assert caught.value.step == step
 

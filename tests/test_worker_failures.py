@@ -138,48 +138,6 @@ def test_zero_backoff_from_env_retries_a_poison_row_within_one_run(
     assert stored[6] == "fine edit"
 
 
-def test_template_with_missing_column_fails_rows_at_formatting(
-    conn: psycopg.Connection, db_url: str, fake: FakeOpenAI
-) -> None:
-    create_source(conn, rows=doc_rows(3))
-    broken = create_vectorizer(
-        conn,
-        name="broken_template",
-        loading="ai.loading_column('body', retries => 1)",
-        formatting="ai.formatting_python_template('$title $nosuch: $chunk')",
-        destination="ai.destination_table('broken')",
-    )
-    good = create_vectorizer(
-        conn,
-        name="good_template",
-        formatting="ai.formatting_python_template('$title: $chunk')",
-        destination="ai.destination_table('good')",
-    )
-
-    run_ok(db_url, "--retry-backoff", "0s", env=worker_env(fake))
-
-    assert failed_rows(conn, broken) == [(1, "formatting"), (2, "formatting"), (3, "formatting")]
-    assert queue_count(conn, broken) == 0
-    assert store_rows(conn, "broken_store") == []
-    errors = error_rows(conn, broken)
-    assert len(errors) == 3 * 2  # two attempts per key
-    for _, message, details in errors:
-        assert message == "vectorizer failed with unexpected error"
-        assert details["step"] == "formatting"
-        assert "nosuch" in details["error_reason"]
-    assert sorted(details["pk"]["id"] for _, _, details in errors if details["attempts"] == 2) == [
-        1,
-        2,
-        3,
-    ]
-    # nothing of the broken vectorizer was sent; the good one on the same rows landed
-    assert sorted(inputs_sent(fake)) == [f"title {i}: body of document {i}" for i in (1, 2, 3)]
-    assert [row[:3] for row in store_rows(conn, "good_store")] == [
-        (i, 0, f"title {i}: body of document {i}") for i in (1, 2, 3)
-    ]
-    assert error_rows(conn, good) == []
-
-
 def test_document_that_cannot_be_parsed_fails_at_parsing(
     conn: psycopg.Connection, db_url: str, fake: FakeOpenAI
 ) -> None:

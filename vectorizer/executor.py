@@ -198,6 +198,11 @@ class Executor:
             async with conn.transaction():
                 await self._writer.write(conn, [self._embeddings(item) for item in items])
             return
+        except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn) as exc:
+            # the store or a column of it was dropped under us: no row could be written
+            raise VectorizerError(
+                f"the destination cannot be written: {_db_message(exc)}", step="writing"
+            ) from exc
         except (psycopg.DataError, psycopg.IntegrityError, psycopg.errors.ProgrammingError) as exc:
             if _DIMENSION_MISMATCH.search(_db_message(exc)):
                 # the destination's vector size differs from the config: every row would fail

@@ -18,6 +18,7 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 from pydantic import ValidationError
 
+from vectorizer import preflight
 from vectorizer.config import Vectorizer
 from vectorizer.embedders import Embedder, make_embedder
 from vectorizer.errors import VectorizerError
@@ -25,7 +26,7 @@ from vectorizer.executor import BatchResult, Executor
 from vectorizer.observability import tracing
 from vectorizer.observability.progress import Progress
 from vectorizer.observability.telemetry import telemetry
-from vectorizer.queue import build_queries
+from vectorizer.queue import EXECUTOR_SESSION, build_queries
 from vectorizer.settings import WorkerSettings
 from vectorizer.stages.pipeline import RowPipeline
 from vectorizer.stages.writing import make_writer
@@ -140,8 +141,9 @@ class VectorizerRunner:
                 raise VectorizerError(
                     f"invalid vectorizer config: {_first_validation_error(exc)}", step="config"
                 ) from exc
-        if components is None or components.vectorizer.disabled:
-            return 0
+            if components is None or components.vectorizer.disabled:
+                return 0
+            await preflight.check(conn, components.vectorizer)
         vectorizer = components.vectorizer
         concurrency = self._settings.concurrency or vectorizer.config.processing.concurrency or 1
         log.info("running vectorizer vectorizer_id=%s concurrency=%s", vectorizer.id, concurrency)
@@ -233,16 +235,25 @@ class VectorizerRunner:
         details["retry_in_seconds"] = round(delay, 1)
         log.error(
             "vectorizer %s failed (%s); backing off %.0fs: %s",
-            self.vectorizer_id,
+            self.label,
             message,
             delay,
             reason,
+            # an error we did not classify is a bug or a surprise: its traceback is the clue
+            exc_info=None if isinstance(exc, VectorizerError) else exc,
         )
         self._tracking.record_error(f"vectorizer {self.vectorizer_id}: {reason}")
         label = loaded.name if loaded else str(self.vectorizer_id)
         telemetry.failed(label, details.get("step", "config"), "vectorizer")
         await self._tracking.vectorizer_error(self.vectorizer_id, message, details)
         await self._tracking.progress(self.vectorizer_id, 0, reason)
+
+    @property
+    def label(self) -> str:
+        """How logs name this vectorizer: its name and id once its catalog row was read."""
+        if self._loaded is None:
+            return f"vectorizer {self.vectorizer_id}"
+        return f"{self._loaded.name} (id {self.vectorizer_id})"
 
     async def release_connections(self) -> None:
         await self._connections.close()
@@ -295,6 +306,7 @@ class _Connections:
             if not conn.closed:
                 return conn
         conn = await connect(self._db_url, self._name)
+        await conn.execute(EXECUTOR_SESSION)
         await register_vector_async(conn)
         return conn
 

@@ -204,7 +204,20 @@ class Worker:
             log.warning("no vectorizers found")
         drains = [asyncio.create_task(self._drain_once(i), name=f"vectorizer-{i}") for i in ids]
         await self._until_done_or_shutdown(drains)
-        failed = [task.result() for task in drains if not task.cancelled() and task.result()]
+        failed = {
+            vectorizer_id: task.result()
+            for vectorizer_id, task in zip(ids, drains, strict=True)
+            if not task.cancelled() and task.result()
+        }
+        if failed:
+            log.error(
+                "once mode: %d of %d vectorizers failed: %s",
+                len(failed),
+                len(ids),
+                "; ".join(
+                    f"{self._runners[i].label} ({_one_line(exc)})" for i, exc in failed.items()
+                ),
+            )
         log.info("once mode, exiting...")
         if failed and self.settings.should_exit_on_error:
             return 1

@@ -7,8 +7,6 @@ one `_PROVIDERS` entry pointing at a class constructed as `cls(config, api_key=,
 
 from __future__ import annotations
 
-import importlib
-
 from vectorizer.config import Embedding
 from vectorizer.embedders.base import (
     ApiKeyNotFoundError,
@@ -19,6 +17,7 @@ from vectorizer.embedders.base import (
     redact,
 )
 from vectorizer.errors import VectorizerError
+from vectorizer.imports import import_module
 
 __all__ = [
     "ApiKeyNotFoundError",
@@ -27,6 +26,7 @@ __all__ = [
     "Embedder",
     "RequestPolicy",
     "make_embedder",
+    "provider_class",
     "redact",
 ]
 
@@ -42,17 +42,28 @@ _PROVIDERS: dict[str, str] = {
 }
 
 
+def provider_class(implementation: str) -> type[Embedder]:
+    """The embedder class for `implementation`, importing its module, its SDK and what the
+    SDK would import lazily (`Embedder.lazy_imports`).
+
+    Blocking the first time (an SDK import can take seconds), and called from the event loop's
+    thread on purpose: see `vectorizer.imports` for the race a thread would open.
+    """
+    target = _PROVIDERS.get(implementation)
+    if target is None:
+        raise VectorizerError(
+            f"embedding implementation {implementation!r} is not available in this worker yet"
+        )
+    module_name, _, class_name = target.partition(":")
+    embedder_class: type[Embedder] = getattr(import_module(module_name), class_name)
+    for name in embedder_class.lazy_imports:
+        import_module(name)
+    return embedder_class
+
+
 def make_embedder(
     config: Embedding, *, api_key: str | None = None, policy: RequestPolicy | None = None
 ) -> Embedder:
     """The embedder for `config`; `api_key` overrides the one in `config.api_key_name`."""
-    name = config.implementation
-    target = _PROVIDERS.get(name)
-    if target is None:
-        raise VectorizerError(
-            f"embedding implementation {name!r} is not available in this worker yet"
-        )
-    module_name, _, class_name = target.partition(":")
-    embedder_class = getattr(importlib.import_module(module_name), class_name)
-    embedder: Embedder = embedder_class(config, api_key=api_key, policy=policy)
-    return embedder
+    embedder_class = provider_class(config.implementation)
+    return embedder_class(config, api_key=api_key, policy=policy)  # type: ignore[call-arg]

@@ -90,7 +90,13 @@ class RequestPolicy:
     """How hard the driver pushes one provider: concurrency, timeouts and in-place retries."""
 
     max_concurrent_requests: int = 4
-    retry_budget: float = 300.0
+    # An outage (5xx, timeouts, resets) is retried in place for at most this many tries or
+    # seconds, whichever comes first; then it is the vectorizer's error (nothing charged, the
+    # breaker backs off), so a dead provider neither holds a batch open nor stalls a once-run.
+    retry_budget: float = 30.0
+    transient_attempts: int = 5
+    # 429s only slow the worker down; a quota that never recovers still ends after this long.
+    throttle_budget: float = 300.0
     max_wait: float = 60.0
     base_wait: float = 1.0
     request_timeout: float = 120.0
@@ -107,6 +113,12 @@ class RequestPolicy:
             ),
             retry_budget=_env_number(
                 env, "VECTORIZER_TRANSIENT_RETRY_BUDGET", defaults.retry_budget
+            ),
+            transient_attempts=env_limit(
+                ["VECTORIZER_TRANSIENT_MAX_ATTEMPTS"], defaults.transient_attempts, env
+            ),
+            throttle_budget=_env_number(
+                env, "VECTORIZER_THROTTLE_RETRY_BUDGET", defaults.throttle_budget
             ),
             request_timeout=_env_number(
                 env, "VECTORIZER_REQUEST_TIMEOUT", defaults.request_timeout
@@ -158,6 +170,10 @@ class Embedder(ABC):
     # A tiny input that any working configuration embeds; used to tell a bad input from a
     # bad configuration when the provider rejects a request.
     canary_text: str = "ok"
+    # Packages the provider imports on first use (in setup, in a thread, at request time):
+    # imported up front by `provider_class`, so no import runs alongside another provider's
+    # requests.
+    lazy_imports: tuple[str, ...] = ()
 
     def __init__(self, *, model: str, dimensions: int, policy: RequestPolicy | None = None) -> None:
         self.model = model

@@ -139,11 +139,11 @@ class EmbedCall:
 
         Every attempt first waits for the shared limiter's budget (`tokens` is the packing
         estimate). A 429 pauses the limiter, so the retry waits there, with everyone else
-        using the same key, rather than in a private backoff of its own.
+        using the same key, rather than in a private backoff of its own. Other transient
+        failures back off here, for a bounded number of tries (see `RequestPolicy`).
         """
         limiter = self._embedder.limiter
-        deadline: float | None = None
-        attempt = 0
+        retries = _Retries(self._embedder)
         while True:
             self._requests += 1
             try:
@@ -153,25 +153,18 @@ class EmbedCall:
                         provider=self._embedder.provider,
                         model=self._embedder.model,
                         inputs=len(texts),
-                        attempt=attempt,
+                        attempt=retries.attempts,
                     ):
                         return await self._embedder._request(texts)
             except ThrottledError as exc:
                 # The limiter has paused itself; the next attempt waits there.
-                now = time.monotonic()
-                deadline = deadline or now + self._embedder.policy.retry_budget
-                if deadline <= now:
-                    message = self._embedder.redact(exc.message)
-                    raise VectorizerError(f"embedding provider unavailable: {message}") from None
+                retries.throttled(exc)
                 continue
             except TransientError as exc:
-                now = time.monotonic()
-                deadline = deadline or now + self._embedder.policy.retry_budget
-                wait = self._retry_wait(exc, attempt, deadline - now)
+                wait = retries.failed(exc)
             except VectorizerError as exc:
                 self._reraise_redacted(exc)
             await asyncio.sleep(wait)
-            attempt += 1
 
     def _reraise_redacted(self, exc: VectorizerError) -> NoReturn:
         # Providers redact already; this is the last line of defence before the worker logs.
@@ -179,18 +172,6 @@ class EmbedCall:
         if message == exc.message:
             raise exc
         raise VectorizerError(message, step=exc.step) from None
-
-    def _retry_wait(self, exc: TransientError, attempt: int, remaining: float) -> float:
-        message = self._embedder.redact(exc.message)
-        if remaining <= 0:
-            raise VectorizerError(f"embedding provider unavailable: {message}") from None
-        policy = self._embedder.policy
-        wait = backoff_delay(attempt, exc.retry_after, base=policy.base_wait, cap=policy.max_wait)
-        wait = min(wait, remaining)
-        log.info(
-            "%s: transient error, retrying in %.2fs: %s", self._embedder.provider, wait, message
-        )
-        return wait
 
     def _accept(self, indices: list[int], vectors: Vectors, tokens: int) -> None:
         if len(vectors) != len(indices):
@@ -222,6 +203,46 @@ class EmbedCall:
             self._errors[index] = "the model returned a non-finite value (NaN or infinity)"
             return
         self._vectors[index] = vector
+
+
+class _Retries:
+    """The in-place retries of one request: how long to wait, and when to give up."""
+
+    def __init__(self, embedder: Embedder) -> None:
+        self._embedder = embedder
+        self._started = time.monotonic()
+        self.attempts = 0
+
+    def throttled(self, exc: ThrottledError) -> None:
+        self.attempts += 1
+        if time.monotonic() - self._started >= self._embedder.policy.throttle_budget:
+            self._give_up(exc)
+
+    def failed(self, exc: TransientError) -> float:
+        """Seconds to wait before the next try; raises VectorizerError past the budget."""
+        policy = self._embedder.policy
+        self.attempts += 1
+        remaining = policy.retry_budget - (time.monotonic() - self._started)
+        if self.attempts >= policy.transient_attempts or remaining <= 0:
+            self._give_up(exc)
+        wait = backoff_delay(
+            self.attempts - 1, exc.retry_after, base=policy.base_wait, cap=policy.max_wait
+        )
+        wait = min(wait, remaining)
+        log.info(
+            "%s: transient error, retrying in %.2fs: %s",
+            self._embedder.provider,
+            wait,
+            self._embedder.redact(exc.message),
+        )
+        return wait
+
+    def _give_up(self, exc: TransientError) -> NoReturn:
+        elapsed = time.monotonic() - self._started
+        raise VectorizerError(
+            f"embedding provider unavailable: {self._embedder.redact(exc.message)} "
+            f"({self._embedder.provider}: {self.attempts} failed tries in {elapsed:.1f}s)"
+        ) from None
 
 
 def _size(vector: np.ndarray) -> int:

@@ -45,6 +45,7 @@ from vectorizer.embedders.hf_tokenizers import load_tokenizer, loaded_tokenizer
 from vectorizer.embedders.voyageai import context_tokens
 from vectorizer.embedders.voyageai import max_tokens_per_request as voyage_max_tokens
 from vectorizer.errors import TransientError, VectorizerError
+from vectorizer.imports import import_module
 from vectorizer.observability.logging import register_secret
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ _warned_lock = threading.Lock()
 
 class LiteLLMEmbedder(Embedder):
     provider = "litellm"
+    lazy_imports = ("litellm", "tokenizers", "huggingface_hub")
 
     def __init__(
         self,
@@ -186,11 +188,14 @@ class LiteLLMEmbedder(Embedder):
             self.limiter.observe(headers)
 
 
+# Without this, importing litellm downloads a price list (and stalls offline). Set when this
+# module is imported, which is always before litellm is (see `LiteLLMEmbedder.lazy_imports`).
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+
 def import_litellm() -> ModuleType:
     """litellm, imported without network access at import time and quiet by default."""
-    # Without this, importing litellm downloads a price list (and stalls offline).
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    import litellm
+    litellm = import_module("litellm")
 
     litellm.suppress_debug_info = True
     # LiteLLM hands the OpenAI client `max_retries or DEFAULT_MAX_RETRIES`, so an explicit 0

@@ -219,6 +219,8 @@ def _quiet_progress_bars() -> None:
 
 class SentenceTransformersEmbedder(Embedder):
     provider = "sentence_transformers"
+    # the model loads in a thread; the hub client it imports must not be half-made meanwhile
+    lazy_imports = ("sentence_transformers",)
 
     def __init__(
         self,

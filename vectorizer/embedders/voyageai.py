@@ -83,6 +83,7 @@ def context_tokens(model: str) -> int:
 
 class VoyageAIEmbedder(Embedder):
     provider = "voyageai"
+    lazy_imports = ("tokenizers", "huggingface_hub")  # the tokenizer loads in a thread
     max_inputs_per_request = MAX_INPUTS_PER_REQUEST
 
     def __init__(

@@ -11,9 +11,12 @@ from string import Template
 from typing import Any
 
 from vectorizer.config import ChunkValue, Formatting, PythonTemplate
-from vectorizer.errors import RowError, VectorizerError
+from vectorizer.errors import VectorizerError
 
 Formatter = Callable[[str, Mapping[str, Any]], str]
+
+# Placeholders a template may use besides the source row's columns.
+CHUNK_FIELDS = frozenset({"chunk"})
 
 # Templates that render to the chunk itself; skipping `substitute` for them is pure gain.
 _IDENTITY_TEMPLATES = frozenset({"$chunk", "${chunk}"})
@@ -28,6 +31,16 @@ def make_formatter(config: Formatting) -> Formatter:
             step="formatting",
         )
     return factory(config)
+
+
+def template_columns(config: Formatting) -> frozenset[str]:
+    """The source columns a formatting config reads from each row."""
+    if not isinstance(config, PythonTemplate):
+        return frozenset()
+    template = Template(config.template)
+    if not template.is_valid():
+        return frozenset()  # make_formatter says what is wrong with it
+    return frozenset(template.get_identifiers()) - CHUNK_FIELDS
 
 
 def _chunk_value(config: ChunkValue) -> Formatter:
@@ -67,9 +80,11 @@ class _TemplateFormatter:
         try:
             return self._template.substitute(row, chunk=chunk)
         except KeyError as exc:
+            # Every row carries every source column, so this fails alike for all of them.
             name = exc.args[0] if exc.args else "?"
-            raise RowError(
-                "formatting", f'template references column "{name}" which the row does not have'
+            raise VectorizerError(
+                f'template references column "{name}" which the source table does not have',
+                step="formatting",
             ) from None
 
 

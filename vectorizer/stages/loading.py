@@ -46,8 +46,10 @@ class ColumnLoader:
         try:
             value = row[self.column_name]
         except KeyError:
-            raise RowError(
-                "loading", f'loading_column: the row has no column "{self.column_name}"'
+            # every row comes from the same table: a missing column is missing for all of them
+            raise VectorizerError(
+                f'loading_column: the source table has no column "{self.column_name}"',
+                step="loading",
             ) from None
         return self._payload(value)
 

@@ -154,6 +154,22 @@ def make_parser(config: Parsing) -> Parser:
     return factory()
 
 
+def _installed(implementation: str) -> Callable[[], Parser]:
+    """A parser factory that refuses, at build time, a parser this worker does not have:
+    every document row would fail on it."""
+
+    def build() -> Parser:
+        if not parse_docling.has_module(_PARSER_MODULES[implementation]):
+            raise VectorizerError(
+                f"parsing_{implementation} is configured but the {implementation} parser is "
+                f"not installed in this worker ({parse_docling.INSTALL_HINT})",
+                step="parsing",
+            )
+        return Parser(implementation)
+
+    return build
+
+
 def _parse_none(payload: Payload) -> str:
     if isinstance(payload, Document):
         raise RowError(
@@ -236,6 +252,6 @@ def _decode_text(document: Document) -> str:
 _PARSERS: dict[type, Callable[[], Parser]] = {
     AutoParsing: lambda: Parser("auto"),
     NoParsing: lambda: Parser("none"),
-    PyMuPDFParsing: lambda: Parser(PYMUPDF),
-    DoclingParsing: lambda: Parser(DOCLING),
+    PyMuPDFParsing: _installed(PYMUPDF),
+    DoclingParsing: _installed(DOCLING),
 }

@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from vectorizer.config import UriLoading
 from vectorizer.errors import RowError, VectorizerError
+from vectorizer.imports import import_module
 from vectorizer.stages import document_settings
 from vectorizer.stages.filetypes import guess_file_type
 from vectorizer.stages.loading import Document, Payload
@@ -94,8 +95,9 @@ class UriLoader:
         try:
             value = row[self.column_name]
         except KeyError:
-            raise RowError(
-                "loading", f'loading_uri: the row has no column "{self.column_name}"'
+            # every row comes from the same table: a missing column is missing for all of them
+            raise VectorizerError(
+                f'loading_uri: the source table has no column "{self.column_name}"', step="loading"
             ) from None
         # NULL or empty means "no document": no chunks and no error, as in pgai.
         if value is None:
@@ -143,7 +145,7 @@ class UriLoader:
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _read(self, uri: str) -> tuple[bytes, str | None]:
-        import smart_open
+        smart_open = import_module("smart_open")  # in a fetch thread
 
         with smart_open.open(uri, "rb", transport_params=self._transport_params(uri)) as stream:
             content_type = _content_type(stream)
@@ -245,7 +247,7 @@ def clear_s3_clients() -> None:
 
 
 def _new_session() -> Any:
-    import boto3
+    boto3 = import_module("boto3")
 
     # A session per client: boto3's default session is shared and not thread-safe.
     return boto3.session.Session()
@@ -288,7 +290,7 @@ def _assume_role(role_arn: str) -> _AssumedRole:
 
 
 def _session_with(credentials: Mapping[str, Any]) -> Any:
-    import boto3
+    boto3 = import_module("boto3")
 
     return boto3.session.Session(
         aws_access_key_id=credentials["AccessKeyId"],

@@ -15,6 +15,7 @@ import psycopg
 from psycopg import sql
 
 from vectorizer.config import ColumnDestination, TableDestination, Vectorizer
+from vectorizer.errors import VectorizerError
 from vectorizer.queue import keys_condition
 
 
@@ -57,9 +58,10 @@ class TableWriter:
             by_name = {name: oid for name, oid in await cursor.fetchall()}
             missing = [column for column in self._columns if column not in by_name]
             if missing:
-                raise LookupError(
+                raise VectorizerError(
                     f"target table {self._target.as_string(conn)} has no column(s) "
-                    f"{', '.join(missing)}"
+                    f"{', '.join(missing)}",
+                    step="writing",
                 )
             self._type_oids = [by_name[column] for column in self._columns]
         return self._type_oids
