@@ -18,14 +18,13 @@ from typing import Any
 
 import numpy as np
 import psycopg
-from psycopg.rows import dict_row
 
 from vectorizer.config import UriLoading, Vectorizer
 from vectorizer.embedders import Embedder
 from vectorizer.errors import RowError, VectorizerError
 from vectorizer.observability import tracing
 from vectorizer.observability.telemetry import telemetry
-from vectorizer.queue import ATTEMPTS, FOUND, QueueQueries
+from vectorizer.queue import ATTEMPTS, FOUND, Claimer, QueueQueries
 from vectorizer.stages.pipeline import RowPipeline
 from vectorizer.stages.writing import RowEmbeddings, Writer
 
@@ -95,7 +94,7 @@ class Executor:
         self._writer = writer
         self._queries = queries
         self._retry = retry
-        self._batch_size = batch_size_for(vectorizer)
+        self._claimer = Claimer(queries, batch_size_for(vectorizer))
 
     async def run_batch(self, conn: psycopg.AsyncConnection) -> BatchResult:
         async with conn.transaction():
@@ -122,9 +121,7 @@ class Executor:
             return result
 
     async def _claim(self, conn: psycopg.AsyncConnection) -> list[_Item]:
-        async with conn.cursor(row_factory=dict_row) as cursor:
-            await cursor.execute(self._queries.claim, {"batch_size": self._batch_size})
-            rows = await cursor.fetchall()
+        rows = await self._claimer.claim(conn)
         pk = self._queries.pk_names
         items = []
         for row in rows:

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import psycopg
 from psycopg import sql
+from psycopg.rows import dict_row
 
 from vectorizer.config import Vectorizer
 
@@ -44,6 +47,9 @@ class QueueQueries:
     """Statements for one vectorizer, built from its catalog row."""
 
     claim: sql.Composed
+    # the same, for keys after %(after_<i>)s in `index_order` (see `_claim`)
+    claim_after: sql.Composed
+    index_order: tuple[str, ...]
     requeue: sql.Composed
     fail: sql.Composed
     record_error: sql.Composed
@@ -56,6 +62,37 @@ class QueueQueries:
         """DELETE of `keys` from the failed queue: they were embedded after all."""
         condition, params = keys_condition(self.pk_names, keys)
         return sql.SQL("delete from {} where {}").format(self.failed_table, condition), params
+
+
+class Claimer:
+    """Claims batches for one executor, each starting in key order where the last one ended
+    (see `_claim`), and wrapping around to the first queued key when the range runs dry."""
+
+    def __init__(self, queries: QueueQueries, batch_size: int) -> None:
+        self._queries = queries
+        self._batch_size = batch_size
+        self._cursor: tuple[Any, ...] | None = None
+
+    async def claim(self, conn: psycopg.AsyncConnection) -> list[dict[str, Any]]:
+        """The claimed keys' source rows (FOUND false for deleted ones), in key order."""
+        rows = await self._claim(conn)
+        if not rows and self._cursor is not None:
+            self._cursor = None
+            rows = await self._claim(conn)
+        found = [row for row in rows if row.get(FOUND)]  # a deleted row's columns are null
+        if found:
+            self._cursor = tuple(found[-1][column] for column in self._queries.index_order)
+        return rows
+
+    async def _claim(self, conn: psycopg.AsyncConnection) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"batch_size": self._batch_size}
+        query = self._queries.claim
+        if self._cursor is not None:
+            query = self._queries.claim_after
+            params.update((f"after_{i}", value) for i, value in enumerate(self._cursor))
+        async with conn.cursor(row_factory=dict_row) as cursor:
+            await cursor.execute(query, params)
+            return await cursor.fetchall()
 
 
 def keys_condition(
@@ -71,11 +108,16 @@ def keys_condition(
 
 def build_queries(vectorizer: Vectorizer) -> QueueQueries:
     pk = vectorizer.pk_names
+    # the queue's key index lists the columns in primary-key order, which may differ from
+    # the table's column order that the rest of the worker uses
+    index_order = [c.attname for c in sorted(vectorizer.source_pk, key=lambda c: c.pknum)]
     queue = sql.Identifier(vectorizer.queue_schema, vectorizer.queue_table)
     failed = sql.Identifier(vectorizer.queue_schema, vectorizer.queue_failed_table)
     source = sql.Identifier(vectorizer.source_schema, vectorizer.source_table)
     return QueueQueries(
-        claim=_claim(vectorizer.id, pk, queue, source),
+        claim=_claim(vectorizer.id, index_order, queue, source, after=False),
+        claim_after=_claim(vectorizer.id, index_order, queue, source, after=True),
+        index_order=tuple(index_order),
         requeue=sql.SQL(
             "insert into {} ({}, loading_retries, loading_retry_after)"
             " values ({}, %s, now() + make_interval(secs => %s))"
@@ -98,7 +140,12 @@ def build_queries(vectorizer: Vectorizer) -> QueueQueries:
 
 
 def _claim(
-    vectorizer_id: int, pk: Sequence[str], queue: sql.Identifier, source: sql.Identifier
+    vectorizer_id: int,
+    pk: Sequence[str],
+    queue: sql.Identifier,
+    source: sql.Identifier,
+    *,
+    after: bool,
 ) -> sql.Composed:
     """One statement: pick due queue rows, lock their keys, delete every queued row of each
     locked key, and return the current source rows (FOUND false when the row was deleted).
@@ -107,9 +154,12 @@ def _claim(
     wait on each other, and a key's duplicates that are locked elsewhere simply stay queued.
 
     Every step reaches the queue through its key index, so a claim costs O(batch) whatever
-    the queue's size: rows are picked in key order (an index range, which steps over the
-    entries of earlier claims instead of re-reading their dead tuples from the heap's head),
-    each key's duplicates are found by a per-key index probe, and they are deleted by ctid.
+    the queue's size: rows are picked in key order from where the executor's previous claim
+    ended (`after`: an index range that starts past the entries of earlier claims, which stay
+    in the index until vacuum can remove them, instead of re-reading dead tuples from the
+    heap's head; the executor wraps around to the start when the range runs dry), each
+    key's duplicates are found by a per-key index probe, and they are deleted by ctid.
+    `pk` is in the key index's column order.
     The plan must not depend on statistics (a queue analyzed while empty made Postgres pick
     sequential scans per key, turning a 50-key claim into seconds): `EXECUTOR_SESSION`
     is applied to the connections that run it.
@@ -119,7 +169,7 @@ def _claim(
         with selected_rows as (
             select {pk}, loading_retries
             from {queue}
-            where loading_retry_after is null or loading_retry_after <= now()
+            where (loading_retry_after is null or loading_retry_after <= now()){after}
             order by {pk}
             limit %(batch_size)s
             for update skip locked
@@ -163,6 +213,12 @@ def _claim(
         join_ql=_join(pk, "q", "l"),
         join_sl=_join(pk, "s", "l"),
         l_pk=_ident_list(pk, "l"),
+        after=sql.SQL(" and ({}) > ({})").format(
+            _ident_list(pk),
+            sql.SQL(", ").join(sql.Placeholder(f"after_{i}") for i in range(len(pk))),
+        )
+        if after
+        else sql.SQL(""),
         attempts=sql.Identifier(ATTEMPTS),
         found=sql.Identifier(FOUND),
     )
