@@ -153,8 +153,9 @@ class Mutator:
         # several rows change key in one statement, new keys far away from the old ones
         modulus = self._rng.randint(5, 9)
         self._conn.execute(
-            "update docs set id = id + %s where id %% %s = 0 and id < %s",
-            (REKEY_OFFSET, modulus, REKEY_OFFSET),
+            "update docs set id = id + %(offset)s where id %% %(modulus)s = 0 and id < %(offset)s"
+            " and not exists (select 1 from docs d where d.id = docs.id + %(offset)s)",
+            {"offset": REKEY_OFFSET, "modulus": modulus},
         )
 
     def delete_and_reinsert(self) -> None:
