@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Iterator
 
 import psycopg
-import pytest
 
 from tests import interleaving
 from tests.fake_openai import FakeOpenAI
@@ -21,16 +19,10 @@ SECONDS = float(os.environ.get("VECTORIZER_TEST_INTERLEAVING_SECONDS", "15"))
 SEED = int(os.environ.get("VECTORIZER_TEST_INTERLEAVING_SEED", random.randrange(1 << 30)))
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as server:
-        yield server
-
-
 def test_store_equals_a_fresh_build_after_random_interleavings(
-    conn: psycopg.Connection, db_url: str, fake: FakeOpenAI
+    conn: psycopg.Connection, db_url: str, fake_openai: FakeOpenAI
 ) -> None:
-    report = interleaving.run(conn, db_url, fake, seconds=SECONDS, seed=SEED)
+    report = interleaving.run(conn, db_url, fake_openai, seconds=SECONDS, seed=SEED)
     print(report.summary())
     assert report.orphan_keys == [], report.summary()
     assert report.mismatched_keys == [], report.summary()

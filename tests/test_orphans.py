@@ -5,7 +5,6 @@ so the changes land while a batch is in flight."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -54,24 +53,18 @@ def assert_store_matches_source(conn: psycopg.Connection) -> None:
             assert_vector(embedding, chunk)
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as server:
-        yield server
-
-
 def test_delete_and_key_change_during_a_slow_batch_leave_no_orphans(
-    conn: psycopg.Connection, db_url: str, fake: FakeOpenAI
+    conn: psycopg.Connection, db_url: str, fake_openai: FakeOpenAI
 ) -> None:
     """The issue's reproduction: 100 rows, 3 s per embedding request; while the first batch
     waits, even rows are deleted and every id % 10 = 1 is re-keyed."""
     create_source(conn, rows=three_word_rows(100))
     create_vectorizer(conn, chunking=WORD_CHUNKS)
-    fake.configure(latency=3.0)
-    env = worker_env(fake)
+    fake_openai.configure(latency=3.0)
+    env = worker_env(fake_openai)
 
     with daemon(db_url, env=env, once=True) as handle:
-        wait_for(lambda: fake.max_in_flight, 30, what="an embeddings request in flight")
+        wait_for(lambda: fake_openai.max_in_flight, 30, what="an embeddings request in flight")
         started = time.monotonic()
         conn.execute("delete from docs where id % 2 = 0")
         conn.execute("update docs set id = id + 100000 where id % 10 = 1")
@@ -81,11 +74,11 @@ def test_delete_and_key_change_during_a_slow_batch_leave_no_orphans(
     # the changes never waited for the provider's 3 s answer
     assert changes_took < 2.5
     # the first batch really embedded rows that were gone by the time it wrote
-    sent = {text for request in fake.requests for text in request.inputs}
+    sent = {text for request in fake_openai.requests for text in request.inputs}
     assert {"alpha2", "alpha11"} <= sent
     assert orphan_keys(conn) == []
 
-    fake.configure(latency=0.0)
+    fake_openai.configure(latency=0.0)
     run_ok(db_url, env=env)
     assert orphan_keys(conn) == []
     assert_store_matches_source(conn)
@@ -94,18 +87,20 @@ def test_delete_and_key_change_during_a_slow_batch_leave_no_orphans(
     assert [key for key in keys if key > 100000] == [100000 + i for i in range(1, 100, 10)]
 
 
+@pytest.mark.parametrize("outcome", ["rollback", "commit"])
 def test_a_row_being_deleted_is_requeued_without_waiting(
-    conn: psycopg.Connection, db_url: str, fake: FakeOpenAI
+    conn: psycopg.Connection, db_url: str, fake_openai: FakeOpenAI, outcome: str
 ) -> None:
     """A DELETE still open when the batch writes: the batch neither waits for it nor writes
-    the row; the key comes back uncharged and, once the DELETE rolls back, is embedded."""
+    the row; the key comes back uncharged, and is embedded if the DELETE rolls back, or owns
+    nothing if it commits."""
     create_source(conn, rows=three_word_rows(3))
     vid = create_vectorizer(conn, chunking=WORD_CHUNKS)
-    fake.configure(latency=1.5)
-    env = worker_env(fake)
+    fake_openai.configure(latency=1.5)
+    env = worker_env(fake_openai)
 
     with psycopg.connect(db_url) as deleter, daemon(db_url, env=env, once=True) as handle:
-        wait_for(lambda: fake.max_in_flight, 30, what="an embeddings request in flight")
+        wait_for(lambda: fake_openai.max_in_flight, 30, what="an embeddings request in flight")
         deleter.execute("delete from docs where id = 2")  # left open: row 2 stays locked
         # the run ends while the DELETE is still open: nothing waited on it
         assert handle.wait(60) == 0, handle.stderr()
@@ -113,55 +108,39 @@ def test_a_row_being_deleted_is_requeued_without_waiting(
         [(key, retries, retry_after)] = queue_rows(conn, vid)
         assert (key, retries) == (2, 0)
         assert retry_after is not None
-        deleter.rollback()
+        if outcome == "commit":
+            deleter.commit()
+        else:
+            deleter.rollback()
 
-    fake.configure(latency=0.0)
+    fake_openai.configure(latency=0.0)
     time.sleep(2.1)  # the busy retry delay
-    run_ok(db_url, env=env)
-    assert_store_matches_source(conn)
-    assert queue_rows(conn, vid) == []
-
-
-def test_a_row_deleted_while_busy_ends_with_nothing(
-    conn: psycopg.Connection, db_url: str, fake: FakeOpenAI
-) -> None:
-    create_source(conn, rows=three_word_rows(3))
-    vid = create_vectorizer(conn, chunking=WORD_CHUNKS)
-    fake.configure(latency=1.5)
-    env = worker_env(fake)
-
-    with psycopg.connect(db_url) as deleter, daemon(db_url, env=env, once=True) as handle:
-        wait_for(lambda: fake.max_in_flight, 30, what="an embeddings request in flight")
-        deleter.execute("delete from docs where id = 2")
-        assert handle.wait(60) == 0, handle.stderr()
-        deleter.commit()
-
-    time.sleep(2.1)
     run_ok(db_url, env=env)
     assert orphan_keys(conn) == []
     assert_store_matches_source(conn)
+    assert len(store_rows(conn)) == (6 if outcome == "commit" else 9)
     assert queue_rows(conn, vid) == []
 
 
 def test_column_destination_rekeyed_rows_end_with_the_vector_of_their_text(
-    conn: psycopg.Connection, db_url: str, fake: FakeOpenAI
+    conn: psycopg.Connection, db_url: str, fake_openai: FakeOpenAI
 ) -> None:
     create_source(conn, rows=[(i, f"t{i}", f"text {i}") for i in range(1, 21)])
     conn.execute("alter table docs add column embedding vector(8)")
     create_vectorizer(
         conn, destination="ai.destination_column('embedding')", chunking="ai.chunking_none()"
     )
-    fake.configure(latency=2.0)
-    env = worker_env(fake)
+    fake_openai.configure(latency=2.0)
+    env = worker_env(fake_openai)
 
     with daemon(db_url, env=env, once=True) as handle:
-        wait_for(lambda: fake.max_in_flight, 30, what="an embeddings request in flight")
+        wait_for(lambda: fake_openai.max_in_flight, 30, what="an embeddings request in flight")
         conn.execute("update docs set id = id + 1000 where id % 3 = 0")
         conn.execute("update docs set id = id + 2000, body = 'new ' || body where id % 3 = 1")
         conn.execute("delete from docs where id % 5 = 0")
         assert handle.wait(60) == 0, handle.stderr()
 
-    fake.configure(latency=0.0)
+    fake_openai.configure(latency=0.0)
     run_ok(db_url, env=env)
     rows = conn.execute("select id, body, embedding::float4[] from docs order by id").fetchall()
     assert len(rows) == 16
@@ -171,7 +150,7 @@ def test_column_destination_rekeyed_rows_end_with_the_vector_of_their_text(
 
 
 def test_worker_exit_is_not_delayed_by_an_open_delete(
-    conn: psycopg.Connection, db_url: str, fake: FakeOpenAI
+    conn: psycopg.Connection, db_url: str, fake_openai: FakeOpenAI
 ) -> None:
     """The column destination locks FOR NO KEY UPDATE SKIP LOCKED too: an open DELETE of a
     batch row does not hold the batch up."""
@@ -180,10 +159,10 @@ def test_worker_exit_is_not_delayed_by_an_open_delete(
     vid = create_vectorizer(
         conn, destination="ai.destination_column('embedding')", chunking="ai.chunking_none()"
     )
-    fake.configure(latency=1.0)
+    fake_openai.configure(latency=1.0)
     with psycopg.connect(db_url) as deleter:
-        with daemon(db_url, env=worker_env(fake), once=True) as handle:
-            wait_for(lambda: fake.max_in_flight, 30, what="an embeddings request in flight")
+        with daemon(db_url, env=worker_env(fake_openai), once=True) as handle:
+            wait_for(lambda: fake_openai.max_in_flight, 30, what="an embeddings request in flight")
             deleter.execute("delete from docs where id = 2")
             assert handle.wait(60) == 0, handle.stderr()
         embedded = conn.execute(
@@ -192,5 +171,5 @@ def test_worker_exit_is_not_delayed_by_an_open_delete(
         assert embedded == [(1,), (3,)]
         assert [key for key, *_ in queue_rows(conn, vid)] == [2]
         deleter.commit()
-    result = run_worker(db_url, env=worker_env(fake))
+    result = run_worker(db_url, env=worker_env(fake_openai))
     assert result.returncode == 0

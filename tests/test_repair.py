@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -27,12 +26,6 @@ from tests.worker_helpers import (
 WORD_CHUNKS = "ai.chunking_character_text_splitter(10, 0, ' ')"
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as server:
-        yield server
-
-
 def cli(db_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "vectorizer", *args, "--db-url", db_url],
@@ -45,24 +38,21 @@ def cli(db_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def integrity(conn: psycopg.Connection, vectorizer: int | str) -> tuple[int, int, int]:
+def _counts(conn: psycopg.Connection, query: str, vectorizer: int | str) -> tuple[int, int, int]:
     cast = "int4" if isinstance(vectorizer, int) else "text"
-    row = conn.execute(
-        f"select orphan_keys, orphan_chunks, missing_rows from ai.vectorizer_integrity(%s::{cast})",
-        (vectorizer,),
-    ).fetchone()
+    row = conn.execute(query.replace("%s", f"%s::{cast}"), (vectorizer,)).fetchone()
     assert row is not None
     return row
+
+
+def integrity(conn: psycopg.Connection, vectorizer: int | str) -> tuple[int, int, int]:
+    query = "select orphan_keys, orphan_chunks, missing_rows from ai.vectorizer_integrity(%s)"
+    return _counts(conn, query, vectorizer)
 
 
 def repair(conn: psycopg.Connection, vectorizer: int | str) -> tuple[int, int, int]:
-    cast = "int4" if isinstance(vectorizer, int) else "text"
-    row = conn.execute(
-        f"select orphan_keys, orphan_chunks, queued_rows from ai.repair_vectorizer(%s::{cast})",
-        (vectorizer,),
-    ).fetchone()
-    assert row is not None
-    return row
+    query = "select orphan_keys, orphan_chunks, queued_rows from ai.repair_vectorizer(%s)"
+    return _counts(conn, query, vectorizer)
 
 
 def without_triggers(
@@ -103,19 +93,19 @@ def seed_damage(conn: psycopg.Connection, vectorizer_id: int) -> None:
     )
 
 
-def embedded_docs(conn: psycopg.Connection, fake: FakeOpenAI, db_url: str) -> int:
+def embedded_docs(conn: psycopg.Connection, fake_openai: FakeOpenAI, db_url: str) -> int:
     rows = [(i, f"t{i}", f"alpha{i} beta{i} gamma{i}") for i in range(1, 11)]
     create_source(conn, rows=rows)
     vid = create_vectorizer(conn, name="blog", chunking=WORD_CHUNKS)
-    run_ok(db_url, env=worker_env(fake))
+    run_ok(db_url, env=worker_env(fake_openai))
     assert len(store_rows(conn)) == 30
     return vid
 
 
 def test_integrity_counts_orphans_and_missing_rows_without_changing_anything(
-    conn: psycopg.Connection, db_url: str, fake: FakeOpenAI
+    conn: psycopg.Connection, db_url: str, fake_openai: FakeOpenAI
 ) -> None:
-    vid = embedded_docs(conn, fake, db_url)
+    vid = embedded_docs(conn, fake_openai, db_url)
     assert integrity(conn, vid) == (0, 0, 0)
     seed_damage(conn, vid)
 
@@ -126,9 +116,9 @@ def test_integrity_counts_orphans_and_missing_rows_without_changing_anything(
 
 
 def test_repair_deletes_orphans_and_queues_only_missing_rows_then_the_worker_completes(
-    conn: psycopg.Connection, db_url: str, fake: FakeOpenAI
+    conn: psycopg.Connection, db_url: str, fake_openai: FakeOpenAI
 ) -> None:
-    vid = embedded_docs(conn, fake, db_url)
+    vid = embedded_docs(conn, fake_openai, db_url)
     seed_damage(conn, vid)
 
     assert repair(conn, "blog") == (3, 9, 2)
@@ -136,7 +126,7 @@ def test_repair_deletes_orphans_and_queues_only_missing_rows_then_the_worker_com
     assert [key for key, *_ in queue_rows(conn, vid)] == [11, 15, 104]
     assert integrity(conn, vid) == (0, 0, 0)
 
-    run_ok(db_url, env=worker_env(fake))
+    run_ok(db_url, env=worker_env(fake_openai))
     stored: dict[int, list[str]] = {}
     for key, _, chunk, embedding in store_rows(conn):
         stored.setdefault(key, []).append(chunk)
@@ -150,9 +140,9 @@ def test_repair_deletes_orphans_and_queues_only_missing_rows_then_the_worker_com
 
 
 def test_status_check_and_repair_commands(
-    conn: psycopg.Connection, db_url: str, fake: FakeOpenAI
+    conn: psycopg.Connection, db_url: str, fake_openai: FakeOpenAI
 ) -> None:
-    vid = embedded_docs(conn, fake, db_url)
+    vid = embedded_docs(conn, fake_openai, db_url)
     seed_damage(conn, vid)
 
     plain = cli(db_url, "status")
@@ -199,14 +189,14 @@ def test_unknown_vectorizer_is_a_clear_error(conn: psycopg.Connection, db_url: s
 
 
 def test_column_destination_has_no_orphans_and_queues_rows_without_a_vector(
-    conn: psycopg.Connection, db_url: str, fake: FakeOpenAI
+    conn: psycopg.Connection, db_url: str, fake_openai: FakeOpenAI
 ) -> None:
     create_source(conn, rows=[(i, f"t{i}", f"text {i}") for i in range(1, 6)])
     conn.execute("alter table docs add column embedding vector(8)")
     vid = create_vectorizer(
         conn, destination="ai.destination_column('embedding')", chunking="ai.chunking_none()"
     )
-    run_ok(db_url, env=worker_env(fake))
+    run_ok(db_url, env=worker_env(fake_openai))
     without_triggers(
         conn,
         "docs",
@@ -216,7 +206,7 @@ def test_column_destination_has_no_orphans_and_queues_rows_without_a_vector(
     assert integrity(conn, vid) == (0, 0, 2)
     assert repair(conn, vid) == (0, 0, 2)
     assert [key for key, *_ in queue_rows(conn, vid)] == [2, 6]
-    run_ok(db_url, env=worker_env(fake))
+    run_ok(db_url, env=worker_env(fake_openai))
     for key, body, embedding in conn.execute(
         "select id, body, embedding::float4[] from docs where body is not null"
     ).fetchall():
@@ -244,7 +234,7 @@ BODY = "Body; drop table x"
 
 
 def test_hostile_identifiers_through_the_worker_integrity_and_repair(
-    conn: psycopg.Connection, db_url: str, fake: FakeOpenAI
+    conn: psycopg.Connection, db_url: str, fake_openai: FakeOpenAI
 ) -> None:
     table = sql.Identifier(HOSTILE_SCHEMA, HOSTILE_TABLE)
     conn.execute(sql.SQL("create schema {}").format(sql.Identifier(HOSTILE_SCHEMA)))
@@ -270,7 +260,7 @@ def test_hostile_identifiers_through_the_worker_integrity_and_repair(
         loading=f"ai.loading_column({sql.quote(BODY)})",
         chunking=WORD_CHUNKS,
     )
-    run_ok(db_url, env=worker_env(fake))
+    run_ok(db_url, env=worker_env(fake_openai))
     store = sql.Identifier(HOSTILE_SCHEMA, f"{HOSTILE_TABLE}_embedding_store")
     chunks = sql.SQL("select count(*) from {}").format(store)
     assert conn.execute(chunks).fetchone() == (12,)
@@ -286,7 +276,7 @@ def test_hostile_identifiers_through_the_worker_integrity_and_repair(
     )
     assert integrity(conn, vid) == (1, 2, 1)
     assert repair(conn, vid) == (1, 2, 1)
-    run_ok(db_url, env=worker_env(fake))
+    run_ok(db_url, env=worker_env(fake_openai))
     assert conn.execute(chunks).fetchone() == (12,)
     assert integrity(conn, vid) == (0, 0, 0)
     fresh = sql.SQL("select chunk from {} where {} = 3 order by chunk_seq").format(
@@ -296,9 +286,9 @@ def test_hostile_identifiers_through_the_worker_integrity_and_repair(
 
 
 def test_repairing_one_vectorizer_leaves_the_others_alone(
-    conn: psycopg.Connection, db_url: str, fake: FakeOpenAI
+    conn: psycopg.Connection, db_url: str, fake_openai: FakeOpenAI
 ) -> None:
-    vid = embedded_docs(conn, fake, db_url)
+    vid = embedded_docs(conn, fake_openai, db_url)
     create_source(conn, "other", rows=[(1, "t", "one two")])
     other = create_vectorizer(conn, "other", name="other", chunking=WORD_CHUNKS)
     without_triggers(conn, "docs", "delete from docs where id = 1")

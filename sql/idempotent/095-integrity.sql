@@ -27,25 +27,30 @@ $func$ language plpgsql stable security invoker
 set search_path to pg_catalog, pg_temp;
 
 -------------------------------------------------------------------------------
+-- The quoted store table of a table destination; null for a column destination.
+create or replace function ai._vectorizer_store_table(_vec ai.vectorizer)
+returns pg_catalog.text as
+$func$
+    select case when d operator(pg_catalog.->>) 'implementation' operator(pg_catalog.=) 'table'
+        then pg_catalog.format('%I.%I', d operator(pg_catalog.->>) 'target_schema', d operator(pg_catalog.->>) 'target_table')
+    end
+    from (select _vec.config operator(pg_catalog.->) 'destination') x(d)
+$func$ language sql stable security invoker
+set search_path to pg_catalog, pg_temp;
+
+-------------------------------------------------------------------------------
 -- "from <store> t where <no source row>": the orphan store rows; null for a column destination.
 create or replace function ai._vectorizer_orphan_scan(_vec ai.vectorizer)
 returns pg_catalog.text as
 $func$
-declare
-    _destination pg_catalog.jsonb = _vec.config operator(pg_catalog.->) 'destination';
-begin
-    if _destination operator(pg_catalog.->>) 'implementation' operator(pg_catalog.<>) 'table' then
-        return null;
-    end if;
-    return pg_catalog.format
-    ( 'from %I.%I t where not exists (select 1 from %I.%I s where %s)'
-    , _destination operator(pg_catalog.->>) 'target_schema'
-    , _destination operator(pg_catalog.->>) 'target_table'
+    select pg_catalog.format
+    ( 'from %s t where not exists (select 1 from %I.%I s where %s)'
+    , ai._vectorizer_store_table(_vec)
     , _vec.source_schema, _vec.source_table
     , ai._vectorizer_pk_join(_vec.source_pk, 't', 's')
-    );
-end
-$func$ language plpgsql stable security invoker
+    )
+    where ai._vectorizer_store_table(_vec) is not null
+$func$ language sql stable security invoker
 set search_path to pg_catalog, pg_temp;
 
 -------------------------------------------------------------------------------
@@ -54,20 +59,18 @@ create or replace function ai._vectorizer_missing_scan(_vec ai.vectorizer)
 returns pg_catalog.text as
 $func$
 declare
-    _destination pg_catalog.jsonb = _vec.config operator(pg_catalog.->) 'destination';
+    _store pg_catalog.text = ai._vectorizer_store_table(_vec);
     _embedded pg_catalog.text;
     _scan pg_catalog.text;
 begin
-    if _destination operator(pg_catalog.->>) 'implementation' operator(pg_catalog.=) 'table' then
+    if _store is not null then
         _embedded = pg_catalog.format
-        ( 'exists (select 1 from %I.%I t where %s)'
-        , _destination operator(pg_catalog.->>) 'target_schema'
-        , _destination operator(pg_catalog.->>) 'target_table'
-        , ai._vectorizer_pk_join(_vec.source_pk, 't', 's')
-        );
+        ('exists (select 1 from %s t where %s)', _store, ai._vectorizer_pk_join(_vec.source_pk, 't', 's'));
     else
         _embedded = pg_catalog.format
-        ('s.%I is not null', _destination operator(pg_catalog.->>) 'embedding_column');
+        ( 's.%I is not null'
+        , _vec.config operator(pg_catalog.->) 'destination' operator(pg_catalog.->>) 'embedding_column'
+        );
     end if;
     _scan = pg_catalog.format
     ( 'from %I.%I s where not %s and %s and not exists (select 1 from %I.%I q where %s)'
@@ -90,35 +93,24 @@ $func$ language plpgsql stable security invoker
 set search_path to pg_catalog, pg_temp;
 
 -------------------------------------------------------------------------------
-create or replace function ai._vectorizer_get(vectorizer_id pg_catalog.int4)
-returns ai.vectorizer as
+-- The catalog row of a vectorizer given by id or by name; a clear error when there is none.
+create or replace function ai._vectorizer_lookup
+( vectorizer_id pg_catalog.int4 default null
+, name pg_catalog.text default null
+) returns ai.vectorizer as
 $func$
 declare
     _vec ai.vectorizer;
 begin
-    select * into _vec from ai.vectorizer v where v.id operator(pg_catalog.=) vectorizer_id;
+    select * into _vec from ai.vectorizer v
+    where v.id operator(pg_catalog.=) vectorizer_id or v.name operator(pg_catalog.=) _vectorizer_lookup.name;
     if not found then
-        raise exception 'no vectorizer with id %', vectorizer_id
+        raise exception '%', case when vectorizer_id is not null
+            then pg_catalog.format('no vectorizer with id %s', vectorizer_id)
+            else pg_catalog.format('no vectorizer named %L', name) end
         using errcode = 'no_data_found';
     end if;
     return _vec;
-end
-$func$ language plpgsql stable security invoker
-set search_path to pg_catalog, pg_temp;
-
--------------------------------------------------------------------------------
-create or replace function ai._vectorizer_id_by_name(name pg_catalog.text)
-returns pg_catalog.int4 as
-$func$
-declare
-    _id pg_catalog.int4;
-begin
-    select v.id into _id from ai.vectorizer v where v.name operator(pg_catalog.=) _vectorizer_id_by_name.name;
-    if not found then
-        raise exception 'no vectorizer named %', pg_catalog.quote_literal(name)
-        using errcode = 'no_data_found';
-    end if;
-    return _id;
 end
 $func$ language plpgsql stable security invoker
 set search_path to pg_catalog, pg_temp;
@@ -133,7 +125,7 @@ create or replace function ai.vectorizer_integrity
 ) as
 $func$
 declare
-    _vec ai.vectorizer = ai._vectorizer_get(vectorizer_id);
+    _vec ai.vectorizer = ai._vectorizer_lookup(vectorizer_id);
     _orphans pg_catalog.text = ai._vectorizer_orphan_scan(_vec);
 begin
     orphan_keys = 0;
@@ -157,7 +149,7 @@ create or replace function ai.vectorizer_integrity
 , out missing_rows pg_catalog.int8
 ) as
 $func$
-    select * from ai.vectorizer_integrity(ai._vectorizer_id_by_name(name))
+    select * from ai.vectorizer_integrity((ai._vectorizer_lookup(name => name)).id)
 $func$ language sql stable security invoker
 set search_path to pg_catalog, pg_temp;
 
@@ -172,7 +164,7 @@ create or replace function ai.repair_vectorizer
 ) as
 $func$
 declare
-    _vec ai.vectorizer = ai._vectorizer_get(vectorizer_id);
+    _vec ai.vectorizer = ai._vectorizer_lookup(vectorizer_id);
     _orphans pg_catalog.text = ai._vectorizer_orphan_scan(_vec);
     _pk_cols pg_catalog.text = ai._vectorizer_pk_list(_vec.source_pk);
 begin
@@ -212,6 +204,6 @@ create or replace function ai.repair_vectorizer
 , out queued_rows pg_catalog.int8
 ) as
 $func$
-    select * from ai.repair_vectorizer(ai._vectorizer_id_by_name(name))
+    select * from ai.repair_vectorizer((ai._vectorizer_lookup(name => name)).id)
 $func$ language sql volatile security invoker
 set search_path to pg_catalog, pg_temp;
