@@ -46,7 +46,7 @@ class SourceCheck:
 
 
 class SourceRecheck:
-    """Builds, once per vectorizer, the statement that locks and classifies a batch's keys."""
+    """Locks a batch's source rows and sorts its keys into present, busy and gone."""
 
     def __init__(self, vectorizer: Vectorizer) -> None:
         self._pk = tuple(vectorizer.pk_names)
@@ -56,44 +56,33 @@ class SourceRecheck:
         else:
             self._strength = sql.SQL("no key update")
 
-    def statement(self, keys: Sequence[Key]) -> tuple[sql.Composed, list[object]]:
-        """Rows (pk..., locked) for every key whose row is visible; `locked` false = busy."""
+    def _select(self, keys: Sequence[Key], lock: bool) -> tuple[sql.Composed, list[object]]:
         condition, params = keys_condition(self._pk, keys)
-        query = sql.SQL(
-            """
-            with locked as materialized (
-                select {pk} from {source} where {condition}
-                for {strength} skip locked
-            )
-            select {pk}, true from locked
-            union all
-            select {s_pk}, false from {source} s
-            where {condition} and not exists (select 1 from locked l where {join})
-            """
-        ).format(
-            pk=sql.SQL(", ").join(map(sql.Identifier, self._pk)),
-            s_pk=sql.SQL(", ").join(sql.Identifier("s", name) for name in self._pk),
-            source=self._source,
-            condition=condition,
-            strength=self._strength,
-            join=sql.SQL(" and ").join(
-                sql.SQL("{} = {}").format(sql.Identifier("l", name), sql.Identifier("s", name))
-                for name in self._pk
-            ),
+        query = sql.SQL("select {} from {} where {}").format(
+            sql.SQL(", ").join(map(sql.Identifier, self._pk)), self._source, condition
         )
-        return query, params + params
+        if lock:
+            query = sql.SQL("{} for {} skip locked").format(query, self._strength)
+        return query, params
+
+    async def _keys(
+        self, conn: psycopg.AsyncConnection, keys: Sequence[Key], lock: bool
+    ) -> set[Key]:
+        query, params = self._select(keys, lock)
+        async with conn.cursor() as cursor:
+            await cursor.execute(query, params)
+            # keys come back as the database spells them, like the claimed ones
+            return {tuple(row) for row in await cursor.fetchall()}
 
     async def check(self, conn: psycopg.AsyncConnection, keys: Sequence[Key]) -> SourceCheck:
         """Locks the rows of `keys` that can be locked now (until the transaction ends)."""
         result = SourceCheck()
         if not keys:
             return result
-        query, params = self.statement(keys)
-        async with conn.cursor() as cursor:
-            await cursor.execute(query, params)
-            for *values, locked in await cursor.fetchall():
-                (result.present if locked else result.busy).add(tuple(values))
-        # Keys come back as the database spells them; match them to the claimed ones.
-        seen = result.present | result.busy
-        result.gone = {key for key in keys if key not in seen}
+        result.present = await self._keys(conn, keys, lock=True)
+        skipped = [key for key in keys if key not in result.present]
+        if skipped:
+            # usually none: only then a second look tells busy rows from gone ones
+            result.busy = await self._keys(conn, skipped, lock=False)
+            result.gone = {key for key in skipped if key not in result.busy}
         return result
