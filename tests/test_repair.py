@@ -297,3 +297,19 @@ def test_repairing_one_vectorizer_leaves_the_others_alone(
     assert repair(conn, vid) == (1, 3, 0)
     assert [key for key, *_ in queue_rows(conn, other)] == [1]  # untouched: queued at creation
     assert integrity(conn, other) == (0, 0, 1)
+
+
+def test_status_check_reports_a_vectorizer_it_cannot_check_and_goes_on(
+    conn: psycopg.Connection, db_url: str, fake_openai: FakeOpenAI
+) -> None:
+    vid = embedded_docs(conn, fake_openai, db_url)
+    create_source(conn, "other", rows=[(1, "t", "one two")])
+    other = create_vectorizer(conn, "other", name="other", chunking=WORD_CHUNKS)
+    conn.execute(f"drop table ai._vectorizer_q_{other}")
+
+    checked = cli(db_url, "status", "--check")
+    assert checked.returncode == 0, checked.stderr
+    assert integrity_line(checked.stdout, "blog") == [str(vid), "blog", "0", "0", "0", "ok"]
+    broken = integrity_line(checked.stdout, "other")
+    assert broken[2:5] == ["-", "-", "-"]
+    assert f'"ai._vectorizer_q_{other}" does not exist' in " ".join(broken)
