@@ -255,7 +255,7 @@ def _status(args: argparse.Namespace) -> int:
     from vectorizer.status import show_status
 
     try:
-        show_status(resolve_db_url(args.db_url), sys.stdout, watch=args.watch)
+        show_status(resolve_db_url(args.db_url), sys.stdout, watch=args.watch, check=args.check)
     except KeyboardInterrupt:
         return 0
     except Exception as exc:
@@ -272,6 +272,22 @@ def _retry_failed(args: argparse.Namespace) -> int:
     except Exception as exc:
         return _fail(exc)
     print(f"requeued {moved} failed key(s) of vectorizer {args.vectorizer}")
+    return 0
+
+
+def _repair(args: argparse.Namespace) -> int:
+    from vectorizer.install import resolve_db_url
+    from vectorizer.status import repair
+
+    try:
+        done = repair(resolve_db_url(args.db_url), args.vectorizer)
+    except Exception as exc:
+        return _fail(exc)
+    print(
+        f"vectorizer {args.vectorizer}: deleted {done['orphan_chunks']} orphan chunk(s) of "
+        f"{done['orphan_keys']} key(s) without a source row; queued {done['queued_rows']} "
+        "row(s) without embeddings"
+    )
     return 0
 
 
@@ -330,7 +346,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="INTERVAL",
         help="refresh every INTERVAL (default 2s) until Ctrl-C",
     )
+    status.add_argument(
+        "--check",
+        action="store_true",
+        help="also count orphan embeddings and rows missing theirs (scans every table: slow)",
+    )
     status.set_defaults(handler=_status)
+
+    repair = commands.add_parser(
+        "repair",
+        help="delete embeddings without a source row and queue rows without embeddings",
+    )
+    _db_url_argument(repair)
+    repair.add_argument("vectorizer", help="vectorizer id or name")
+    repair.set_defaults(handler=_repair)
 
     retry = commands.add_parser(
         "retry-failed", help="move a vectorizer's failed keys back into its queue"

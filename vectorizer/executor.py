@@ -25,6 +25,7 @@ from vectorizer.errors import RowError, VectorizerError
 from vectorizer.observability import tracing
 from vectorizer.observability.telemetry import telemetry
 from vectorizer.queue import ATTEMPTS, FOUND, Claimer, QueueQueries
+from vectorizer.recheck import BUSY_RETRY_SECONDS, SourceRecheck
 from vectorizer.stages.pipeline import RowPipeline
 from vectorizer.stages.writing import RowEmbeddings, Writer
 
@@ -95,6 +96,7 @@ class Executor:
         self._queries = queries
         self._retry = retry
         self._claimer = Claimer(queries, batch_size_for(vectorizer))
+        self._recheck_rows = SourceRecheck(vectorizer)
 
     async def run_batch(self, conn: psycopg.AsyncConnection) -> BatchResult:
         async with conn.transaction():
@@ -109,6 +111,7 @@ class Executor:
                 await asyncio.to_thread(self._transform, live)
             with tracing.span("vectorizer.stage", stage="embed", rows=len(live)):
                 await self._embed(live)
+            live = await self._recheck(conn, live)
             good = [item for item in live if item.error is None]
             with tracing.span("vectorizer.stage", stage="write", rows=len(good)):
                 await self._write(conn, good)
@@ -184,6 +187,26 @@ class Executor:
             vector = result.vectors[index]
             if vector is not None:
                 owner.vectors.append(vector)
+
+    async def _recheck(self, conn: psycopg.AsyncConnection, items: list[_Item]) -> list[_Item]:
+        """The items whose source row still exists, locked until commit (see recheck.py)."""
+        check = await self._recheck_rows.check(conn, [item.key for item in items])
+        await self._writer.delete(conn, sorted(check.gone))
+        for item in items:
+            if item.key in check.busy:
+                # uncharged: the row did nothing wrong, someone is deleting or re-keying it
+                await conn.execute(
+                    self._queries.requeue, (*item.key, item.attempts, BUSY_RETRY_SECONDS)
+                )
+        if check.gone or check.busy:
+            log.info(
+                "vectorizer %s: %d row(s) deleted or re-keyed during the batch, %d busy "
+                "(requeued); not written",
+                self.vectorizer.id,
+                len(check.gone),
+                len(check.busy),
+            )
+        return [item for item in items if item.key in check.present]
 
     def _embeddings(self, item: _Item) -> RowEmbeddings:
         return RowEmbeddings(key=item.key, chunks=item.chunks, vectors=item.vectors)

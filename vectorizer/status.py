@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any, TextIO
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import dict_row
 
 # A worker is alive while its last heartbeat is younger than this many expected intervals.
@@ -32,17 +33,65 @@ limit 20
 """
 
 
+INTEGRITY_QUERY = "select orphan_keys, orphan_chunks, missing_rows from ai.vectorizer_integrity(%s)"
+REPAIR_QUERY = "select orphan_keys, orphan_chunks, queued_rows from ai.repair_vectorizer({})"
+
+
 @dataclass(frozen=True)
 class Snapshot:
     vectorizers: list[dict[str, Any]]
     workers: list[dict[str, Any]]
+    # vectorizer id -> ai.vectorizer_integrity's counts, or the error that prevented them
+    integrity: dict[int, dict[str, Any] | str] | None = None
 
 
-def snapshot(conn: psycopg.Connection) -> Snapshot:
+def snapshot(conn: psycopg.Connection, check: bool = False) -> Snapshot:
     with conn.cursor(row_factory=dict_row) as cursor:
         vectorizers = cursor.execute(VECTORIZER_QUERY).fetchall()
         workers = cursor.execute(WORKER_QUERY).fetchall()
-    return Snapshot(vectorizers, workers)
+    integrity = integrity_counts(conn, [v["id"] for v in vectorizers]) if check else None
+    return Snapshot(vectorizers, workers, integrity)
+
+
+def integrity_counts(
+    conn: psycopg.Connection, vectorizer_ids: Sequence[int]
+) -> dict[int, dict[str, Any] | str]:
+    """Orphan and missing counts per vectorizer; one that cannot be checked gets its error."""
+    counts: dict[int, dict[str, Any] | str] = {}
+    for vectorizer_id in vectorizer_ids:
+        try:
+            with conn.cursor(row_factory=dict_row) as cursor:
+                counts[vectorizer_id] = (
+                    cursor.execute(INTEGRITY_QUERY, (vectorizer_id,)).fetchone() or "no answer"
+                )
+        except psycopg.Error as exc:
+            counts[vectorizer_id] = " ".join(str(exc).split())
+    return counts
+
+
+def _render_integrity(data: Snapshot) -> list[str]:
+    if data.integrity is None:
+        return []
+    lines = ["", "Integrity (--check)"]
+    rows = []
+    for v in data.vectorizers:
+        counts = data.integrity.get(v["id"], "not checked")
+        if isinstance(counts, str):
+            rows.append([str(v["id"]), v["name"], "-", "-", "-", counts[:120]])
+            continue
+        damaged = counts["orphan_keys"] or counts["missing_rows"]
+        rows.append(
+            [
+                str(v["id"]),
+                v["name"],
+                str(counts["orphan_keys"]),
+                str(counts["orphan_chunks"]),
+                str(counts["missing_rows"]),
+                f"run: vectorizer repair {v['name']}" if damaged else "ok",
+            ]
+        )
+    headers = ["id", "name", "orphan keys", "orphan chunks", "missing", ""]
+    return lines + ["  " + line for line in _table(headers, rows)]
 
 
 def worker_alive(worker: dict[str, Any]) -> bool:
@@ -143,13 +192,14 @@ def render(data: Snapshot, now: datetime) -> str:
     ]
     if not data.workers:
         lines.append("  (no worker has reported)")
+    lines += _render_integrity(data)
     return "\n".join(lines)
 
 
-def show_status(db_url: str, out: TextIO, watch: float | None = None) -> None:
+def show_status(db_url: str, out: TextIO, watch: float | None = None, check: bool = False) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
         while True:
-            data = snapshot(conn)
+            data = snapshot(conn, check)
             now = conn.execute("select now()").fetchone()[0]  # type: ignore[index]
             text = render(data, now)
             if watch:
@@ -177,3 +227,13 @@ def retry_failed(db_url: str, vectorizer: str) -> int:
                 raise LookupError(f"no vectorizer named {vectorizer!r}")
     assert row is not None
     return int(row[0])
+
+
+def repair(db_url: str, vectorizer: str) -> dict[str, int]:
+    """Deletes a vectorizer's (id or name) orphan store rows and queues its missing rows."""
+    argument = sql.SQL("%s::int4" if vectorizer.isdigit() else "%s::text")
+    value: int | str = int(vectorizer) if vectorizer.isdigit() else vectorizer
+    with psycopg.connect(db_url, autocommit=True) as conn, conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(sql.SQL(REPAIR_QUERY).format(argument), (value,)).fetchone()
+    assert row is not None
+    return {name: int(count) for name, count in row.items()}

@@ -33,6 +33,10 @@ class Writer(Protocol):
         """Replaces the embeddings of `rows`; returns the number of chunks written."""
         ...
 
+    async def delete(self, conn: psycopg.AsyncConnection, keys: Sequence[tuple[Any, ...]]) -> None:
+        """Removes every embedding of `keys`, whose source rows are gone."""
+        ...
+
 
 class TableWriter:
     def __init__(self, vectorizer: Vectorizer, destination: TableDestination) -> None:
@@ -96,6 +100,9 @@ class ColumnWriter:
             sql.SQL(", ").join(map(sql.Identifier, pk)),
             sql.SQL(", ").join(sql.Placeholder() * len(pk)),
         )
+
+    async def delete(self, conn: psycopg.AsyncConnection, keys: Sequence[tuple[Any, ...]]) -> None:
+        """Nothing to do: the embedding lived in the source row and went with it."""
 
     async def write(self, conn: psycopg.AsyncConnection, rows: Sequence[RowEmbeddings]) -> int:
         params = [(row.vectors[0] if row.vectors else None, *row.key) for row in rows]
