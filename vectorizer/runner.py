@@ -193,6 +193,7 @@ class VectorizerRunner:
                 done += result.rows_done
                 self.chunks_written += result.chunks
                 telemetry.batch_committed(vectorizer.name, result.rows_done, result.chunks)
+                telemetry.skipped(vectorizer.name, "empty", result.empty)
                 for _, error in result.failed:
                     telemetry.failed(vectorizer.name, error.step, "row")
                 if self.progress is not None:

@@ -18,7 +18,7 @@ STALE_SLACK = timedelta(seconds=30)
 VECTORIZER_QUERY = """
 select id, name, source_table, disabled, pending_items_estimate, failed_items,
        oldest_pending_age, source_rows, embedded_rows, errors_last_hour,
-       last_error_at, last_error_message, last_success_at
+       last_error_at, last_error_message, last_success_at, empty_rows
 from ai.vectorizer_status order by id
 """
 
@@ -72,8 +72,16 @@ def _coverage(row: dict[str, Any]) -> str:
     source, embedded = row["source_rows"], row["embedded_rows"]
     if source is None or embedded is None:
         return "-"
-    share = f" ({embedded / source:.0%})" if source else ""
+    share = f" ({percent(embedded, source)})" if source else ""
     return f"{embedded}/{source}{share}"
+
+
+def percent(part: int, whole: int) -> str:
+    """`part` of `whole`, rounded down to 0.1%: 7030 of 7033 is 99.9%, never 100%."""
+    if part == whole:
+        return "100%"
+    tenths = part * 1000 // whole
+    return f"{tenths // 10}.{tenths % 10}%"
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
@@ -97,6 +105,7 @@ def render(data: Snapshot, now: datetime) -> str:
                 _age(v["oldest_pending_age"]),
                 "-" if v["failed_items"] is None else str(v["failed_items"]),
                 _coverage(v),
+                "-" if v["empty_rows"] is None else str(v["empty_rows"]),
                 str(v["errors_last_hour"] or 0),
                 _since(v["last_success_at"], now),
             ]
@@ -111,6 +120,7 @@ def render(data: Snapshot, now: datetime) -> str:
                 "oldest",
                 "failed",
                 "embedded/source",
+                "empty",
                 "errors 1h",
                 "last success",
             ],
