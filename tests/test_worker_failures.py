@@ -164,7 +164,7 @@ def test_template_with_missing_column_fails_rows_at_formatting(
     errors = error_rows(conn, broken)
     assert len(errors) == 3 * 2  # two attempts per key
     for _, message, details in errors:
-        assert message == "vectorizer failed with unexpected error"
+        assert message == "formatting failed"
         assert details["step"] == "formatting"
         assert "nosuch" in details["error_reason"]
     assert sorted(details["pk"]["id"] for _, _, details in errors if details["attempts"] == 2) == [
@@ -199,7 +199,7 @@ def test_document_that_cannot_be_parsed_fails_at_parsing(
     assert failed_rows(conn, vid) == [(2, "parsing")]
     assert queue_count(conn, vid) == 0
     [(_, message, details)] = error_rows(conn, vid)
-    assert message == "vectorizer failed with unexpected error"
+    assert message == "parsing failed"
     assert (details["step"], details["pk"], details["attempts"]) == ("parsing", {"id": 2}, 1)
     assert details["is_retryable"] is False
     assert "No file extension could be determined" in details["error_reason"]

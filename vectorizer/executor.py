@@ -23,7 +23,7 @@ from psycopg.rows import dict_row
 from vectorizer.config import UriLoading, Vectorizer
 from vectorizer.empty_inputs import EmptyInputs
 from vectorizer.embedders import Embedder
-from vectorizer.errors import RowError, VectorizerError
+from vectorizer.errors import RowError, VectorizerError, failure_message
 from vectorizer.observability import tracing
 from vectorizer.observability.telemetry import telemetry
 from vectorizer.queue import ATTEMPTS, FOUND, QueueQueries
@@ -257,15 +257,12 @@ class Executor:
     ) -> tuple[str, dict[str, Any]]:
         """The reference's message and details keys, plus the key, step and attempt."""
         config = self.vectorizer.config
+        message = failure_message(error.step)
         details: dict[str, Any] = {"error_reason": error.message}
         if error.step == "loading":
-            message = "loading failed"
             details["loader"] = config.loading.implementation
         elif error.step == "embedding":
-            message = "embedding provider failed"
             details["provider"] = config.embedding.implementation
-        else:
-            message = "vectorizer failed with unexpected error"
         details["is_retryable"] = retryable
         details["step"] = error.step
         details["pk"] = dict(zip(self._queries.pk_names, key, strict=True))

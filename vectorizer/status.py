@@ -24,7 +24,7 @@ from ai.vectorizer_status order by id
 
 WORKER_QUERY = """
 select id, version, started, last_heartbeat, expected_heartbeat_interval,
-       success_count, error_count, last_error_message, now() as now
+       success_count, error_count, last_error_message, stopped_at, now() as now
 from ai.vectorizer_worker_process
 where last_heartbeat > now() - interval '1 day'
 order by last_heartbeat desc
@@ -43,6 +43,13 @@ def snapshot(conn: psycopg.Connection) -> Snapshot:
         vectorizers = cursor.execute(VECTORIZER_QUERY).fetchall()
         workers = cursor.execute(WORKER_QUERY).fetchall()
     return Snapshot(vectorizers, workers)
+
+
+def worker_state(worker: dict[str, Any]) -> str:
+    """stopped (exited cleanly), alive (beating), or stale (stopped beating: killed, hung)."""
+    if worker.get("stopped_at") is not None:
+        return "stopped"
+    return "alive" if worker_alive(worker) else "stale"
 
 
 def worker_alive(worker: dict[str, Any]) -> bool:
@@ -138,7 +145,7 @@ def render(data: Snapshot, now: datetime) -> str:
         [
             str(w["id"]).split("-")[0],
             w["version"],
-            "alive" if worker_alive(w) else "stale",
+            worker_state(w),
             _since(w["last_heartbeat"], w["now"]),
             str(w["success_count"]),
             str(w["error_count"]),
