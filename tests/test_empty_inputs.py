@@ -139,7 +139,13 @@ def test_skipped_empty_metric(conn: psycopg.Connection, db_url: str, fake: FakeO
 
 @pytest.mark.parametrize(
     ("part", "whole", "shown"),
-    [(7030, 7033, "99.9%"), (9999, 10000, "99.9%"), (1, 3, "33.3%"), (0, 5, "0.0%"), (8, 8, "100%")],
+    [
+        (7030, 7033, "99.9%"),
+        (9999, 10000, "99.9%"),
+        (1, 3, "33.3%"),
+        (0, 5, "0.0%"),
+        (8, 8, "100%"),
+    ],
 )
 def test_coverage_below_100_percent_is_never_rounded_up(part: int, whole: int, shown: str) -> None:
     assert percent(part, whole) == shown

@@ -183,4 +183,3 @@ def test_an_idle_daemon_says_nothing_at_info_and_reports_at_debug(
     assert idle and all(r["level"] == "debug" and r["items"] == 0 for r in idle)
     running = [r for r in records if r["message"] == "running vectorizer"]
     assert running and all(r["vectorizer_id"] == vid and r["level"] == "debug" for r in running)
-

@@ -21,8 +21,8 @@ import psycopg
 from psycopg.rows import dict_row
 
 from vectorizer.config import UriLoading, Vectorizer
-from vectorizer.empty_inputs import EmptyInputs
 from vectorizer.embedders import Embedder
+from vectorizer.empty_inputs import EmptyInputs
 from vectorizer.errors import RowError, VectorizerError, failure_message
 from vectorizer.observability import tracing
 from vectorizer.observability.telemetry import telemetry

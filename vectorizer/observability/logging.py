@@ -84,7 +84,7 @@ class JsonFormatter(logging.Formatter):
 class TextFormatter(logging.Formatter):
     """TEXT_FORMAT, then the record's fields as ` key=value`."""
 
-    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+    def formatMessage(self, record: logging.LogRecord) -> str:
         line = super().formatMessage(record)
         extra = " ".join(f"{name}={value}" for name, value in fields(record).items())
         return f"{line} {extra}" if extra else line
