@@ -157,3 +157,39 @@ def test_a_name_the_hub_does_not_know_fails_at_once(
     reason = _assert_nothing_charged(conn, vid)
     assert "does not know it; check the name" in reason
     assert _UnknownModels.requests == [f"/api/models/{TYPO}"]  # one question, no retries
+
+
+LIBRARY_WARNINGS = """
+import logging
+from vectorizer.embedders.sentence_transformers import load_model
+from vectorizer.observability.logging import configure_logging
+
+configure_logging("INFO", "text")
+load_model("sentence-transformers/all-MiniLM-L6-v2", "cpu")  # imports the libraries
+from transformers.utils import logging as transformers_logging
+
+transformers_logging.get_logger("transformers.modeling_utils").warning("a transformers warning")
+logging.getLogger("huggingface_hub.utils._http").warning("a hub warning")
+logging.getLogger("sentence_transformers.models").warning("a sentence-transformers warning")
+"""
+
+
+def test_library_warnings_are_printed_once_through_the_worker_log() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", LIBRARY_WARNINGS],
+        env=worker_env(),
+        cwd=str(REPO_ROOT),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    for library, text in [
+        ("transformers.modeling_utils", "a transformers warning"),
+        ("huggingface_hub.utils._http", "a hub warning"),
+        ("sentence_transformers.models", "a sentence-transformers warning"),
+    ]:
+        lines = [line for line in result.stderr.splitlines() if text in line]
+        assert len(lines) == 1, result.stderr
+        assert f" WARNING {library}: {text}" in lines[0]  # the worker's own format

@@ -261,9 +261,12 @@ def _unavailable_message(name: str, source: str, exc: Exception) -> str:
 
 
 def _route_library_logs() -> None:
-    # Their records still reach the worker's own handler (formatted, redacted) by propagation.
+    # Their records reach the worker's own handler (formatted, redacted) by propagation, which
+    # transformers turns off when it installs its handler.
     for name in _LIBRARY_LOGGERS:
-        logging.getLogger(name).handlers.clear()
+        library_logger = logging.getLogger(name)
+        library_logger.handlers.clear()
+        library_logger.propagate = True
 
 
 def _quiet_progress_bars() -> None:
