@@ -134,9 +134,7 @@ def test_without_network_a_misspelled_model_fails_at_once(
     vid = _typo_vectorizer(conn)
     nowhere = f"http://127.0.0.1:{_closed_port()}"
 
-    result, seconds = _run(
-        db_url, HF_HUB_OFFLINE="", TRANSFORMERS_OFFLINE="", HF_ENDPOINT=nowhere
-    )
+    result, seconds = _run(db_url, HF_HUB_OFFLINE="", TRANSFORMERS_OFFLINE="", HF_ENDPOINT=nowhere)
 
     assert result.returncode == 1, result.stderr
     assert seconds < FAST, (seconds, result.stderr)
