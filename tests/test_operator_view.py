@@ -33,6 +33,7 @@ from tests.worker_helpers import (
     worker_command,
     worker_env,
 )
+from vectorizer.observability.progress import Progress
 
 
 @pytest.fixture
@@ -149,6 +150,13 @@ def test_progress_bar_ends_replaced_in_place_with_the_log_lines_above_it(
     # every log line is whole, none of them drawn over by the bar
     assert all(" INFO " in line or " WARNING " in line for line in logs), "\n".join(lines)
     assert len(store_rows(conn)) == 6
+
+
+def test_a_bar_with_nothing_counted_yet_is_empty_until_done() -> None:
+    bar = Progress(name="starting")
+    assert "[........................] 0/0 rows" in bar.line()
+    bar.finished = True
+    assert "[########################] 0/0 rows" in bar.line()
 
 
 # --- logs of an idle daemon ----------------------------------------------------------------------

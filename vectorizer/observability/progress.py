@@ -28,7 +28,8 @@ class Progress:
 
     def line(self, width: int = 24) -> str:
         total = max(self.total, self.rows)
-        share = self.rows / total if total else 1.0
+        # nothing counted yet is an empty bar until the run says it is done
+        share = self.rows / total if total else float(self.finished)
         filled = int(width * share)
         elapsed = max(time.monotonic() - self.started, 1e-6)
         rate = self.rows / elapsed
