@@ -9,7 +9,6 @@ from __future__ import annotations
 import http.server
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,13 +17,13 @@ import psycopg
 import pytest
 
 from tests.worker_helpers import (
-    REPO_ROOT,
     create_source,
     create_vectorizer,
     doc_rows,
     error_rows,
     failed_rows,
     queue_rows,
+    run_python,
     run_worker,
     worker_env,
 )
@@ -115,14 +114,8 @@ def test_offline_a_misspelled_model_fails_at_once_naming_download_models(
     assert "Retrying in" not in result.stderr
 
     # the hint is a command that runs: offline it fails at once too, naming the model
-    fetch = subprocess.run(
-        [sys.executable, "-m", "vectorizer", "download-models", TYPO],
-        env=worker_env(HF_HUB_OFFLINE="1"),
-        cwd=str(REPO_ROOT),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    fetch = run_python(
+        "-m", "vectorizer", "download-models", TYPO, env=worker_env(HF_HUB_OFFLINE="1")
     )
     assert fetch.returncode == 1
     assert f"error: {TYPO}: " in fetch.stderr
@@ -173,15 +166,7 @@ logging.getLogger("sentence_transformers.models").warning("a sentence-transforme
 
 
 def test_library_warnings_are_printed_once_through_the_worker_log() -> None:
-    result = subprocess.run(
-        [sys.executable, "-c", LIBRARY_WARNINGS],
-        env=worker_env(),
-        cwd=str(REPO_ROOT),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_python("-c", LIBRARY_WARNINGS, env=worker_env(), timeout=120)
     assert result.returncode == 0, result.stderr
     for library, text in [
         ("transformers.modeling_utils", "a transformers warning"),

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import psycopg
@@ -18,14 +16,12 @@ from tests.fake_openai import FakeOpenAI
 from tests.test_observability import run_on_terminal
 from tests.test_status import cli
 from tests.worker_helpers import (
-    REPO_ROOT,
     create_source,
     create_vectorizer,
     daemon,
     doc_rows,
-    error_rows,
-    failed_rows,
     run_ok,
+    run_python,
     store_rows,
     terminate,
     wait_for,
@@ -47,14 +43,8 @@ def fake() -> Iterator[FakeOpenAI]:
 
 def test_install_prints_its_result_once(empty_db_url: str) -> None:
     for expected in ("installed", "is already installed"):
-        result = subprocess.run(
-            [sys.executable, "-m", "vectorizer", "install", "--db-url", empty_db_url],
-            env=worker_env(),
-            cwd=str(REPO_ROOT),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
+        result = run_python(
+            "-m", "vectorizer", "install", "--db-url", empty_db_url, env=worker_env()
         )
         assert result.returncode == 0, result.stderr
         said = (result.stdout + result.stderr).splitlines()
@@ -98,27 +88,6 @@ def test_workers_that_exited_cleanly_show_as_stopped(
         "select count(*) filter (where stopped_at is null) from ai.vectorizer_worker_process"
     ).fetchone()
     assert stopped == (1,)
-
-
-# --- error rows --------------------------------------------------------------------------------
-
-
-def test_row_level_failures_name_their_step(
-    conn: psycopg.Connection, db_url: str, fake: FakeOpenAI
-) -> None:
-    conn.execute("create table files (id int primary key, data bytea)")
-    conn.execute(
-        "insert into files values (1, convert_to('plain text', 'UTF8')),"
-        " (2, '\\x00010203ff00'::bytea)"
-    )
-    vid = create_vectorizer(conn, "files", loading="ai.loading_column('data', retries => 0)")
-
-    run_ok(db_url, env=worker_env(fake))
-
-    assert failed_rows(conn, vid) == [(2, "parsing")]
-    [(_, message, details)] = error_rows(conn, vid)
-    assert message == "parsing failed"
-    assert details["step"] == "parsing" and details["pk"] == {"id": 2}
 
 
 # --- the once-mode progress bar on a terminal --------------------------------------------------
