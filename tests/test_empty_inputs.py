@@ -5,7 +5,6 @@ and the fake OpenAI server."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -30,19 +29,13 @@ from vectorizer.status import percent
 BLANKS = [(4, "t", None), (5, "t", ""), (6, "t", "  \n\t ")]
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as server:
-        yield server
-
-
 def test_empty_text_is_counted_in_status_and_follows_later_edits(
-    conn: psycopg.Connection, db_url: str, fake: FakeOpenAI
+    conn: psycopg.Connection, db_url: str, fake_openai: FakeOpenAI
 ) -> None:
     create_source(conn, rows=[(1, "t", "one"), (2, "t", "two"), (3, "t", "three"), *BLANKS])
     vid = create_vectorizer(conn, name="blank_vec")
 
-    run_ok(db_url, env=worker_env(fake))
+    run_ok(db_url, env=worker_env(fake_openai))
 
     assert [row[0] for row in store_rows(conn)] == [1, 2, 3]
     assert error_rows(conn, vid) == []  # no error, as in pgai
@@ -60,7 +53,7 @@ def test_empty_text_is_counted_in_status_and_follows_later_edits(
     conn.execute("update docs set body = 'now it has text' where id = 4")
     conn.execute("delete from docs where id = 5")
     conn.execute("update docs set body = '' where id = 1")
-    run_ok(db_url, env=worker_env(fake))
+    run_ok(db_url, env=worker_env(fake_openai))
 
     assert [row[0] for row in store_rows(conn)] == [2, 3, 4]
     row = status_row(conn, vid)
@@ -73,7 +66,7 @@ def test_empty_text_is_counted_in_status_and_follows_later_edits(
 
 
 def test_null_and_empty_bytea_documents_are_counted(
-    conn: psycopg.Connection, db_url: str, fake: FakeOpenAI
+    conn: psycopg.Connection, db_url: str, fake_openai: FakeOpenAI
 ) -> None:
     conn.execute("create table files (id int primary key, data bytea)")
     conn.execute(
@@ -82,7 +75,7 @@ def test_null_and_empty_bytea_documents_are_counted(
     )
     vid = create_vectorizer(conn, "files", loading="ai.loading_column('data')")
 
-    run_ok(db_url, env=worker_env(fake))
+    run_ok(db_url, env=worker_env(fake_openai))
 
     assert [row[:3] for row in store_rows(conn, "files_embedding_store")] == [
         (1, 0, "plain text file")
@@ -92,7 +85,7 @@ def test_null_and_empty_bytea_documents_are_counted(
 
 
 def test_hostile_names_and_composite_typed_keys(
-    conn: psycopg.Connection, db_url: str, fake: FakeOpenAI
+    conn: psycopg.Connection, db_url: str, fake_openai: FakeOpenAI
 ) -> None:
     conn.execute(
         'create table "My ""Docs"" Table" ("Key Col" text, "At" timestamptz, "bin" bytea,'
@@ -112,18 +105,20 @@ def test_hostile_names_and_composite_typed_keys(
         destination="ai.destination_table('hostile_store_target')",
     )
 
-    run_ok(db_url, env=worker_env(fake))
+    run_ok(db_url, env=worker_env(fake_openai))
 
     assert status_row(conn, vid)["empty_rows"] == 2
     conn.execute("""delete from "My ""Docs"" Table" where "Key Col" = 'c "d"'""")
     assert status_row(conn, vid)["empty_rows"] == 1  # a deleted row is no longer counted
 
 
-def test_skipped_empty_metric(conn: psycopg.Connection, db_url: str, fake: FakeOpenAI) -> None:
+def test_skipped_empty_metric(
+    conn: psycopg.Connection, db_url: str, fake_openai: FakeOpenAI
+) -> None:
     create_source(conn, rows=[(1, "t", "one"), *BLANKS])
     create_vectorizer(conn, name="skip_vec")
     port = free_port()
-    with daemon(db_url, *daemon_flags(port), env=worker_env(fake)) as handle:
+    with daemon(db_url, *daemon_flags(port), env=worker_env(fake_openai)) as handle:
 
         def counted() -> dict[Any, float] | None:
             status, body = http_get(port, "/metrics")

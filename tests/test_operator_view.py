@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import signal
-from collections.abc import Iterator
 
 import psycopg
 import pyte
@@ -30,13 +29,6 @@ from tests.worker_helpers import (
     worker_env,
 )
 from vectorizer.observability.progress import Progress
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as server:
-        yield server
-
 
 # --- install -----------------------------------------------------------------------------------
 
@@ -65,21 +57,21 @@ def _worker_states(db_url: str) -> list[str]:
 
 
 def test_workers_that_exited_cleanly_show_as_stopped(
-    conn: psycopg.Connection, db_url: str, fake: FakeOpenAI
+    conn: psycopg.Connection, db_url: str, fake_openai: FakeOpenAI
 ) -> None:
     create_source(conn, rows=doc_rows(3))
     create_vectorizer(conn)
-    run_ok(db_url, env=worker_env(fake))
+    run_ok(db_url, env=worker_env(fake_openai))
     assert _worker_states(db_url) == ["stopped"]
 
-    with daemon(db_url, "--poll-interval", "200ms", env=worker_env(fake)) as running:
+    with daemon(db_url, "--poll-interval", "200ms", env=worker_env(fake_openai)) as running:
         wait_for(lambda: len(_worker_states(db_url)) == 2, 20, what="the daemon's process row")
         assert sorted(_worker_states(db_url)) == ["alive", "stopped"]
         code, _ = terminate(running)
     assert code == 0
     assert _worker_states(db_url) == ["stopped", "stopped"]
 
-    with daemon(db_url, "--poll-interval", "200ms", env=worker_env(fake)) as killed:
+    with daemon(db_url, "--poll-interval", "200ms", env=worker_env(fake_openai)) as killed:
         wait_for(lambda: len(_worker_states(db_url)) == 3, 20, what="the daemon's process row")
         killed.signal(signal.SIGKILL)
         killed.wait(10)
@@ -101,12 +93,12 @@ def _screen(output: str) -> list[str]:
 
 
 def test_progress_bar_ends_replaced_in_place_with_the_log_lines_above_it(
-    conn: psycopg.Connection, db_url: str, fake: FakeOpenAI
+    conn: psycopg.Connection, db_url: str, fake_openai: FakeOpenAI
 ) -> None:
     create_source(conn, rows=doc_rows(6))
     create_vectorizer(conn, name="bar_vec", processing="ai.processing_default(batch_size => 2)")
 
-    code, output = run_on_terminal(worker_command(db_url, "--once"), worker_env(fake))
+    code, output = run_on_terminal(worker_command(db_url, "--once"), worker_env(fake_openai))
 
     assert code == 0, output
     lines = _screen(output)
@@ -132,12 +124,12 @@ def test_a_bar_with_nothing_counted_yet_is_empty_until_done() -> None:
 
 
 def test_an_idle_daemon_says_nothing_at_info_and_reports_at_debug(
-    conn: psycopg.Connection, db_url: str, fake: FakeOpenAI
+    conn: psycopg.Connection, db_url: str, fake_openai: FakeOpenAI
 ) -> None:
     create_source(conn, rows=doc_rows(2))
     vid = create_vectorizer(conn)
     flags = ("--poll-interval", "100ms", "--log-format", "json")
-    with daemon(db_url, *flags, env=worker_env(fake)) as quiet:
+    with daemon(db_url, *flags, env=worker_env(fake_openai)) as quiet:
         wait_for(lambda: len(store_rows(conn)) == 2, 20, what="the backfill")
         wait_for_stderr(quiet, "finished processing vectorizer", 10)
         before = len(quiet.stderr().splitlines())
@@ -152,7 +144,7 @@ def test_an_idle_daemon_says_nothing_at_info_and_reports_at_debug(
     [finished] = [r for r in records if r["message"] == "finished processing vectorizer"]
     assert (finished["items"], finished["vectorizer_id"], finished["level"]) == (2, vid, "info")
 
-    with daemon(db_url, *flags, "--log-level", "debug", env=worker_env(fake)) as chatty:
+    with daemon(db_url, *flags, "--log-level", "debug", env=worker_env(fake_openai)) as chatty:
         wait_for_stderr(chatty, '"items": 0', 10)
         records = [json.loads(line) for line in chatty.stderr().splitlines()]
         terminate(chatty)
