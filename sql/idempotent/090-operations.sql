@@ -103,13 +103,14 @@ begin
         return null;
     end if;
     _source = pg_catalog.to_regclass(pg_catalog.format('%I.%I', _vec.source_schema, _vec.source_table));
-    if _source is null
-    or pg_catalog.to_regclass('ai._vectorizer_empty_input') is null
-    or not pg_catalog.has_table_privilege(pg_catalog.current_user(), _source, 'select')
+    if _source is null or pg_catalog.to_regclass('ai._vectorizer_empty_input') is null then
+        return null;
+    end if;
+    if not pg_catalog.has_table_privilege(pg_catalog.current_user(), _source, 'select')
     or not pg_catalog.has_table_privilege
         (pg_catalog.current_user(), 'ai._vectorizer_empty_input'::pg_catalog.regclass, 'select')
     then
-        return null;
+        return null;  -- a viewer who may not read them gets no count (the view stays usable)
     end if;
     select pg_catalog.string_agg
     ( pg_catalog.format
