@@ -132,6 +132,29 @@ def test_skipped_empty_metric(
     assert value(page, "vectorizer_chunks_total", vectorizer="skip_vec") == 1
 
 
+def test_a_schema_without_the_table_still_embeds_and_says_so_once(
+    conn: psycopg.Connection, db_url: str, fake_openai: FakeOpenAI
+) -> None:
+    # a worker upgraded before `vectorizer install` ran against the database
+    create_source(conn, rows=[(1, "t", "one"), (2, "t", "two"), *BLANKS])
+    vid = create_vectorizer(conn, processing="ai.processing_default(batch_size => 1)")
+    conn.execute("drop table ai._vectorizer_empty_input")
+
+    result = run_ok(db_url, "-c", "2", env=worker_env(fake_openai))
+
+    assert [row[0] for row in store_rows(conn)] == [1, 2]
+    assert queue_count(conn, vid) == 0
+    assert result.stderr.count("are not counted") == 1, result.stderr
+    assert status_row(conn, vid)["empty_rows"] is None
+
+    # and `vectorizer status` on a schema older than itself says what to run
+    conn.execute("drop view ai.vectorizer_status")
+    conn.execute("create view ai.vectorizer_status as select v.id from ai.vectorizer v")
+    out = cli("status", "--db-url", db_url)
+    assert out.returncode == 1
+    assert "older than vectorizer" in out.stderr and "run `vectorizer install`" in out.stderr
+
+
 @pytest.mark.parametrize(
     ("part", "whole", "shown"),
     [

@@ -13,12 +13,25 @@ row got text, failed or disappeared leaves the set, and one still empty stays in
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from datetime import date, datetime, time
 from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
+
+log = logging.getLogger(__name__)
+
+# vectorizers already warned about: executors are made per drain, the warning once per process
+_warned: set[int] = set()
+
+# A worker upgraded before `vectorizer install` ran, or running as a role without rights on the
+# table, must still embed: it only can't count empty rows, and says so once.
+USABLE = """
+select pg_catalog.to_regclass('ai._vectorizer_empty_input') is not null
+and pg_catalog.has_table_privilege('ai._vectorizer_empty_input', 'select, insert, delete')
+"""
 
 # One round trip per batch: forget every claimed key that is not empty now, add the empty ones.
 RECORD = """
@@ -40,6 +53,7 @@ class EmptyInputs:
     def __init__(self, vectorizer_id: int, pk_names: Sequence[str]) -> None:
         self._vectorizer_id = vectorizer_id
         self._pk_names = tuple(pk_names)
+        self._usable: bool | None = None
 
     async def record(
         self,
@@ -49,8 +63,8 @@ class EmptyInputs:
     ) -> int:
         """In the batch's transaction: `empty` keys are in the set, the other claimed ones are
         not. Returns how many keys were empty."""
-        if not claimed:
-            return 0
+        if not claimed or not await self._can_record(conn):
+            return len(empty)
         await conn.execute(
             RECORD,
             {
@@ -60,6 +74,21 @@ class EmptyInputs:
             },
         )
         return len(empty)
+
+    async def _can_record(self, conn: psycopg.AsyncConnection) -> bool:
+        if self._usable is None:
+            cursor = await conn.execute(USABLE)
+            row = await cursor.fetchone()
+            self._usable = bool(row and row[0])
+            if not self._usable and self._vectorizer_id not in _warned:
+                _warned.add(self._vectorizer_id)
+                log.warning(
+                    "empty inputs of vectorizer %s are not counted: ai._vectorizer_empty_input "
+                    "is missing or not writable (run `vectorizer install`, or grant select, "
+                    "insert, delete on it to the worker's role)",
+                    self._vectorizer_id,
+                )
+        return self._usable
 
     def _jsonb(self, key: tuple[Any, ...]) -> Jsonb:
         return Jsonb(dict(zip(self._pk_names, key, strict=True)), dumps=_dumps)

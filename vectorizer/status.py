@@ -11,6 +11,8 @@ from typing import Any, TextIO
 import psycopg
 from psycopg.rows import dict_row
 
+from vectorizer import __version__
+
 # A worker is alive while its last heartbeat is younger than this many expected intervals.
 STALE_AFTER_INTERVALS = 3
 STALE_SLACK = timedelta(seconds=30)
@@ -38,10 +40,20 @@ class Snapshot:
     workers: list[dict[str, Any]]
 
 
+class SchemaTooOld(RuntimeError):
+    """The database's ai schema lacks what this version reads: `vectorizer install` adds it."""
+
+
 def snapshot(conn: psycopg.Connection) -> Snapshot:
-    with conn.cursor(row_factory=dict_row) as cursor:
-        vectorizers = cursor.execute(VECTORIZER_QUERY).fetchall()
-        workers = cursor.execute(WORKER_QUERY).fetchall()
+    try:
+        with conn.cursor(row_factory=dict_row) as cursor:
+            vectorizers = cursor.execute(VECTORIZER_QUERY).fetchall()
+            workers = cursor.execute(WORKER_QUERY).fetchall()
+    except (psycopg.errors.UndefinedColumn, psycopg.errors.UndefinedFunction) as exc:
+        raise SchemaTooOld(
+            f"the ai schema in this database is older than vectorizer {__version__} "
+            f"({exc.diag.message_primary}): run `vectorizer install` to upgrade it"
+        ) from None
     return Snapshot(vectorizers, workers)
 
 
