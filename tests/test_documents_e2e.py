@@ -235,7 +235,7 @@ def test_bytea_column_of_mixed_documents(
     # an image needs docling's layout and OCR models, which this machine does not have
     assert failed_rows(conn, vid) == [(png_id, "parsing")]
     [(_, message, details)] = error_rows(conn, vid)
-    assert message == "vectorizer failed with unexpected error"
+    assert message == "parsing failed"
     assert details["pk"] == {"id": png_id}
     assert "vectorizer download-models" in details["error_reason"]
     assert "the layout model" in details["error_reason"]

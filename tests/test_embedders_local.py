@@ -102,8 +102,11 @@ async def test_a_model_that_cannot_be_had_offline_is_a_clear_vectorizer_error() 
     with pytest.raises(VectorizerError) as raised:
         await embed(settings, ["a"])
     message = str(raised.value)
-    assert "local model 'sentence-transformers/not-a-real-model-xyz' can't be loaded" in message
-    assert "HuggingFace cache" in message
+    assert message.startswith(
+        "model 'sentence-transformers/not-a-real-model-xyz' is not in the local cache; check the "
+        "name or run `vectorizer download-models sentence-transformers/not-a-real-model-xyz`"
+    )
+    assert "HF_HUB_OFFLINE is set" in message
 
 
 async def test_dimension_mismatch_is_reported_at_setup(minilm: LocalModel) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 from vectorizer import PGAI_COMPAT_VERSION, __version__
-from vectorizer.install import install, installed_version
+from vectorizer.install import SQL_DIR, install, installed_version
 
 
 def one(conn: psycopg.Connection, query: str, params: Any = None) -> Any:
@@ -75,9 +75,15 @@ def test_install_into_an_empty_database(empty_db_url: str) -> None:
             ("ai", PGAI_COMPAT_VERSION)
         ]
         assert PGAI_COMPAT_VERSION == "0.12.1"
+        migrations = _migration_names()
+        assert migrations[0] == "001-catalog"
         assert conn.execute(
-            "select name, applied_at_version from ai._vectorizer_lib_migration"
-        ).fetchall() == [("001-catalog", __version__)]
+            "select name, applied_at_version from ai._vectorizer_lib_migration order by name"
+        ).fetchall() == [(name, __version__) for name in migrations]
+
+
+def _migration_names() -> list[str]:
+    return sorted(path.stem for path in (SQL_DIR / "migrations").glob("*.sql"))
 
 
 def test_reinstall_is_a_no_op(empty_db_url: str) -> None:
@@ -95,7 +101,9 @@ def test_reinstall_is_a_no_op(empty_db_url: str) -> None:
         assert conn.execute("select * from ai._vectorizer_lib_version").fetchall() == before
         assert conn.execute("select * from ai.pgai_lib_version").fetchall() == pgai_before
         assert one(conn, "select ai.vectorizer_queue_pending('x', false)") == -1
-        assert one(conn, "select count(*) from ai._vectorizer_lib_migration") == 1
+        assert one(conn, "select count(*) from ai._vectorizer_lib_migration") == len(
+            _migration_names()
+        )
 
 
 def test_reinstall_on_the_fixture_database(db_url: str) -> None:
@@ -143,7 +151,9 @@ def test_concurrent_installs(empty_db_url: str) -> None:
     assert sorted(results) == [False, False, False, False, True]
     with connect(empty_db_url) as conn:
         assert one(conn, "select count(*) from ai._vectorizer_lib_version") == 1
-        assert one(conn, "select count(*) from ai._vectorizer_lib_migration") == 1
+        assert one(conn, "select count(*) from ai._vectorizer_lib_migration") == len(
+            _migration_names()
+        )
         assert one(conn, "select count(*) from ai.pgai_lib_version") == 1
         assert one(conn, "select count(*) from pg_extension where extname = 'vector'") == 1
 

@@ -225,7 +225,11 @@ def test_json_logs_parse_line_by_line_and_never_show_the_echoed_key(
         records.append(record)
     messages = [record["message"] for record in records]
     assert any(r["level"] == "error" and "Incorrect API key" in r["message"] for r in records)
-    assert any("finished processing vectorizer items=3" in message for message in messages)
+    # the facts are fields of their own, not words of the message
+    finished = [r for r in records if r["message"] == "finished processing vectorizer"]
+    assert [(r["items"], r["chunks"]) for r in finished if r["items"]] == [(3, 3)]
+    assert all(isinstance(r["vectorizer_id"], int) and r["seconds"] >= 0 for r in finished)
+    assert not any("=" in message for message in messages if "processing" in message)
     echoed = [m for m in messages if "Incorrect API key provided" in m]
     assert echoed and all("***" in m for m in echoed)  # echoed back, and masked
     assert WRONG_KEY not in result.stderr

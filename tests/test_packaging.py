@@ -359,6 +359,8 @@ def test_compose_commands_run_outside_docker(
     records = [json.loads(line) for line in result.stderr.splitlines()]  # --log-format json
     messages = [record["message"] for record in records]
     assert f"metrics on http://127.0.0.1:{port}/metrics, health on /healthz" in messages
-    assert any(message.startswith("finished processing vectorizer items=6") for message in messages)
+    assert any(
+        r["message"] == "finished processing vectorizer" and r["items"] == 6 for r in records
+    )
     with psycopg.connect(empty_db_url, autocommit=True) as conn:
         assert [row[0] for row in store_rows(conn)] == [1, 2, 3, 4, 5, 6]

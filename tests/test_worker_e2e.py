@@ -387,10 +387,11 @@ def test_settings_from_environment_variables(
         VECTORIZER_CONCURRENCY="3",
         VECTORIZER_VECTORIZER_ID=str(vid),
         VECTORIZER_POLL_INTERVAL="0.25",
+        VECTORIZER_LOG_LEVEL="debug",  # "running vectorizer" is logged at DEBUG
     )
     result = run_worker(None, env=env, once=False, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert f"vectorizer_id={vid} concurrency=3" in result.stderr
+    assert f"running vectorizer vectorizer_id={vid} concurrency=3" in result.stderr
     assert "once mode, exiting" in result.stderr
     assert queue_count(conn, vid) == 0
     assert len(store_rows(conn)) == 30

@@ -157,7 +157,7 @@ def test_document_that_cannot_be_parsed_fails_at_parsing(
     assert failed_rows(conn, vid) == [(2, "parsing")]
     assert queue_count(conn, vid) == 0
     [(_, message, details)] = error_rows(conn, vid)
-    assert message == "vectorizer failed with unexpected error"
+    assert message == "parsing failed"
     assert (details["step"], details["pk"], details["attempts"]) == ("parsing", {"id": 2}, 1)
     assert details["is_retryable"] is False
     assert "No file extension could be determined" in details["error_reason"]

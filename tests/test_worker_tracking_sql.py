@@ -101,6 +101,7 @@ def test_worker_start_inserts_a_process_row(conn: psycopg.Connection) -> None:
         "success_count": 0,
         "last_error_at": None,
         "last_error_message": None,
+        "stopped_at": None,  # ours, after pgai's columns
     }
     started, last_heartbeat, last_error_at = process_times(conn, worker_id)
     assert before <= started <= after
@@ -282,3 +283,19 @@ def test_progress_with_an_unknown_process_is_recorded(
     ghost = uuid.uuid4()
     report(conn, ghost, vectorizer_id, 1, None)
     assert progress(conn, vectorizer_id)["last_success_process_id"] == str(ghost)  # type: ignore[index]
+
+
+# --- _worker_stop (ours) -----------------------------------------------------------------------
+
+
+def test_worker_stop_marks_only_its_process_row(conn: psycopg.Connection) -> None:
+    worker_id = start(conn, "1.2.3", "5 seconds")
+    other = start(conn, "1.2.3", "5 seconds")
+    before = one(conn, "select clock_timestamp()")
+    conn.execute("select ai._worker_stop(%s)", (worker_id,))
+    stopped = one(
+        conn, "select stopped_at from ai.vectorizer_worker_process where id = %s", (worker_id,)
+    )
+    assert stopped is not None and stopped >= before
+    assert process(conn, other)["stopped_at"] is None
+    conn.execute("select ai._worker_stop(%s)", (uuid.uuid4(),))  # an unknown worker: no error

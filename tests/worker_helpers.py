@@ -325,3 +325,18 @@ def inputs_sent(fake: FakeOpenAI) -> list[str]:
     """Every input of every embeddings request answered with 200, in order of completion
     (including the driver's one-word probes after a rejected request)."""
     return [text for request in fake.embedded_requests for text in request.inputs]
+
+
+def run_python(
+    *args: str, env: Mapping[str, str], timeout: float = 60.0
+) -> subprocess.CompletedProcess[str]:
+    """`python args...` (e.g. `-m vectorizer install ...`) to completion, output captured."""
+    return subprocess.run(
+        [sys.executable, *args],
+        env=dict(env),
+        cwd=str(REPO_ROOT),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

@@ -329,9 +329,21 @@ def build_parser() -> argparse.ArgumentParser:
     worker.set_defaults(handler=_worker)
 
     models = commands.add_parser(
-        "download-models", help="download docling's models for parsing PDFs and images"
+        "download-models",
+        help="download docling's models for parsing PDFs and images, or the named local "
+        "embedding models",
     )
-    models.add_argument("--cache-dir", help="default: $VECTORIZER_DOCLING_CACHE_DIR")
+    models.add_argument(
+        "models",
+        nargs="*",
+        metavar="MODEL",
+        help="sentence-transformers models to fetch into the HuggingFace cache, e.g. "
+        "sentence-transformers/all-MiniLM-L6-v2 (default: docling's models)",
+    )
+    models.add_argument(
+        "--cache-dir",
+        help="default: $VECTORIZER_DOCLING_CACHE_DIR for docling, $HF_HUB_CACHE for models",
+    )
     models.add_argument("--force", action="store_true", help="download even if present")
     models.set_defaults(handler=_download_models)
 

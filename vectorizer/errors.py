@@ -15,6 +15,14 @@ from __future__ import annotations
 
 STEPS = ("loading", "parsing", "chunking", "formatting", "embedding", "writing")
 
+# pgai's texts for the two steps it names; tools and users grep for them.
+_PGAI_MESSAGES = {"loading": "loading failed", "embedding": "embedding provider failed"}
+
+
+def failure_message(step: str) -> str:
+    """The error row's `message` for a failure at `step`: 'parsing failed', 'loading failed'..."""
+    return _PGAI_MESSAGES.get(step, f"{step} failed")
+
 
 class RowError(Exception):
     """A failure that belongs to one source row (one primary key)."""

@@ -21,7 +21,8 @@ import psycopg
 
 from vectorizer.config import UriLoading, Vectorizer
 from vectorizer.embedders import Embedder
-from vectorizer.errors import RowError, VectorizerError
+from vectorizer.empty_inputs import EmptyInputs
+from vectorizer.errors import RowError, VectorizerError, failure_message
 from vectorizer.observability import tracing
 from vectorizer.observability.telemetry import telemetry
 from vectorizer.queue import ATTEMPTS, FOUND, Claimer, QueueQueries
@@ -54,6 +55,7 @@ class BatchResult:
     claimed: int = 0
     rows_done: int = 0
     chunks: int = 0
+    empty: int = 0  # rows with nothing to embed (no chunk, no error)
     failed: list[tuple[tuple[Any, ...], RowError]] = field(default_factory=list)
 
 
@@ -97,6 +99,7 @@ class Executor:
         self._retry = retry
         self._claimer = Claimer(queries, batch_size_for(vectorizer))
         self._recheck_rows = SourceRecheck(vectorizer)
+        self._empty = EmptyInputs(vectorizer.id, queries.pk_names)
 
     async def run_batch(self, conn: psycopg.AsyncConnection) -> BatchResult:
         async with conn.transaction():
@@ -104,6 +107,7 @@ class Executor:
             result = BatchResult(claimed=len(items))
             live = [item for item in items if item.row.pop(FOUND, None)]
             if not live:
+                await self._empty.record(conn, [item.key for item in items], [])
                 return result
             with tracing.span("vectorizer.stage", stage="load_parse", rows=len(live)):
                 await self._load(live)
@@ -118,6 +122,9 @@ class Executor:
             await self._forget_failures(conn, [item for item in good if item.error is None])
             failed = [item for item in live if item.error is not None]
             await self._charge(conn, failed)
+            result.empty = await self._empty.record(
+                conn, [item.key for item in items], [i.key for i in live if _is_empty(i)]
+            )
             result.rows_done = sum(1 for item in live if item.error is None)
             result.chunks = sum(len(item.chunks) for item in live if item.error is None)
             result.failed = [(item.key, item.error) for item in failed if item.error]
@@ -275,20 +282,21 @@ class Executor:
     ) -> tuple[str, dict[str, Any]]:
         """The reference's message and details keys, plus the key, step and attempt."""
         config = self.vectorizer.config
+        message = failure_message(error.step)
         details: dict[str, Any] = {"error_reason": error.message}
         if error.step == "loading":
-            message = "loading failed"
             details["loader"] = config.loading.implementation
         elif error.step == "embedding":
-            message = "embedding provider failed"
             details["provider"] = config.embedding.implementation
-        else:
-            message = "vectorizer failed with unexpected error"
         details["is_retryable"] = retryable
         details["step"] = error.step
         details["pk"] = dict(zip(self._queries.pk_names, key, strict=True))
         details["attempts"] = attempts
         return message, details
+
+
+def _is_empty(item: _Item) -> bool:
+    return item.error is None and not item.chunks
 
 
 def _db_message(exc: psycopg.Error) -> str:

@@ -203,13 +203,14 @@ def install(db_url: str | None = None) -> bool:
             vector_schema = _ensure_vector_extension(conn)
             conn.execute(_BOOKKEEPING)
             if _installed(conn) == (__version__, checksum):
-                log.info("vectorizer %s is already installed", __version__)
+                log.debug("vectorizer %s is already installed", __version__)
                 return False
             migrations = _apply_migrations(conn, vector_schema)
             _apply_idempotent(conn, vector_schema)
             triggers = _regenerate_triggers(conn)
             _record_version(conn, checksum)
-    log.info(
+    # debug: the CLI prints the outcome itself, and a library caller reads the return value
+    log.debug(
         "vectorizer %s installed (%d migrations applied, %d trigger functions regenerated)",
         __version__,
         len(migrations),

@@ -146,7 +146,10 @@ class VectorizerRunner:
             await preflight.check(conn, components.vectorizer)
         vectorizer = components.vectorizer
         concurrency = self._settings.concurrency or vectorizer.config.processing.concurrency or 1
-        log.info("running vectorizer vectorizer_id=%s concurrency=%s", vectorizer.id, concurrency)
+        log.debug(
+            "running vectorizer",
+            extra={"vectorizer_id": vectorizer.id, "concurrency": concurrency},
+        )
         if self.progress is not None:
             self.progress.name = vectorizer.name
             self.progress.total = await _pending_estimate(self._settings.db_url, vectorizer.id)
@@ -165,12 +168,16 @@ class VectorizerRunner:
             await asyncio.gather(*executors, return_exceptions=True)
             raise
         items = sum(totals)
-        log.info(
-            "finished processing vectorizer items=%s chunks=%s seconds=%.3f vectorizer_id=%s",
-            items,
-            self.chunks_written,
-            time.monotonic() - started,
-            vectorizer.id,
+        # a wake-up that found nothing to do is polling chatter, not news
+        log.log(
+            logging.INFO if items or self.chunks_written else logging.DEBUG,
+            "finished processing vectorizer",
+            extra={
+                "items": items,
+                "chunks": self.chunks_written,
+                "seconds": round(time.monotonic() - started, 3),
+                "vectorizer_id": vectorizer.id,
+            },
         )
         self.breaker.reset()
         return items
@@ -195,6 +202,7 @@ class VectorizerRunner:
                 done += result.rows_done
                 self.chunks_written += result.chunks
                 telemetry.batch_committed(vectorizer.name, result.rows_done, result.chunks)
+                telemetry.skipped(vectorizer.name, "empty", result.empty)
                 for _, error in result.failed:
                     telemetry.failed(vectorizer.name, error.step, "row")
                 if self.progress is not None:

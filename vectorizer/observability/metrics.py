@@ -33,6 +33,12 @@ class Metrics:
         self.chunks = Counter(
             "vectorizer_chunks_total", "Chunks embedded and written", ["vectorizer"], registry=r
         )
+        self.skipped = Counter(
+            "vectorizer_skipped_total",
+            "Source rows with nothing to embed (reason: empty = NULL, blank text or document)",
+            ["vectorizer", "reason"],
+            registry=r,
+        )
         self.tokens = Counter(
             "vectorizer_tokens_total",
             "Tokens reported by the embedding provider",

@@ -1,8 +1,15 @@
-"""Progress bars for once-mode runs on a terminal: one line per vectorizer."""
+"""Progress bars for once-mode runs on a terminal: one line per vectorizer.
+
+The bars stay at the bottom of the terminal while they run. Log lines written to the same
+terminal meanwhile go above them: the display takes over the log handlers writing there, and
+for each line erases its bars, writes the line and draws them again. Without that, a line
+written under the bars would be taken for them and drawn over at the next redraw.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import TextIO
@@ -21,7 +28,8 @@ class Progress:
 
     def line(self, width: int = 24) -> str:
         total = max(self.total, self.rows)
-        share = self.rows / total if total else 1.0
+        # nothing counted yet is an empty bar until the run says it is done
+        share = self.rows / total if total else float(self.finished)
         filled = int(width * share)
         elapsed = max(time.monotonic() - self.started, 1e-6)
         rate = self.rows / elapsed
@@ -55,10 +63,43 @@ class ProgressDisplay:
         self._out.flush()
         self._drawn = len(lines)
 
+    def write_above(self, text: str) -> None:
+        """Writes `text` (whole lines) where the bars are, then draws the bars below it."""
+        if self._drawn:
+            self._out.write(f"\x1b[{self._drawn}F\x1b[J")  # erase the bars
+            self._drawn = 0
+        self._out.write(text)
+        self.draw()
+
     async def run(self) -> None:
+        handlers = self._take_over_log_handlers()
         try:
             while True:
                 self.draw()
                 await asyncio.sleep(self._interval)
         finally:
             self.draw()
+            for handler, stream in handlers:
+                handler.setStream(stream)
+
+    def _take_over_log_handlers(self) -> list[tuple[logging.StreamHandler, object]]:
+        """Routes the root logger's handlers that write to our terminal through `write_above`."""
+        taken = []
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.StreamHandler) and handler.stream is self._out:
+                taken.append((handler, handler.setStream(_LinesAbove(self))))
+        return taken
+
+
+class _LinesAbove:
+    """The stream a log handler writes to while bars are shown (StreamHandler writes each
+    record, terminator included, in one call)."""
+
+    def __init__(self, display: ProgressDisplay) -> None:
+        self._display = display
+
+    def write(self, text: str) -> None:
+        self._display.write_above(text)
+
+    def flush(self) -> None:
+        return  # write_above flushes after drawing

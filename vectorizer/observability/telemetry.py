@@ -31,6 +31,11 @@ class Telemetry:
             self.metrics.chunks.labels(vectorizer).inc(chunks)
             self.metrics.last_progress.set_to_current_time()
 
+    def skipped(self, vectorizer: str, reason: str, rows: int) -> None:
+        """Rows committed without embedding anything, e.g. reason "empty" (no text)."""
+        if self.metrics is not None and rows:
+            self.metrics.skipped.labels(vectorizer, reason).inc(rows)
+
     def embedded(
         self, vectorizer: str, provider: str, seconds: float, requests: int, tokens: int
     ) -> None:
