@@ -30,6 +30,18 @@ def make_formatter(config: Formatting) -> Formatter:
     return factory(config)
 
 
+# Per-chunk names a python_template may use besides `$chunk` and the row's columns.
+CHUNK_CONTEXT_NAMES = frozenset({"heading", "page"})
+
+
+def uses_chunk_context(config: Formatting) -> bool:
+    """Whether the template names `$heading` or `$page` (so the pipeline must supply them)."""
+    if not isinstance(config, PythonTemplate):
+        return False
+    template = Template(config.template)
+    return template.is_valid() and not CHUNK_CONTEXT_NAMES.isdisjoint(template.get_identifiers())
+
+
 def _chunk_value(config: ChunkValue) -> Formatter:
     return _unchanged
 
