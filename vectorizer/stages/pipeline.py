@@ -55,7 +55,7 @@ class RowPipeline:
         self._loader = make_loader(config.loading)
         self._parse = make_parser(config.parsing)
         self._counter = counter or token_counter_for(config)
-        self._place = make_chunk_placer(config.chunking, self._counter)
+        self._chunk = make_chunk_placer(config.chunking, self._counter)
         self._format = make_formatter(config.formatting)
         self._with_context = uses_chunk_context(config.formatting)
 
@@ -96,7 +96,7 @@ class RowPipeline:
         """`chunk_and_format` with each chunk's metadata (tokens, offsets, headings, page)."""
         if not text:
             return PreparedChunks()
-        chunks = _guarded("chunking", self._place, text)
+        chunks = _guarded("chunking", self._chunk, text)
         described = _guarded("chunking", self._describe, chunks, text)
         texts = _guarded("formatting", self._format_all, chunks, described, row)
         return PreparedChunks(texts, described)
