@@ -26,6 +26,8 @@ from vectorizer.stages.token_counting import TokenCounter
 
 # A chunk with at least this share of its budget free cuts the next piece to fill it.
 _REFINE_ROOM = 0.1
+# Characters per token above which a text is cut without counting it first (prose has ~4-5).
+_SURELY_OVER = 8
 
 
 @dataclass(slots=True)
@@ -56,9 +58,13 @@ class TokenSplitter:
     ) -> list[Chunk]:
         """The chunks of `text[start:end]`, each at most `budget` tokens."""
         end = len(text) if end is None else end
-        whole = self._piece(text, start, end, level)
-        if whole is None:
+        if start >= end or text[start:end].isspace():
             return []
+        if end - start > _SURELY_OVER * self.budget:
+            # not worth counting: it will be cut, and pieces that fit merge back anyway
+            whole = _Piece(start, end, self.budget + 1, level)
+        else:
+            whole = _Piece(start, end, self.counter.count(text[start:end]), level)
         return self._merge(text, self._fitting(text, whole))
 
     # --- cutting ------------------------------------------------------------------------
