@@ -335,3 +335,31 @@ def test_weighted_mean_is_token_weighted_and_unit_length() -> None:
     mean = weighted_mean([a, b], [3.0, 1.0])
     assert np.allclose(mean, np.array([3.0, 1.0]) / np.sqrt(10.0))
     assert mean.dtype == np.float32
+
+
+def test_docling_provenance_gives_page_starts() -> None:
+    # Docling's PDF models are not installed here (offline); its document model is, so the
+    # mapping from provenance to offsets is tested on a document built with its own API.
+    from docling_core.types.doc import BoundingBox, DocItemLabel, DoclingDocument, Size
+    from docling_core.types.doc.document import ProvenanceItem
+
+    from vectorizer.stages.parse_docling import paged_markdown
+
+    document = DoclingDocument(name="five")
+    for page_no in range(1, 6):
+        document.add_page(page_no=page_no, size=Size(width=600, height=800))
+    for page_no in (1, 2, 4, 5):  # page 3 is blank
+        for line in range(2):
+            text = f"Paragraph {line} on page {page_no} says zebra{page_no}."
+            prov = ProvenanceItem(
+                page_no=page_no,
+                bbox=BoundingBox(l=10, t=10 + 40 * line, r=500, b=40 + 40 * line),
+                charspan=(0, len(text)),
+            )
+            document.add_text(label=DocItemLabel.PARAGRAPH, text=text, prov=prov)
+    parsed = paged_markdown(document)
+    assert isinstance(parsed, PagedText) and len(parsed.page_starts) == 5
+    for page_no in (1, 2, 4, 5):
+        for line in range(2):
+            offset = parsed.index(f"Paragraph {line} on page {page_no}")
+            assert parsed.page_at(offset) == page_no
