@@ -4,6 +4,7 @@ HuggingFace tokenizer) and real documents built by the tests."""
 
 from __future__ import annotations
 
+import itertools
 import pickle
 import random
 import re
@@ -14,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests import document_samples as samples
 from vectorizer.config import (
     RECURSIVE_SEPARATORS,
     Config,
@@ -38,7 +38,8 @@ from vectorizer.stages.token_counting import (
 from vectorizer.stages.writing import weighted_mean
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-from backfill import document  # noqa: E402
+
+from backfill import document
 
 OPENAI = OpenAIEmbedding(implementation="openai", model="text-embedding-3-small", dimensions=8)
 
@@ -70,7 +71,7 @@ def test_consecutive_token_chunks_overlap_by_at_most_the_overlap() -> None:
     text = " ".join(f"Sentence number {i} talks about topic {i % 7}." for i in range(400))
     chunks = TokenSplitter(cl100k_counter(), 100, 20, RECURSIVE_SEPARATORS).chunks(text)
     assert len(chunks) > 5
-    for before, after in zip(chunks, chunks[1:], strict=False):
+    for before, after in itertools.pairwise(chunks):
         assert after.start is not None and before.end is not None
         assert after.start < before.end, "the next chunk starts inside the previous one"
         assert _tokens(text[after.start : before.end]) <= 20 + 2
