@@ -73,8 +73,12 @@ class TokenCounter:
 def cl100k_counter(limit: int | None = None) -> TokenCounter:
     from vectorizer.embedders.tokenizers import cl100k_base
 
-    encode = cl100k_base().encode_ordinary
-    return TokenCounter(CL100K, lambda text: len(encode(text)), limit)
+    # Loaded on the first count (cached per process), not here: a worker whose chunks are
+    # not token-measured does not wait for it at start.
+    def count(text: str) -> int:
+        return len(cl100k_base().encode_ordinary(text))
+
+    return TokenCounter(CL100K, count, limit)
 
 
 def estimate_counter(limit: int | None = None, why: str = "") -> TokenCounter:
