@@ -247,53 +247,99 @@ HOSTILE_SCHEMA = 'We"ird Schema'
 HOSTILE_TABLE = 'My "Docs" Table'
 
 
-def test_migration_adds_the_column_and_regenerates_views_with_hostile_names(
-    conn: psycopg.Connection, db_url: str
-) -> None:
+def _hostile_vectorizer(conn: psycopg.Connection, extra_column: str = "") -> None:
     conn.execute(sql.SQL("create schema {}").format(sql.Identifier(HOSTILE_SCHEMA)))
-    source = sql.Identifier(HOSTILE_SCHEMA, HOSTILE_TABLE)
     conn.execute(
-        sql.SQL(
-            'create table {} ("Id" int primary key, "Body Text" text, chunk_metadata int)'
-        ).format(source)
+        sql.SQL('create table {} ("Id" int primary key, "Body Text" text{})').format(
+            HOSTILE_SOURCE, sql.SQL(extra_column)
+        )
     )
-    conn.execute(sql.SQL("insert into {} values (1, 'x', 42)").format(source))
     conn.execute(
         "select ai.create_vectorizer(%s::regclass, loading => ai.loading_column('Body Text'),"
         f" embedding => ai.embedding_openai('text-embedding-3-small', {DIMS}),"
         " name => 'hostile', scheduling => ai.scheduling_none(), indexing => ai.indexing_none())",
-        (source.as_string(conn),),
+        (HOSTILE_SOURCE.as_string(conn),),
     )
-    store = sql.Identifier(HOSTILE_SCHEMA, f"{HOSTILE_TABLE}_embedding_store")
-    view = sql.Identifier(HOSTILE_SCHEMA, f"{HOSTILE_TABLE}_embedding")
-    # the view of a new vectorizer: the store's metadata, not the source column of that name
-    assert conn.execute(sql.SQL("select chunk_metadata from {}").format(view)).fetchall() == []
-    # make it look like a store and view from before issue 17 (or pgai's)
-    conn.execute(sql.SQL("alter table {} drop column chunk_metadata cascade").format(store))
+
+
+def _make_it_old(conn: psycopg.Connection, extra_columns: str = "") -> None:
+    """The hostile store and view as they were before issue 17 (or as pgai makes them)."""
+    conn.execute(sql.SQL("alter table {} drop column chunk_metadata cascade").format(HOSTILE_STORE))
     conn.execute(
         sql.SQL(
             'create view {} as select t.embedding_uuid, t.chunk_seq, t.chunk, t.embedding, t."Id",'
-            ' s."Body Text", s.chunk_metadata from {} t left join {} s on t."Id" = s."Id"'
-        ).format(view, store, source)
+            ' s."Body Text"{} from {} t left join {} s on t."Id" = s."Id"'
+        ).format(HOSTILE_VIEW, sql.SQL(extra_columns), HOSTILE_STORE, HOSTILE_SOURCE)
     )
+
+
+def _reinstall_from_before_issue_17(conn: psycopg.Connection, db_url: str) -> None:
     conn.execute("delete from ai._vectorizer_lib_migration where name = '002-chunk-metadata'")
     conn.execute("update ai._vectorizer_lib_version set checksum = 'stale'")
     install(db_url)
-    assert (
-        _one(
-            conn,
-            sql.SQL(
-                "select count(*) from pg_attribute where attrelid = {}::regclass"
-                " and attname = 'chunk_metadata'"
-            ).format(sql.Literal(store.as_string(conn))),
+
+
+def _view_columns(conn: psycopg.Connection, view: sql.Identifier) -> list[str]:
+    return [
+        name
+        for (name,) in conn.execute(
+            "select attname from pg_attribute where attrelid = %s::regclass"
+            " and attnum > 0 order by attnum",
+            (view.as_string(conn),),
         )
-        == 1
+    ]
+
+
+HOSTILE_SOURCE = sql.Identifier(HOSTILE_SCHEMA, HOSTILE_TABLE)
+HOSTILE_STORE = sql.Identifier(HOSTILE_SCHEMA, f"{HOSTILE_TABLE}_embedding_store")
+HOSTILE_VIEW = sql.Identifier(HOSTILE_SCHEMA, f"{HOSTILE_TABLE}_embedding")
+
+
+def test_migration_adds_the_column_and_regenerates_views_with_hostile_names(
+    conn: psycopg.Connection, db_url: str
+) -> None:
+    _hostile_vectorizer(conn)
+    conn.execute(sql.SQL("insert into {} values (1, 'x')").format(HOSTILE_SOURCE))
+    # a store and view from before issue 17 (or pgai's)
+    _make_it_old(conn)
+    _reinstall_from_before_issue_17(conn, db_url)
+    assert _view_columns(conn, HOSTILE_VIEW) == [
+        "embedding_uuid",
+        "chunk_seq",
+        "chunk",
+        "embedding",
+        "Id",
+        "Body Text",
+        "chunk_metadata",
+    ]
+    assert _view_columns(conn, HOSTILE_STORE)[-1] == "chunk_metadata"
+    conn.execute(
+        sql.SQL(
+            'insert into {} ("Id", chunk_seq, chunk, embedding, chunk_metadata)'
+            " values (1, 0, 'c', %s, '{{\"tokens\": 1}}')"
+        ).format(HOSTILE_STORE),
+        ("[" + ",".join(["0.5"] * DIMS) + "]",),
     )
-    # that view already had a column named chunk_metadata (the source's): it is left alone
-    assert conn.execute(sql.SQL("select * from {}").format(view)).description is not None
+    assert conn.execute(
+        sql.SQL('select "Body Text", chunk_metadata from {}').format(HOSTILE_VIEW)
+    ).fetchall() == [("x", {"tokens": 1})]
     # a second install changes nothing and fails nothing
-    conn.execute("update ai._vectorizer_lib_version set checksum = 'stale'")
-    install(db_url)
+    _reinstall_from_before_issue_17(conn, db_url)
+    assert _view_columns(conn, HOSTILE_VIEW)[-1] == "chunk_metadata"
+
+
+def test_a_source_column_named_chunk_metadata_is_shadowed_in_new_views(
+    conn: psycopg.Connection, db_url: str
+) -> None:
+    _hostile_vectorizer(conn, ", chunk_metadata int")
+    conn.execute(sql.SQL("insert into {} values (1, 'x', 42)").format(HOSTILE_SOURCE))
+    columns = _view_columns(conn, HOSTILE_VIEW)
+    assert columns.count("chunk_metadata") == 1 and columns[-1] == "chunk_metadata"
+    # an old view that already shows the source's column of that name is left as it is
+    _make_it_old(conn, ", s.chunk_metadata")
+    _reinstall_from_before_issue_17(conn, db_url)
+    assert _view_columns(conn, HOSTILE_STORE)[-1] == "chunk_metadata"
+    assert _view_columns(conn, HOSTILE_VIEW)[-2:] == ["Body Text", "chunk_metadata"]
 
 
 def test_install_appends_chunk_metadata_to_an_old_view(
