@@ -326,7 +326,9 @@ def test_character_splitter_chunks_get_located_metadata() -> None:
     assert len(prepared.texts) > 1
     for chunk, meta in zip(prepared.texts, prepared.metadata, strict=True):
         assert text[meta["start"] : meta["end"]] == chunk
-        assert meta["chars"] == len(chunk) and meta["tokens"] == _tokens(chunk)
+        assert meta["chars"] == len(chunk)
+        # sizes do not depend on tokens here: estimated, not tokenised, and flagged so
+        assert meta["tokens"] == -(-len(chunk.encode()) // 3) and meta["tokens_estimated"]
         assert "headings" not in meta
 
 

@@ -65,7 +65,7 @@ def locate(text: str, pieces: list[str]) -> list[Chunk]:
     return chunks
 
 
-def metadata(chunk: Chunk, text: str, tokens: int) -> dict[str, Any]:
+def metadata(chunk: Chunk, text: str, tokens: int, *, estimated: bool = False) -> dict[str, Any]:
     """The `chunk_metadata` of one chunk of `text`."""
     meta: dict[str, Any] = {
         "tokens": tokens,
@@ -73,6 +73,8 @@ def metadata(chunk: Chunk, text: str, tokens: int) -> dict[str, Any]:
         "start": chunk.start,
         "end": chunk.end,
     }
+    if estimated:
+        meta["tokens_estimated"] = True
     if chunk.headings is not None:
         meta["headings"] = list(chunk.headings)
     if isinstance(text, PagedText) and chunk.start is not None and chunk.end is not None:

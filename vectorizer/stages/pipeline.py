@@ -24,7 +24,12 @@ from vectorizer.stages.chunks import Chunk, heading_text, metadata, page_text
 from vectorizer.stages.formatting import make_formatter, uses_chunk_context
 from vectorizer.stages.loading import Payload, make_loader
 from vectorizer.stages.parsing import make_parser
-from vectorizer.stages.token_counting import TokenCounter, resolve_counter
+from vectorizer.stages.token_counting import (
+    TokenCounter,
+    estimate_counter,
+    input_limit,
+    resolve_counter,
+)
 
 T = TypeVar("T")
 
@@ -41,11 +46,16 @@ class PreparedChunks:
 
 
 def token_counter_for(config: Config, embedder: Any = None) -> TokenCounter:
-    """The counter chunks of `config` are measured with; blocking (see resolve_counter)."""
+    """The counter chunks of `config` are measured with; blocking (see resolve_counter).
+
+    pgai's character splitters (and chunking_none) get the byte estimate: their chunk sizes
+    do not depend on it, and tokenising every chunk of the default path would cost a backfill
+    a third more CPU and the tokenizer's memory, for a number only chunk_metadata shows.
+    """
     chunking = config.chunking
-    measured = isinstance(chunking, (RecursiveTokenSplitter, MarkdownSplitter))
-    tokenizer = chunking.tokenizer if measured else None
-    return resolve_counter(tokenizer, config.embedding, embedder, quiet=not measured)
+    if isinstance(chunking, (RecursiveTokenSplitter, MarkdownSplitter)):
+        return resolve_counter(chunking.tokenizer, config.embedding, embedder)
+    return estimate_counter(input_limit(config.embedding, embedder))
 
 
 class RowPipeline:
@@ -102,9 +112,14 @@ class RowPipeline:
         return PreparedChunks(texts, described)
 
     def _describe(self, chunks: list[Chunk], text: str) -> list[dict[str, Any]]:
-        count = self._counter.count
+        counter = self._counter
         return [
-            metadata(chunk, text, chunk.tokens if chunk.tokens is not None else count(chunk.text))
+            metadata(
+                chunk,
+                text,
+                chunk.tokens if chunk.tokens is not None else counter.count(chunk.text),
+                estimated=not counter.exact,
+            )
             for chunk in chunks
         ]
 

@@ -126,23 +126,30 @@ def resolve_counter(
 
 def input_limit(embedding: Embedding, embedder: Embedder | None = None) -> int | None:
     """Tokens per input the model embeds, where the provider's limit is known."""
+    # Provider modules are imported only for their own configs: the Voyage SDK alone takes
+    # a second and 25 MB, which an OpenAI vectorizer should not pay.
     from vectorizer.embedders.openai import MAX_INPUT_TOKENS, NATIVE_MODELS
-    from vectorizer.embedders.voyageai import context_tokens
 
     if isinstance(embedding, OpenAIEmbedding):
         return MAX_INPUT_TOKENS if embedding.model in NATIVE_MODELS else None
     if isinstance(embedding, VoyageAIEmbedding):
-        return context_tokens(embedding.model)
+        return _voyage_context(embedding.model)
     if isinstance(embedding, LiteLLMEmbedding):
         provider, _, model = embedding.model.partition("/")
         if provider in {"openai", "azure"} and model in NATIVE_MODELS:
             return MAX_INPUT_TOKENS
-        return context_tokens(model) if provider == "voyage" else None
+        return _voyage_context(model) if provider == "voyage" else None
     if isinstance(embedding, SentenceTransformersEmbedding):
         return _local_limit(embedding, embedder)
     if isinstance(embedding, OllamaEmbedding):
         return getattr(embedder, "context_length", None)
     return None
+
+
+def _voyage_context(model: str) -> int:
+    from vectorizer.embedders.voyageai import context_tokens
+
+    return context_tokens(model)
 
 
 def _named_counter(tokenizer: str, limit: int | None) -> TokenCounter:
