@@ -366,3 +366,26 @@ def test_docling_provenance_gives_page_starts() -> None:
         for line in range(2):
             offset = parsed.index(f"Paragraph {line} on page {page_no}")
             assert parsed.page_at(offset) == page_no
+
+
+async def test_ollama_budget_is_the_servers_context_after_setup() -> None:
+    from tests.fake_ollama import FakeOllama
+    from vectorizer.config import OllamaEmbedding
+    from vectorizer.embedders import make_embedder
+
+    with FakeOllama() as server:
+        server.add_model("tiny", dimensions=8, context_length=64)
+        config = OllamaEmbedding(
+            implementation="ollama", model="tiny", dimensions=8, base_url=server.host
+        )
+        embedder = make_embedder(config)
+        await embedder.setup()
+        try:
+            counter = resolve_counter(None, config, embedder)
+        finally:
+            await embedder.aclose()
+    assert counter.limit == 64 and counter.name == ESTIMATE
+    assert resolve_counter(None, config).limit is None  # not known before the server says
+    splitter = TokenSplitter(counter, 512, 8, RECURSIVE_SEPARATORS)
+    assert splitter.budget == 64
+    assert all(counter.count(c.text) <= 64 for c in splitter.chunks("word " * 2000))

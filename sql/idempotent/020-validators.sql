@@ -163,8 +163,9 @@ set search_path to pg_catalog, pg_temp
 -------------------------------------------------------------------------------
 -- chunking
 
--- a whole number in [low, high] (high null: unbounded), given as a JSON number; null if absent
-create or replace function ai._vectorizer_config_int
+-- a chunking option that must be a whole number in [low, high] (high null: unbounded), given
+-- as a JSON number; null if absent
+create or replace function ai._chunking_config_int
 ( config pg_catalog.jsonb
 , key pg_catalog.text
 , low pg_catalog.int8
@@ -198,8 +199,8 @@ create or replace function ai._validate_chunking_token_budget
 ) returns void
 as $func$
 declare
-    _chunk_tokens pg_catalog.int8 = coalesce(ai._vectorizer_config_int(config, 'chunk_tokens', 1), 512);
-    _overlap_tokens pg_catalog.int8 = coalesce(ai._vectorizer_config_int(config, 'overlap_tokens', 0), 64);
+    _chunk_tokens pg_catalog.int8 = coalesce(ai._chunking_config_int(config, 'chunk_tokens', 1), 512);
+    _overlap_tokens pg_catalog.int8 = coalesce(ai._chunking_config_int(config, 'overlap_tokens', 0), 64);
     _separators pg_catalog.jsonb = config operator(pg_catalog.->) 'separators';
     _tokenizer pg_catalog.jsonb = config operator(pg_catalog.->) 'tokenizer';
 begin
@@ -208,7 +209,7 @@ begin
         , _overlap_tokens, _chunk_tokens;
     end if;
 
-    perform ai._vectorizer_config_int(config, 'heading_levels', 1, 6);
+    perform ai._chunking_config_int(config, 'heading_levels', 1, 6);
 
     if _separators is not null and pg_catalog.jsonb_typeof(_separators) operator(pg_catalog.!=) 'null'
     and ( pg_catalog.jsonb_typeof(_separators) operator(pg_catalog.!=) 'array'
