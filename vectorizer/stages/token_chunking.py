@@ -88,12 +88,14 @@ class TokenSplitter:
         for level in range(piece.level, len(self.separators)):
             separator = self.separators[level]
             bounds = _cut_points(text, piece.start, piece.end, separator)
-            if len(bounds) > 2:
-                children = [
-                    self._piece(text, left, right, level + 1)
-                    for left, right in itertools.pairwise(bounds)
-                ]
-                return [child for child in children if child is not None]
+            children = [
+                child
+                for left, right in itertools.pairwise(bounds)
+                if (child := self._piece(text, left, right, level + 1)) is not None
+            ]
+            # a separator only at the edges (a paragraph's trailing newline) cuts nothing
+            if len(children) > 1:
+                return children
         return self._prefix_cut(text, piece)
 
     def _prefix_cut(self, text: str, piece: _Piece) -> list[_Piece]:
