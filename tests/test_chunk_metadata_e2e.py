@@ -386,7 +386,9 @@ def test_local_model_chunks_fit_its_sequence_length_by_its_own_tokenizer(
     )
     run_ok(db_url, env=worker_env(None, api_key=None))
     tokenizer = Tokenizer.from_file(str(Path(package_file).parent / "model" / "tokenizer.json"))
-    tokenizer.no_truncation()  # the file truncates at 128; the model takes 256
+    # the file truncates and pads to 128; the model takes 256
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
     rows = conn.execute(
         "select chunk, chunk_metadata from docs_embedding_store order by chunk_seq"
     ).fetchall()
