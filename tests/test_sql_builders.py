@@ -550,7 +550,18 @@ SIGNATURES = {
         " target_table name DEFAULT NULL::name, view_schema name DEFAULT NULL::name,"
         " view_name name DEFAULT NULL::name"
     ),
-    "ai.destination_column(name)": "embedding_column name",
+    "ai.destination_column(name,text)": (
+        "embedding_column name, aggregate text DEFAULT NULL::text"
+    ),
+    "ai.chunking_recursive_token_splitter(int4,int4,text[],text)": (
+        "chunk_tokens integer DEFAULT 512, overlap_tokens integer DEFAULT 64,"
+        " separators text[] DEFAULT ARRAY['\n\n'::text, '\n'::text, '.'::text, '?'::text,"
+        " '!'::text, ' '::text, ''::text], tokenizer text DEFAULT NULL::text"
+    ),
+    "ai.chunking_markdown(int4,int4,int4,text)": (
+        "chunk_tokens integer DEFAULT 512, overlap_tokens integer DEFAULT 64,"
+        " heading_levels integer DEFAULT 3, tokenizer text DEFAULT NULL::text"
+    ),
     "ai.grant_to(name[])": "VARIADIC grantees name[]",
     "ai._evaluate_destination(jsonb,name,name)": (
         "destination jsonb, source_schema name, source_table name"

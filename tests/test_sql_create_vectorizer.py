@@ -368,6 +368,7 @@ def test_target_table_shape(conn: psycopg.Connection, two_key_table: str) -> Non
         ("chunk_seq", "integer", True),
         ("chunk", "text", True),
         ("embedding", "vector(768)", True),
+        ("chunk_metadata", "jsonb", False),
     ]
     constraints = all_rows(
         conn,
@@ -433,6 +434,7 @@ def test_view_columns_and_join(conn: psycopg.Connection, two_key_table: str) -> 
         ("b", "integer", False),
         ("body", "text", False),
         ("extra", "jsonb", False),
+        ("chunk_metadata", "jsonb", False),
     ]
     conn.execute(
         f"""
@@ -1108,6 +1110,7 @@ def test_hostile_names_table_destination_end_to_end(
         "Title",
         "from",
         "user",
+        "chunk_metadata",
     ]
     assert queue_keys(conn, vid, '"Doc Id"') == [1]
     conn.execute(f'delete from ai."_vectorizer_q_{vid}"')

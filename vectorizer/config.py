@@ -83,8 +83,41 @@ class RecursiveCharacterTextSplitter(_Model):
     is_separator_regex: bool = False
 
 
+RECURSIVE_SEPARATORS = ["\n\n", "\n", ".", "?", "!", " ", ""]
+
+
+class _TokenBudget(_Model):
+    chunk_tokens: int = Field(default=512, ge=1)
+    overlap_tokens: int = Field(default=64, ge=0)
+    # None: the embedding model's own tokenizer (see vectorizer/stages/token_counting.py)
+    tokenizer: str | None = None
+
+    @model_validator(mode="after")
+    def _overlap_below_budget(self) -> _TokenBudget:
+        if self.overlap_tokens >= self.chunk_tokens:
+            raise ValueError(
+                f"overlap_tokens ({self.overlap_tokens}) must be smaller than chunk_tokens "
+                f"({self.chunk_tokens})"
+            )
+        return self
+
+
+class RecursiveTokenSplitter(_TokenBudget):
+    implementation: Literal["recursive_token_splitter"]
+    separators: list[str] = Field(default_factory=lambda: list(RECURSIVE_SEPARATORS))
+
+
+class MarkdownSplitter(_TokenBudget):
+    implementation: Literal["markdown"]
+    heading_levels: int = Field(default=3, ge=1, le=6)
+
+
 Chunking = Annotated[
-    NoChunking | CharacterTextSplitter | RecursiveCharacterTextSplitter,
+    NoChunking
+    | CharacterTextSplitter
+    | RecursiveCharacterTextSplitter
+    | RecursiveTokenSplitter
+    | MarkdownSplitter,
     Field(discriminator="implementation"),
 ]
 
@@ -196,6 +229,8 @@ class TableDestination(_Model):
 class ColumnDestination(_Model):
     implementation: Literal["column"]
     embedding_column: str
+    # "mean": one vector per row, the token-weighted, L2-normalised mean of its chunks' vectors
+    aggregate: Literal["mean"] | None = None
 
 
 Destination = Annotated[TableDestination | ColumnDestination, Field(discriminator="implementation")]

@@ -67,6 +67,7 @@ class _Item:
     payload: Any = None
     chunks: list[str] = field(default_factory=list)
     vectors: list[np.ndarray] = field(default_factory=list)
+    metadata: list[dict[str, Any]] = field(default_factory=list)
     error: RowError | None = None
 
 
@@ -162,7 +163,8 @@ class Executor:
             if item.error is not None:
                 continue
             try:
-                item.chunks = self._pipeline.chunk_and_format(item.payload, item.row)
+                prepared = self._pipeline.prepare_chunks(item.payload, item.row)
+                item.chunks, item.metadata = prepared.texts, prepared.metadata
             except RowError as exc:
                 item.error = exc
 
@@ -216,7 +218,9 @@ class Executor:
         return [item for item in items if item.key in check.present]
 
     def _embeddings(self, item: _Item) -> RowEmbeddings:
-        return RowEmbeddings(key=item.key, chunks=item.chunks, vectors=item.vectors)
+        return RowEmbeddings(
+            key=item.key, chunks=item.chunks, vectors=item.vectors, metadata=item.metadata
+        )
 
     async def _write(self, conn: psycopg.AsyncConnection, items: list[_Item]) -> None:
         if not items:

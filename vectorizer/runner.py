@@ -28,7 +28,7 @@ from vectorizer.observability.progress import Progress
 from vectorizer.observability.telemetry import telemetry
 from vectorizer.queue import EXECUTOR_SESSION, build_queries
 from vectorizer.settings import WorkerSettings
-from vectorizer.stages.pipeline import RowPipeline
+from vectorizer.stages.pipeline import RowPipeline, token_counter_for
 from vectorizer.stages.writing import make_writer
 from vectorizer.tracking import WorkerTracking
 
@@ -126,9 +126,11 @@ class VectorizerRunner:
             return current
         if current is not None:
             await current.embedder.aclose()
-        pipeline = RowPipeline(vectorizer.config)
         embedder = make_embedder(vectorizer.config.embedding)
         await embedder.setup()
+        # after setup: the model's tokenizer and input limit may come from the embedder
+        counter = await asyncio.to_thread(token_counter_for, vectorizer.config, embedder)
+        pipeline = RowPipeline(vectorizer.config, counter)
         self._components = _Components(key, vectorizer, pipeline, embedder)
         return self._components
 

@@ -155,6 +155,48 @@ $func$ language sql immutable security invoker
 set search_path to pg_catalog, pg_temp
 ;
 
+-- ours: the recursive splitter measured in the embedding model's tokens (tokenizer null: the
+-- model's own; else 'cl100k_base', a tokenizer.json path or a HuggingFace repository id)
+create or replace function ai.chunking_recursive_token_splitter
+( chunk_tokens pg_catalog.int4 default 512
+, overlap_tokens pg_catalog.int4 default 64
+, separators pg_catalog.text[] default array[E'\n\n', E'\n', '.', '?', '!', ' ', '']
+, tokenizer pg_catalog.text default null
+) returns pg_catalog.jsonb
+as $func$
+    select pg_catalog.json_strip_nulls(pg_catalog.json_build_object
+    ( 'implementation', 'recursive_token_splitter'
+    , 'config_type', 'chunking'
+    , 'chunk_tokens', chunk_tokens
+    , 'overlap_tokens', overlap_tokens
+    , 'separators', separators
+    , 'tokenizer', tokenizer
+    ))::pg_catalog.jsonb
+$func$ language sql immutable security invoker
+set search_path to pg_catalog, pg_temp
+;
+
+-- ours: Markdown structure first (headings up to heading_levels, paragraphs, sentences), then
+-- the token budget; every chunk knows its heading path
+create or replace function ai.chunking_markdown
+( chunk_tokens pg_catalog.int4 default 512
+, overlap_tokens pg_catalog.int4 default 64
+, heading_levels pg_catalog.int4 default 3
+, tokenizer pg_catalog.text default null
+) returns pg_catalog.jsonb
+as $func$
+    select pg_catalog.json_strip_nulls(pg_catalog.json_build_object
+    ( 'implementation', 'markdown'
+    , 'config_type', 'chunking'
+    , 'chunk_tokens', chunk_tokens
+    , 'overlap_tokens', overlap_tokens
+    , 'heading_levels', heading_levels
+    , 'tokenizer', tokenizer
+    ))::pg_catalog.jsonb
+$func$ language sql immutable security invoker
+set search_path to pg_catalog, pg_temp
+;
+
 -------------------------------------------------------------------------------
 -- formatting
 
@@ -463,14 +505,21 @@ $func$ language sql immutable security invoker
 set search_path to pg_catalog, pg_temp
 ;
 
+-- pgai's one-argument form is replaced by the one with `aggregate` (a default keeps every pgai
+-- call working; both side by side would make `destination_column('x')` ambiguous)
+drop function if exists ai.destination_column(pg_catalog.name);
+
+-- aggregate 'mean': one vector per row from all its chunks (token-weighted, L2-normalised)
 create or replace function ai.destination_column
 ( embedding_column pg_catalog.name
+, aggregate pg_catalog.text default null
 ) returns pg_catalog.jsonb
 as $func$
     select pg_catalog.json_strip_nulls(pg_catalog.json_build_object
     ( 'implementation', 'column'
     , 'config_type', 'destination'
     , 'embedding_column', embedding_column
+    , 'aggregate', aggregate
     ))::pg_catalog.jsonb
 $func$ language sql immutable security invoker
 set search_path to pg_catalog, pg_temp
@@ -512,11 +561,12 @@ begin
             )::pg_catalog.name
         )::pg_catalog.jsonb;
     elsif _implementation operator(pg_catalog.=) 'column' then
-        return pg_catalog.json_build_object
+        return pg_catalog.json_strip_nulls(pg_catalog.json_build_object
         ( 'implementation', 'column'
         , 'config_type', 'destination'
         , 'embedding_column', destination operator(pg_catalog.->>) 'embedding_column'
-        )::pg_catalog.jsonb;
+        , 'aggregate', destination operator(pg_catalog.->>) 'aggregate'
+        ))::pg_catalog.jsonb;
     end if;
     raise exception 'invalid implementation for destination config';
 end

@@ -163,6 +163,74 @@ set search_path to pg_catalog, pg_temp
 -------------------------------------------------------------------------------
 -- chunking
 
+-- a chunking option that must be a whole number in [low, high] (high null: unbounded), given
+-- as a JSON number; null if absent
+create or replace function ai._chunking_config_int
+( config pg_catalog.jsonb
+, key pg_catalog.text
+, low pg_catalog.int8
+, high pg_catalog.int8 default null
+) returns pg_catalog.int8
+as $func$
+declare
+    _val pg_catalog.jsonb = config operator(pg_catalog.->) key;
+begin
+    if _val is null or pg_catalog.jsonb_typeof(_val) operator(pg_catalog.=) 'null' then
+        return null;
+    end if;
+    if pg_catalog.jsonb_typeof(_val) operator(pg_catalog.!=) 'number'
+    or _val::pg_catalog.numeric operator(pg_catalog.!=) pg_catalog.trunc(_val::pg_catalog.numeric)
+    or _val::pg_catalog.numeric operator(pg_catalog.<) low
+    or _val::pg_catalog.numeric operator(pg_catalog.>) coalesce(high::pg_catalog.numeric, _val::pg_catalog.numeric) then
+        if high is null then
+            raise exception 'invalid chunking config, % must be an integer >= %, got %', key, low, _val;
+        end if;
+        raise exception 'invalid chunking config, % must be an integer from % to %, got %', key, low, high, _val;
+    end if;
+    return _val::pg_catalog.int8;
+end
+$func$ language plpgsql immutable security invoker
+set search_path to pg_catalog, pg_temp
+;
+
+-- chunking_recursive_token_splitter and chunking_markdown: sizes in tokens
+create or replace function ai._validate_chunking_token_budget
+( config pg_catalog.jsonb
+) returns void
+as $func$
+declare
+    _chunk_tokens pg_catalog.int8 = coalesce(ai._chunking_config_int(config, 'chunk_tokens', 1), 512);
+    _overlap_tokens pg_catalog.int8 = coalesce(ai._chunking_config_int(config, 'overlap_tokens', 0), 64);
+    _separators pg_catalog.jsonb = config operator(pg_catalog.->) 'separators';
+    _tokenizer pg_catalog.jsonb = config operator(pg_catalog.->) 'tokenizer';
+begin
+    if _overlap_tokens operator(pg_catalog.>=) _chunk_tokens then
+        raise exception 'invalid chunking config, overlap_tokens (%) must be smaller than chunk_tokens (%)'
+        , _overlap_tokens, _chunk_tokens;
+    end if;
+
+    perform ai._chunking_config_int(config, 'heading_levels', 1, 6);
+
+    if _separators is not null and pg_catalog.jsonb_typeof(_separators) operator(pg_catalog.!=) 'null'
+    and ( pg_catalog.jsonb_typeof(_separators) operator(pg_catalog.!=) 'array'
+       or pg_catalog.jsonb_array_length(_separators) operator(pg_catalog.=) 0
+       or exists
+          ( select 1 from pg_catalog.jsonb_array_elements(_separators) e
+            where pg_catalog.jsonb_typeof(e) operator(pg_catalog.!=) 'string'
+          )
+        ) then
+        raise exception 'invalid chunking config, separators must be a non-empty array of text';
+    end if;
+
+    if _tokenizer is not null
+    and pg_catalog.jsonb_typeof(_tokenizer) not in ('null', 'string') then
+        raise exception 'invalid chunking config, tokenizer must be text: an encoding (cl100k_base), a tokenizer.json path or a HuggingFace repository id';
+    end if;
+end
+$func$ language plpgsql immutable security invoker
+set search_path to pg_catalog, pg_temp
+;
+
 create or replace function ai._validate_chunking
 ( config pg_catalog.jsonb
 ) returns void
@@ -180,8 +248,15 @@ begin
 
     _implementation = config operator(pg_catalog.->>) 'implementation';
     if _implementation is null
-    or _implementation not in ('none', 'character_text_splitter', 'recursive_character_text_splitter') then
+    or _implementation not in
+        ( 'none', 'character_text_splitter', 'recursive_character_text_splitter'
+        , 'recursive_token_splitter', 'markdown'
+        ) then
         raise exception 'invalid chunking config implementation';
+    end if;
+
+    if _implementation in ('recursive_token_splitter', 'markdown') then
+        perform ai._validate_chunking_token_budget(config);
     end if;
 end
 $func$ language plpgsql stable security invoker
@@ -501,6 +576,7 @@ create or replace function ai._validate_destination
 as $func$
 declare
     _implementation pg_catalog.text;
+    _aggregate pg_catalog.text;
 begin
     if destination is null or pg_catalog.jsonb_typeof(destination) operator(pg_catalog.!=) 'object' then
         raise exception 'destination config is not a jsonb object';
@@ -518,8 +594,15 @@ begin
             if (destination operator(pg_catalog.->>) 'embedding_column') is null then
                 raise exception 'invalid destination config, missing embedding_column';
             end if;
-            if (chunking operator(pg_catalog.->>) 'implementation') operator(pg_catalog.!=) 'none' then
-                raise exception 'chunking must be none for column destination';
+            _aggregate = destination operator(pg_catalog.->>) 'aggregate';
+            if _aggregate is not null and _aggregate operator(pg_catalog.!=) 'mean' then
+                raise exception 'invalid destination config, aggregate must be mean or null, got "%"', _aggregate;
+            end if;
+            -- with an aggregate, a row's chunks are averaged into its one vector
+            if _aggregate is null
+            and (chunking operator(pg_catalog.->>) 'implementation') operator(pg_catalog.!=) 'none' then
+                raise exception 'chunking must be none for column destination'
+                using hint = 'to embed a chunked row into one vector, use ai.destination_column(..., aggregate => ''mean'')';
             end if;
         else
             raise exception 'invalid implementation for destination config';

@@ -192,6 +192,11 @@ begin
     ( 'alter table %I.%I alter column embedding set storage main'
     , target_schema, target_table
     );
+    -- appended after pgai's columns: what the chunker knows about each chunk
+    execute pg_catalog.format
+    ( 'alter table %I.%I add column chunk_metadata pg_catalog.jsonb'
+    , target_schema, target_table
+    );
     -- unlike pgai, grantees get delete too: replacing a row's embeddings deletes the old ones
     perform ai._vectorizer_grant_on_table
     (target_schema, target_table, 'select, insert, update, delete', grant_to);
@@ -234,7 +239,7 @@ begin
     and not a.attisdropped
     -- the target's own columns come first and shadow source columns of the same name
     and (pk.attname is not null or a.attname operator(pg_catalog.<>) all
-        (array['embedding_uuid', 'chunk_seq', 'chunk', 'embedding']::pg_catalog.name[]));
+        (array['embedding_uuid', 'chunk_seq', 'chunk', 'embedding', 'chunk_metadata']::pg_catalog.name[]));
 
     execute pg_catalog.format
     ( $sql$
@@ -245,6 +250,7 @@ begin
     , t.chunk
     , t.embedding
     , %s
+    , t.chunk_metadata
     from %I.%I t
     left outer join %I.%I s
     on (%s)

@@ -54,6 +54,19 @@ async def load_tokenizer(repo_id: str) -> Tokenizer | None:
         return None
 
 
+def load_tokenizer_blocking(repo_id: str) -> Tokenizer | None:
+    """`load_tokenizer` for a thread: the same cache, download and time limit, waited on."""
+    future = _start(repo_id)
+    timeout = env_limit((TIMEOUT_ENV,), DEFAULT_DOWNLOAD_TIMEOUT)
+    try:
+        return future.result(timeout)
+    except TimeoutError:
+        log.warning(
+            "tokenizer %s: still downloading after %ss; estimating meanwhile", repo_id, timeout
+        )
+        return None
+
+
 def loaded_tokenizer(repo_id: str) -> Tokenizer | None:
     """The tokenizer if a load of it has finished successfully; never waits."""
     with _lock:
@@ -61,6 +74,11 @@ def loaded_tokenizer(repo_id: str) -> Tokenizer | None:
     if future is None or not future.done():
         return None
     return future.result()
+
+
+def tokenizer_from_file(path: str | os.PathLike[str]) -> Tokenizer:
+    """A `tokenizer.json` on disk (a local model's, or one a user points at), ready to count."""
+    return _ready(_tokenizer_class().from_file(str(path)))
 
 
 def forget_tokenizers() -> None:

@@ -14,20 +14,31 @@ from typing import Any
 from vectorizer.config import (
     CharacterTextSplitter,
     Chunking,
+    MarkdownSplitter,
     NoChunking,
     RecursiveCharacterTextSplitter,
+    RecursiveTokenSplitter,
 )
 from vectorizer.errors import VectorizerError
+from vectorizer.stages.chunks import Chunk, locate
+from vectorizer.stages.markdown_chunking import MarkdownChunker
+from vectorizer.stages.token_chunking import TokenSplitter
+from vectorizer.stages.token_counting import TokenCounter
 
 Chunker = Callable[[str], list[str]]
+# Chunks with their offsets (and headings): what chunk_metadata is made of.
+ChunkPlacer = Callable[[str], list[Chunk]]
 
 
-def make_chunker(config: Chunking) -> Chunker:
+def make_chunker(config: Chunking, counter: TokenCounter | None = None) -> Chunker:
     """The split function for a vectorizer's `chunking` config.
 
     A config no text could be split with (overlap larger than size, a bad separator regex)
-    raises VectorizerError now, rather than failing every row later.
+    raises VectorizerError now, rather than failing every row later. Token-measured configs
+    need the `counter` of the model's tokenizer (vectorizer.stages.token_counting).
     """
+    if isinstance(config, (RecursiveTokenSplitter, MarkdownSplitter)):
+        return _token_chunker(config, _required(counter))
     factory = _CHUNKERS.get(type(config))
     if factory is None:
         raise VectorizerError(
@@ -35,6 +46,39 @@ def make_chunker(config: Chunking) -> Chunker:
             step="chunking",
         )
     return factory(config)
+
+
+def make_chunk_placer(config: Chunking, counter: TokenCounter | None = None) -> ChunkPlacer:
+    """Like `make_chunker`, but each chunk comes with its offsets in the text (and headings).
+
+    The character splitters keep pgai's exact boundaries; their chunks are located afterwards.
+    """
+    if isinstance(config, (RecursiveTokenSplitter, MarkdownSplitter)):
+        return _token_chunker(config, _required(counter)).chunks
+    split = make_chunker(config)
+
+    def placed(text: str) -> list[Chunk]:
+        return locate(text, split(text))
+
+    return placed
+
+
+def _token_chunker(
+    config: RecursiveTokenSplitter | MarkdownSplitter, counter: TokenCounter
+) -> TokenSplitter | MarkdownChunker:
+    if isinstance(config, MarkdownSplitter):
+        return MarkdownChunker(
+            counter, config.chunk_tokens, config.overlap_tokens, config.heading_levels
+        )
+    return TokenSplitter(counter, config.chunk_tokens, config.overlap_tokens, config.separators)
+
+
+def _required(counter: TokenCounter | None) -> TokenCounter:
+    if counter is None:
+        raise VectorizerError(
+            "token-measured chunking needs the model's token counter", step="chunking"
+        )
+    return counter
 
 
 def _no_chunking(config: NoChunking) -> Chunker:

@@ -33,6 +33,18 @@ def make_formatter(config: Formatting) -> Formatter:
     return factory(config)
 
 
+# Per-chunk names a python_template may use besides `$chunk` and the row's columns.
+CHUNK_CONTEXT_NAMES = frozenset({"heading", "page"})
+
+
+def uses_chunk_context(config: Formatting) -> bool:
+    """Whether the template names `$heading` or `$page` (so the pipeline must supply them)."""
+    if not isinstance(config, PythonTemplate):
+        return False
+    template = Template(config.template)
+    return template.is_valid() and not CHUNK_CONTEXT_NAMES.isdisjoint(template.get_identifiers())
+
+
 def template_columns(config: Formatting) -> frozenset[str]:
     """The source columns a formatting config reads from each row."""
     if not isinstance(config, PythonTemplate):
@@ -40,7 +52,8 @@ def template_columns(config: Formatting) -> frozenset[str]:
     template = Template(config.template)
     if not template.is_valid():
         return frozenset()  # make_formatter says what is wrong with it
-    return frozenset(template.get_identifiers()) - CHUNK_FIELDS
+    # `$heading`/`$page` come from the chunk when the table has no such column
+    return frozenset(template.get_identifiers()) - CHUNK_FIELDS - CHUNK_CONTEXT_NAMES
 
 
 def _chunk_value(config: ChunkValue) -> Formatter:

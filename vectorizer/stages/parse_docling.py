@@ -118,7 +118,39 @@ def to_markdown(content: bytes, file_type: str, cache_dir: str) -> str:
     extension = _STREAM_EXTENSIONS.get(file_type, file_type)
     stream = DocumentStream(name=f"document.{extension}", stream=io.BytesIO(content))
     result = _converter(cache_dir).convert(stream, raises_on_error=True)
-    return str(result.document.export_to_markdown())
+    return paged_markdown(result.document)
+
+
+def paged_markdown(document: Any) -> str:
+    """The document's Markdown; for a paged one (PDF) a PagedText that knows its page starts.
+
+    Docling's provenance says which page each item is on. Each page's own Markdown is found in
+    the whole document's by its first line, in order; a page with nothing found there starts
+    where the next found one does, so offsets map to the page that has text.
+    """
+    from vectorizer.stages.chunks import PagedText
+
+    full = str(document.export_to_markdown())
+    page_numbers = sorted(getattr(document, "pages", None) or {})
+    if len(page_numbers) < 2 or page_numbers != list(range(1, len(page_numbers) + 1)):
+        return full
+    found: list[int | None] = []
+    cursor = 0
+    for page_no in page_numbers:
+        page_text = str(document.export_to_markdown(page_no=page_no))
+        first_line = next((line for line in page_text.splitlines() if line.strip()), None)
+        position = full.find(first_line, cursor) if first_line else -1
+        found.append(position if position >= 0 else None)
+        if position >= 0:
+            cursor = position
+    starts: list[int] = []
+    upcoming = len(full)
+    for position in reversed(found):
+        upcoming = position if position is not None else upcoming
+        starts.append(upcoming)
+    starts.reverse()
+    starts[0] = 0
+    return PagedText(full, tuple(starts))
 
 
 @functools.cache

@@ -114,7 +114,8 @@ class _ParserProcess:
         except (EOFError, OSError) as exc:
             raise ParserCrashed(f"the parser process died ({self._exit()})") from exc
         if status == "ok":
-            return str(value)
+            # str subclasses (PagedText) keep what they carry
+            return value if isinstance(value, str) else str(value)
         raise ParserRaised(str(value))
 
     def alive(self) -> bool:

@@ -23,7 +23,10 @@ PYMUPDF_TYPES: dict[str, str] = {
 
 
 def to_markdown(content: bytes, file_type: str) -> str:
-    """Markdown of `content`; raises ValueError for a type pymupdf does not read."""
+    """Markdown of `content`, knowing where each page starts (a PagedText).
+
+    Raises ValueError for a type pymupdf does not read.
+    """
     filetype = PYMUPDF_TYPES.get(file_type)
     if filetype is None:
         raise ValueError(
@@ -33,5 +36,15 @@ def to_markdown(content: bytes, file_type: str) -> str:
     import pymupdf
     import pymupdf4llm
 
+    from vectorizer.stages.chunks import PagedText
+
     with pymupdf.open(stream=content, filetype=filetype) as document:
-        return str(pymupdf4llm.to_markdown(document, show_progress=False))
+        pages = pymupdf4llm.to_markdown(document, show_progress=False, page_chunks=True)
+    # The pages joined are exactly the single-string Markdown: chunks do not change.
+    texts = [str(page.get("text") or "") for page in pages]
+    starts: list[int] = []
+    offset = 0
+    for text in texts:
+        starts.append(offset)
+        offset += len(text)
+    return PagedText("".join(texts), tuple(starts))

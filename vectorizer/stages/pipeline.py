@@ -12,15 +12,24 @@ parse + chunk + format in one blocking call, for callers that hold a payload in 
 
 from __future__ import annotations
 
+from collections import ChainMap
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from vectorizer.config import Config
+from vectorizer.config import Config, MarkdownSplitter, RecursiveTokenSplitter
 from vectorizer.errors import RowError, TransientError, VectorizerError
-from vectorizer.stages.chunking import make_chunker
-from vectorizer.stages.formatting import make_formatter
+from vectorizer.stages.chunking import make_chunk_placer
+from vectorizer.stages.chunks import Chunk, heading_text, metadata, page_text
+from vectorizer.stages.formatting import make_formatter, uses_chunk_context
 from vectorizer.stages.loading import Payload, make_loader
 from vectorizer.stages.parsing import make_parser
+from vectorizer.stages.token_counting import (
+    TokenCounter,
+    estimate_counter,
+    input_limit,
+    resolve_counter,
+)
 
 T = TypeVar("T")
 
@@ -28,14 +37,37 @@ T = TypeVar("T")
 _CLASSIFIED = (RowError, VectorizerError, TransientError)
 
 
+@dataclass
+class PreparedChunks:
+    """A row's formatted chunk texts (index = chunk_seq) and each one's chunk_metadata."""
+
+    texts: list[str] = field(default_factory=list)
+    metadata: list[dict[str, Any]] = field(default_factory=list)
+
+
+def token_counter_for(config: Config, embedder: Any = None) -> TokenCounter:
+    """The counter chunks of `config` are measured with; blocking (see resolve_counter).
+
+    pgai's character splitters (and chunking_none) get the byte estimate: their chunk sizes
+    do not depend on it, and tokenising every chunk of the default path would cost a backfill
+    a third more CPU and the tokenizer's memory, for a number only chunk_metadata shows.
+    """
+    chunking = config.chunking
+    if isinstance(chunking, (RecursiveTokenSplitter, MarkdownSplitter)):
+        return resolve_counter(chunking.tokenizer, config.embedding, embedder)
+    return estimate_counter(input_limit(config.embedding, embedder))
+
+
 class RowPipeline:
     """Turns a source row into its formatted chunk texts, index = chunk_seq."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, counter: TokenCounter | None = None) -> None:
         self._loader = make_loader(config.loading)
         self._parse = make_parser(config.parsing)
-        self._chunk = make_chunker(config.chunking)
+        self._counter = counter or token_counter_for(config)
+        self._chunk = make_chunk_placer(config.chunking, self._counter)
         self._format = make_formatter(config.formatting)
+        self._with_context = uses_chunk_context(config.formatting)
 
     async def prepare(self, row: Mapping[str, Any]) -> list[str]:
         """Load, parse, chunk and format one row; [] when it has nothing to embed."""
@@ -68,10 +100,28 @@ class RowPipeline:
 
     def chunk_and_format(self, text: str, row: Mapping[str, Any]) -> list[str]:
         """Chunk and format parsed text (CPU only, safe to call from threads)."""
+        return self.prepare_chunks(text, row).texts
+
+    def prepare_chunks(self, text: str, row: Mapping[str, Any]) -> PreparedChunks:
+        """`chunk_and_format` with each chunk's metadata (tokens, offsets, headings, page)."""
         if not text:
-            return []
+            return PreparedChunks()
         chunks = _guarded("chunking", self._chunk, text)
-        return _guarded("formatting", self._format_all, chunks, row)
+        described = _guarded("chunking", self._describe, chunks, text)
+        texts = _guarded("formatting", self._format_all, chunks, described, row)
+        return PreparedChunks(texts, described)
+
+    def _describe(self, chunks: list[Chunk], text: str) -> list[dict[str, Any]]:
+        counter = self._counter
+        return [
+            metadata(
+                chunk,
+                text,
+                chunk.tokens if chunk.tokens is not None else counter.count(chunk.text),
+                estimated=not counter.exact,
+            )
+            for chunk in chunks
+        ]
 
     def transform(self, payload: Payload, row: Mapping[str, Any]) -> list[str]:
         """Parse, chunk and format a loaded payload; blocks while a document is parsed."""
@@ -80,9 +130,21 @@ class RowPipeline:
         text = _guarded("parsing", self._parse, payload)
         return self.chunk_and_format(text, row)
 
-    def _format_all(self, chunks: list[str], row: Mapping[str, Any]) -> list[str]:
+    def _format_all(
+        self, chunks: list[Chunk], described: list[dict[str, Any]], row: Mapping[str, Any]
+    ) -> list[str]:
         format_chunk = self._format
-        return [format_chunk(chunk, row) for chunk in chunks]
+        if not self._with_context:
+            return [format_chunk(chunk.text, row) for chunk in chunks]
+        # $heading and $page; a source column of that name wins (pgai templates keep meaning)
+        return [
+            format_chunk(chunk.text, ChainMap(row, _context(meta)))
+            for chunk, meta in zip(chunks, described, strict=True)
+        ]
+
+
+def _context(meta: dict[str, Any]) -> dict[str, str]:
+    return {"heading": heading_text(meta), "page": page_text(meta)}
 
 
 def _guarded(step: str, stage: Callable[..., T], *args: Any) -> T:

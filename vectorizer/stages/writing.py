@@ -1,22 +1,32 @@
 """Destination writers: replace a batch's embeddings inside the batch transaction.
 
-Table destination: delete the keys' old rows, then binary COPY the new ones. Column
-destination: one UPDATE per row of the source's embedding column.
+Table destination: delete the keys' old rows, then binary COPY the new ones, with each chunk's
+`chunk_metadata` when the store has that column (a store made elsewhere without it is written
+without it, said once in the log). Column destination: one UPDATE per row of the source's
+embedding column; with `aggregate => 'mean'` the vector is the token-weighted, L2-normalised
+mean of the row's chunk vectors.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+import orjson
 import psycopg
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from vectorizer.config import ColumnDestination, TableDestination, Vectorizer
 from vectorizer.errors import VectorizerError
 from vectorizer.queue import keys_condition
+
+log = logging.getLogger(__name__)
+
+METADATA_COLUMN = "chunk_metadata"
 
 
 @dataclass(frozen=True)
@@ -26,6 +36,11 @@ class RowEmbeddings:
     key: tuple[Any, ...]
     chunks: Sequence[str]
     vectors: Sequence[np.ndarray]
+    # chunk_metadata per chunk (tokens, offsets, headings, page); empty: stored as NULL
+    metadata: Sequence[dict[str, Any]] = field(default_factory=list)
+
+    def metadata_at(self, seq: int) -> dict[str, Any] | None:
+        return self.metadata[seq] if seq < len(self.metadata) else None
 
 
 class Writer(Protocol):
@@ -48,6 +63,7 @@ class TableWriter:
             self._target, sql.SQL(", ").join(map(sql.Identifier, self._columns))
         )
         self._type_oids: list[int] | None = None
+        self._with_metadata = False
 
     async def _types(self, conn: psycopg.AsyncConnection) -> list[int]:
         if self._type_oids is None:
@@ -60,6 +76,7 @@ class TableWriter:
                 (self._target.as_string(conn),),
             )
             by_name = {name: oid for name, oid in await cursor.fetchall()}
+            self._use_metadata_column(METADATA_COLUMN in by_name, conn)
             missing = [column for column in self._columns if column not in by_name]
             if missing:
                 raise VectorizerError(
@@ -69,6 +86,22 @@ class TableWriter:
                 )
             self._type_oids = [by_name[column] for column in self._columns]
         return self._type_oids
+
+    def _use_metadata_column(self, present: bool, conn: psycopg.AsyncConnection) -> None:
+        self._with_metadata = present
+        if not present:
+            log.warning(
+                "target table %s has no %s column; chunks are written without their metadata "
+                "(alter table ... add column %s jsonb to keep it)",
+                self._target.as_string(conn),
+                METADATA_COLUMN,
+                METADATA_COLUMN,
+            )
+            return
+        self._columns.append(METADATA_COLUMN)
+        self._copy = sql.SQL("copy {} ({}) from stdin with (format binary)").format(
+            self._target, sql.SQL(", ").join(map(sql.Identifier, self._columns))
+        )
 
     async def delete(self, conn: psycopg.AsyncConnection, keys: Sequence[tuple[Any, ...]]) -> None:
         if not keys:
@@ -86,7 +119,10 @@ class TableWriter:
             copy.set_types(types)
             for row in rows:
                 for seq, (chunk, vector) in enumerate(zip(row.chunks, row.vectors, strict=True)):
-                    await copy.write_row((*row.key, seq, chunk, vector))
+                    values = (*row.key, seq, chunk, vector)
+                    if self._with_metadata:
+                        values = (*values, _jsonb(row.metadata_at(seq)))
+                    await copy.write_row(values)
                 written += len(row.chunks)
         return written
 
@@ -94,6 +130,7 @@ class TableWriter:
 class ColumnWriter:
     def __init__(self, vectorizer: Vectorizer, destination: ColumnDestination) -> None:
         pk = vectorizer.pk_names
+        self._aggregate = destination.aggregate
         self._update = sql.SQL("update {} set {} = %s where ({}) = ({})").format(
             sql.Identifier(vectorizer.source_schema, vectorizer.source_table),
             sql.Identifier(destination.embedding_column),
@@ -105,11 +142,39 @@ class ColumnWriter:
         """Nothing to do: the embedding lived in the source row and went with it."""
 
     async def write(self, conn: psycopg.AsyncConnection, rows: Sequence[RowEmbeddings]) -> int:
-        params = [(row.vectors[0] if row.vectors else None, *row.key) for row in rows]
+        params = [(self._row_vector(row), *row.key) for row in rows]
         if params:
             async with conn.cursor() as cursor:
                 await cursor.executemany(self._update, params)
         return sum(len(row.vectors) for row in rows)
+
+    def _row_vector(self, row: RowEmbeddings) -> np.ndarray | None:
+        if not row.vectors:
+            return None
+        if self._aggregate == "mean":
+            return weighted_mean(
+                row.vectors, [_weight(row.metadata_at(i)) for i in range(len(row.vectors))]
+            )
+        return row.vectors[0]
+
+
+def _jsonb(value: dict[str, Any] | None) -> Jsonb | None:
+    # orjson: several times faster than json.dumps, on a value written for every chunk
+    return None if value is None else Jsonb(value, dumps=orjson.dumps)
+
+
+def weighted_mean(vectors: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
+    """The weighted mean of `vectors`, scaled to unit length (left as is if it is zero)."""
+    stacked = np.asarray(vectors, dtype=np.float64)
+    mean = np.average(stacked, axis=0, weights=np.asarray(weights, dtype=np.float64))
+    norm = float(np.linalg.norm(mean))
+    return (mean / norm if norm > 0 else mean).astype(np.float32)
+
+
+def _weight(meta: dict[str, Any] | None) -> float:
+    # a chunk weighs its tokens; one without a count (no metadata) weighs as one token
+    tokens = (meta or {}).get("tokens")
+    return float(tokens) if isinstance(tokens, int) and tokens > 0 else 1.0
 
 
 def make_writer(vectorizer: Vectorizer) -> TableWriter | ColumnWriter:
