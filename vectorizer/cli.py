@@ -175,13 +175,14 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
         "--metrics-port",
         type=int,
         default=None,
-        help="serve Prometheus /metrics and /healthz on this port (default: off). "
-        "Env: VECTORIZER_METRICS_PORT",
+        help="serve the status page (/), /status.json, Prometheus /metrics and /healthz on "
+        "this port (default: off). Env: VECTORIZER_METRICS_PORT",
     )
     parser.add_argument(
         "--metrics-host",
         default=None,
-        help="address the metrics server binds (default 0.0.0.0). Env: VECTORIZER_METRICS_HOST",
+        help="address that server binds (default 127.0.0.1; 0.0.0.0 in containers). "
+        "Env: VECTORIZER_METRICS_HOST",
     )
     parser.add_argument(
         "--health-stuck-after",
@@ -226,7 +227,7 @@ def worker_settings(args: argparse.Namespace) -> WorkerSettings:
         exit_on_error=_setting(args.exit_on_error, "EXIT_ON_ERROR", parse_bool, None),
         retry=retry,
         metrics_port=_setting(args.metrics_port, "METRICS_PORT", int, None),
-        metrics_host=_setting(args.metrics_host, "METRICS_HOST", str, "0.0.0.0"),
+        metrics_host=_setting(args.metrics_host, "METRICS_HOST", str, "127.0.0.1"),
         stuck_after=_setting(args.health_stuck_after, "HEALTH_STUCK_AFTER", parse_duration, 300.0),
     )
 

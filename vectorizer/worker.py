@@ -19,6 +19,7 @@ import psycopg
 from vectorizer.observability import tracing
 from vectorizer.observability.metrics import MetricsServer
 from vectorizer.observability.progress import Progress, ProgressDisplay
+from vectorizer.observability.status_page import StatusPage
 from vectorizer.observability.telemetry import telemetry
 from vectorizer.runner import VectorizerRunner, connect
 from vectorizer.settings import WorkerSettings
@@ -89,6 +90,7 @@ class Worker:
         self._metrics_server: MetricsServer | None = None
         self._progress: ProgressDisplay | None = None
         self.errors: list[Exception] = []
+        self._served: list[int] = []  # the vectorizers this worker runs: metrics, health, page
 
     def request_shutdown(self) -> None:
         if not self.shutdown.is_set():
@@ -123,6 +125,7 @@ class Worker:
             async with await connect(self.settings.db_url, "vectorizer-worker") as conn:
                 await check_schema(conn)
                 ids = await self._selected_ids(conn)
+                self._served = ids
         except WorkerSetupError as exc:
             log.error("%s", exc)
             return 1
@@ -154,8 +157,19 @@ class Worker:
         if self.settings.metrics_port is not None:
             telemetry.health.stuck_after = self.settings.stuck_after
             metrics = telemetry.enable_metrics()
+            page = StatusPage(
+                self.settings.db_url,
+                lambda: self._served,
+                telemetry.health,
+                telemetry.history,
+                lambda: self._tracking.worker_id,
+            )
             self._metrics_server = MetricsServer(
-                metrics, telemetry.health, self.settings.metrics_host, self.settings.metrics_port
+                metrics,
+                telemetry.health,
+                self.settings.metrics_host,
+                self.settings.metrics_port,
+                routes=page.routes(),
             )
             await self._metrics_server.start()
             tasks.append(asyncio.create_task(self._poll_queue_sizes(), name="queue-sizes"))
@@ -165,19 +179,24 @@ class Worker:
         return tasks
 
     async def _poll_queue_sizes(self) -> None:
-        """Queue depths for /metrics and the health check (bounded counts, cheap)."""
+        """Queue depths of the served vectorizers for /metrics and the health check (bounded
+        counts, cheap)."""
         interval = min(self.settings.poll_interval, 15.0)
         while True:
             try:
                 async with await connect(self.settings.db_url, "vectorizer-worker-metrics") as c:
                     cursor = await c.execute(
-                        "select v.name,"
+                        "select v.id, v.name,"
                         " ai._vectorizer_count_rows(v.queue_schema, v.queue_table),"
                         " ai._vectorizer_count_rows(v.queue_schema, v.queue_failed_table)"
-                        " from ai.vectorizer v where not v.disabled"
+                        " from ai.vectorizer v where v.id = any(%s) and not v.disabled",
+                        (self._served,),
                     )
                     rows = await cursor.fetchall()
-                telemetry.queue_sizes({name: (p or 0, f or 0) for name, p, f in rows})
+                telemetry.queue_sizes(
+                    {name: (p or 0, f or 0) for _, name, p, f in rows},
+                    {vid: name for vid, name, _, _ in rows},
+                )
             except psycopg.Error as exc:
                 log.warning("could not read queue sizes: %s", _one_line(exc))
             await asyncio.sleep(interval)
@@ -296,6 +315,7 @@ class Worker:
             )
         if not ids:
             log.warning("no vectorizers found")
+        self._served = ids
         for vectorizer_id in ids:
             task = self._tasks.get(vectorizer_id)
             if task is None or task.done():
