@@ -33,10 +33,11 @@ class RateHistory:
             buckets.popleft()
 
     def series(self, vectorizers: list[str], now: float | None = None) -> dict[str, object]:
-        """Chunks/s per bucket for the window ending now, zeros where nothing was written
-        (the newest bucket is still filling, so it is left out)."""
+        """Chunks/s per bucket for the window ending now, zeros where nothing was written.
+        The newest bucket is still filling: its rate is a lower bound until it closes."""
         current = self._bucket(time.time() if now is None else now)
-        starts = list(range(current - self.window_seconds, current, self.bucket_seconds))
+        first = current - self.window_seconds + self.bucket_seconds
+        starts = list(range(first, current + 1, self.bucket_seconds))
         rates: dict[str, list[float]] = {}
         for vectorizer in vectorizers:
             written = dict(self._buckets.get(vectorizer, ()))

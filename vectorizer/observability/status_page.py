@@ -112,9 +112,12 @@ class StatusPage:
         }
 
     async def _read(self, served: list[int]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        async with await psycopg.AsyncConnection.connect(
-            self._db_url, autocommit=True, application_name="vectorizer-worker-status-page"
-        ) as conn, conn.cursor(row_factory=dict_row) as cursor:
+        async with (
+            await psycopg.AsyncConnection.connect(
+                self._db_url, autocommit=True, application_name="vectorizer-worker-status-page"
+            ) as conn,
+            conn.cursor(row_factory=dict_row) as cursor,
+        ):
             await cursor.execute(STATUS_QUERY, (served,))
             vectorizers = [_plain(row) for row in await cursor.fetchall()]
             await cursor.execute(ERRORS_QUERY, (served, ERROR_ROWS))
