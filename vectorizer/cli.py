@@ -64,8 +64,28 @@ def positive_int(text: str) -> int:
     return value
 
 
+# pgai's worker variables (read by `python -m pgai`), honoured when ours are not set
+PGAI_ENV = {
+    "VECTORIZER_ID": "PGAI_VECTORIZER_WORKER_VECTORIZER_IDS",
+    "CONCURRENCY": "PGAI_VECTORIZER_WORKER_CONCURRENCY",
+    "ONCE": "PGAI_VECTORIZER_WORKER_ONCE",
+    "POLL_INTERVAL": "PGAI_VECTORIZER_WORKER_POLL_INTERVAL",
+    "EXIT_ON_ERROR": "PGAI_VECTORIZER_WORKER_EXIT_ON_ERROR",
+    "LOG_LEVEL": "PGAI_VECTORIZER_WORKER_LOG_LEVEL",
+}
+
+
+def _env_name(name: str) -> str:
+    """The variable a setting comes from: VECTORIZER_<name>, else pgai's name when only that
+    one is set."""
+    ours = f"VECTORIZER_{name}"
+    if os.environ.get(ours) in (None, "") and os.environ.get(PGAI_ENV.get(name, ""), "") != "":
+        return PGAI_ENV[name]
+    return ours
+
+
 def _env(name: str) -> str | None:
-    value = os.environ.get(f"VECTORIZER_{name}")
+    value = os.environ.get(_env_name(name))
     return value if value not in (None, "") else None
 
 
@@ -203,7 +223,7 @@ def _setting(value: T | None, env_name: str, convert: Callable[[str], T], defaul
     try:
         return convert(raw)
     except (argparse.ArgumentTypeError, ValueError) as exc:
-        raise SystemExit(f"error: VECTORIZER_{env_name}: {exc}") from None
+        raise SystemExit(f"error: {_env_name(env_name)}: {exc}") from None
 
 
 def worker_settings(args: argparse.Namespace) -> WorkerSettings:
@@ -213,7 +233,8 @@ def worker_settings(args: argparse.Namespace) -> WorkerSettings:
 
     ids = args.vectorizer_id
     if ids is None and _env("VECTORIZER_ID"):
-        ids = [part.strip() for part in (_env("VECTORIZER_ID") or "").split(",") if part.strip()]
+        # ours is comma-separated, pgai's (a click list) space-separated: accept both
+        ids = (_env("VECTORIZER_ID") or "").replace(",", " ").split()
     retry = RetryPolicy(
         base_seconds=_setting(args.retry_backoff, "RETRY_BACKOFF", parse_duration, 180.0),
         max_seconds=_setting(args.retry_backoff_max, "RETRY_BACKOFF_MAX", parse_duration, 3600.0),

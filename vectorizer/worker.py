@@ -91,6 +91,7 @@ class Worker:
         self._progress: ProgressDisplay | None = None
         self.errors: list[Exception] = []
         self._served: list[int] = []  # the vectorizers this worker runs: metrics, health, page
+        self.setup_error: Exception | None = None
 
     def request_shutdown(self) -> None:
         if not self.shutdown.is_set():
@@ -113,25 +114,20 @@ class Worker:
         got = {str(row[0]) for row in found} | {row[1] for row in found}
         missing = [w for w in wanted if w not in got]
         if missing:
+            # pgai's words, ids as numbers; the unknown ones after them
             raise WorkerSetupError(
-                f"invalid vectorizers, wanted: {wanted}, got: {sorted(row[0] for row in found)}"
-                f" (unknown: {missing})"
+                f"invalid vectorizers, wanted: {_as_ids(wanted)}, "
+                f"got: {sorted(row[0] for row in found)} (unknown: {_as_ids(missing)})"
             )
         return [row[0] for row in found]
 
     async def run(self) -> int:
         """Runs until done (once) or shut down; returns the process exit code."""
-        try:
-            async with await connect(self.settings.db_url, "vectorizer-worker") as conn:
-                await check_schema(conn)
-                ids = await self._selected_ids(conn)
-                self._served = ids
-        except WorkerSetupError as exc:
-            log.error("%s", exc)
-            return 1
-        except psycopg.OperationalError as exc:
-            log.error("unable to connect to database: %s", _one_line(exc))
-            return 1
+        ids = await self._setup()
+        if ids is None:
+            # pgai's contract: without exit-on-error a setup failure is logged, not an error exit
+            return 1 if self.settings.should_exit_on_error else 0
+        self._served = ids
         await self._tracking.start()
         traced_by = tracing.configure()
         if traced_by:
@@ -151,6 +147,27 @@ class Worker:
             await self._tracking.stop()
             tracing.shutdown()
             log.info("worker stopped")
+
+    async def _setup(self) -> list[int] | None:
+        """Checks the schema and resolves `-i`; None when that failed (logged). A daemon that
+        need not exit on errors waits for it to succeed (e.g. a worker started before
+        `vectorizer install` ran), checking again every poll interval."""
+        while True:
+            try:
+                async with await connect(self.settings.db_url, "vectorizer-worker") as conn:
+                    await check_schema(conn)
+                    return await self._selected_ids(conn)
+            except WorkerSetupError as exc:
+                self.setup_error = exc
+                log.error("%s", exc)
+            except psycopg.OperationalError as exc:
+                self.setup_error = exc
+                log.error("unable to connect to database: %s", _one_line(exc))
+            if self.settings.once or self.settings.should_exit_on_error:
+                return None
+            await self._sleep(self.settings.poll_interval)
+            if self.shutdown.is_set():
+                return None
 
     async def _start_observability(self) -> list[asyncio.Task[None]]:
         tasks = []
@@ -402,6 +419,10 @@ class Worker:
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.shutdown.wait(), seconds)
+
+
+def _as_ids(wanted: list[str]) -> list[int | str]:
+    return [int(w) if w.isdigit() else w for w in wanted]
 
 
 def _one_line(exc: BaseException) -> str:
