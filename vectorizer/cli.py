@@ -366,7 +366,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--fresh", action="store_true", help="start over with a new database")
     demo.add_argument(
-        "--serve", action="store_true", help="keep Postgres running afterwards, for psql"
+        "--serve",
+        action="store_true",
+        help="afterwards keep Postgres and a worker running (edits are embedded live, status "
+        "page on VECTORIZER_METRICS_PORT or 9464) until Ctrl-C or SIGTERM",
     )
     demo.set_defaults(handler=_demo)
     return parser
