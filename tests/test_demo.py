@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -67,7 +68,14 @@ def test_demo_embeds_the_articles_and_answers_queries(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(900)  # behaviour, not speed: the budget is the first test's business
-def test_demo_serve_embeds_edits_live_and_stops_postgres_on_sigterm(tmp_path: Path) -> None:
+def test_demo_serve_embeds_edits_live_and_stops_postgres_on_sigterm() -> None:
+    with tempfile.TemporaryDirectory(prefix="vectorizer-demo-") as data_home:
+        # outside pytest's private (0700) tmp tree: the embedded server runs as its own user
+        os.chmod(data_home, 0o755)
+        _serve_demo(Path(data_home))
+
+
+def _serve_demo(tmp_path: Path) -> None:
     import json
     import signal
     import socket
