@@ -123,9 +123,21 @@ def test_pgai_environment_variables_run_the_worker(
     ).fetchone()
     assert interval == (timedelta(milliseconds=750),)
 
-    # ours win over pgai's; a bad pgai value is named as such
-    ours = run_worker(None, env={**env, "VECTORIZER_CONCURRENCY": "2"}, once=False, timeout=60)
+    # pgai's command with only the program's name changed; ours win over pgai's variables
+    conn.execute("insert into docs values (100, 't', 'one more')")
+    ours = subprocess.run(
+        [sys.executable, "-m", "vectorizer", "vectorizer", "worker"],
+        env={**env, "VECTORIZER_CONCURRENCY": "2"},
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert ours.returncode == 0, ours.stderr
     assert f"vectorizer_id={vid} concurrency=2" in ours.stderr
+    assert len(store_rows(conn)) == 13
+    # a bad pgai value is named as such
     bad = run_worker(
         None, env={**env, "PGAI_VECTORIZER_WORKER_CONCURRENCY": "many"}, once=False, timeout=60
     )

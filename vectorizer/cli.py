@@ -334,12 +334,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_worker_arguments(worker)
     worker.set_defaults(handler=_worker)
 
-    models = commands.add_parser(
-        "download-models", help="download docling's models for parsing PDFs and images"
+    _download_models_command(
+        commands.add_parser(
+            "download-models", help="download docling's models for parsing PDFs and images"
+        )
     )
-    models.add_argument("--cache-dir", help="default: $VECTORIZER_DOCLING_CACHE_DIR")
-    models.add_argument("--force", action="store_true", help="download even if present")
-    models.set_defaults(handler=_download_models)
 
     status = commands.add_parser("status", help="backlog, failures and workers at a glance")
     _db_url_argument(status)
@@ -372,7 +371,29 @@ def build_parser() -> argparse.ArgumentParser:
         "page on VECTORIZER_METRICS_PORT or 9464) until Ctrl-C or SIGTERM",
     )
     demo.set_defaults(handler=_demo)
+    _add_pgai_alias(commands)
     return parser
+
+
+def _add_pgai_alias(commands: argparse._SubParsersAction) -> None:
+    """`vectorizer vectorizer worker|download-models`: pgai's `pgai vectorizer ...` with only
+    the program name changed (e.g. `python -m vectorizer vectorizer worker -c 4`)."""
+    group = commands.add_parser(
+        "vectorizer", help="pgai-style alias: `vectorizer vectorizer worker|download-models`"
+    )
+    alias = group.add_subparsers(dest="pgai_command", required=True, metavar="COMMAND")
+    worker = alias.add_parser("worker", help="the same as `vectorizer worker`")
+    add_worker_arguments(worker)
+    worker.set_defaults(handler=_worker)
+    _download_models_command(
+        alias.add_parser("download-models", help="the same as `vectorizer download-models`")
+    )
+
+
+def _download_models_command(models: argparse.ArgumentParser) -> None:
+    models.add_argument("--cache-dir", help="default: $VECTORIZER_DOCLING_CACHE_DIR")
+    models.add_argument("--force", action="store_true", help="download even if present")
+    models.set_defaults(handler=_download_models)
 
 
 def _download_models(args: argparse.Namespace) -> int:
@@ -384,7 +405,7 @@ def _download_models(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     _load_dotenv()
     args = build_parser().parse_args(argv)
-    if args.command != "worker":
+    if args.handler is not _worker:  # the worker configures its own logging
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     return int(args.handler(args))
 
