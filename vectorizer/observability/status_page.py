@@ -28,7 +28,7 @@ from psycopg.rows import dict_row
 from vectorizer import __version__
 from vectorizer.observability.history import RateHistory
 from vectorizer.observability.logging import redact
-from vectorizer.observability.metrics import Health, Response
+from vectorizer.observability.metrics import Health, Response, Route
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class StatusPage:
         self._cached: tuple[float, bytes] | None = None
         self._lock = asyncio.Lock()
 
-    def routes(self) -> dict[str, Callable[[], Any]]:
+    def routes(self) -> dict[str, Route]:
         return {"/": self.page, "/index.html": self.page, "/status.json": self.status_json}
 
     async def page(self) -> Response:
