@@ -162,7 +162,16 @@ def test_healthz_reports_a_stalled_vectorizer_while_another_idles_then_recovers(
         port = free_port()
         flags = daemon_flags(port, "--health-stuck-after", "1s")
         with daemon(db_url, *flags, env=worker_env(fake)) as handle:
-            wait_for(lambda: http_get(port, "/healthz")[0], 15, what="the health endpoint")
+
+            def started() -> bool:
+                status, body = http_get(port, "/healthz")
+                states = json.loads(body)["vectorizers"] if status in (200, 503) else {}
+                # both runners are up (their provider imported): from here on, idling is all
+                return len(states) == 2 and all(
+                    state["seconds_since_progress"] is not None for state in states.values()
+                )
+
+            wait_for(started, 30, interval=0.1, what="both vectorizers' first drain")
             time.sleep(1.5)  # idle for longer than --health-stuck-after, with empty queues
             status, body = http_get(port, "/healthz")
             assert (status, json.loads(body)["status"]) == (200, "ok"), body
