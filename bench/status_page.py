@@ -7,8 +7,8 @@ at growing queue sizes.
 For each size: fills `--vectorizers` tables with ROWS rows each (all queued by the triggers),
 then times an uncached status snapshot of a worker serving them all and the KEDA query from
 deploy/kubernetes/keda.yaml, median and max of `--repeat` runs, on an embedded Postgres. An
-open page re-reads the database at most every max(1 s, 10 x the last read's time), so it keeps
-at most a tenth of one database backend busy.
+open page re-reads the database every max(1 s, 10 x the last read's time), capped at 10 s, so
+it keeps about a tenth of one database backend busy.
 """
 
 from __future__ import annotations

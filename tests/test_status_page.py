@@ -32,6 +32,7 @@ from tests.worker_helpers import (
 
 WRONG_KEY = "sk-wrongkey-status-0123456789abcdefWRONG"
 GOOD_KEY = "sk-goodkey-status-0123456789abcdefGOOD"
+HOSTILE = '<img src=x onerror="document.body.dataset.pwned=1">'
 
 
 @pytest.fixture
@@ -120,7 +121,12 @@ def test_status_page_in_a_headless_browser_follows_the_worker(
     create_source(conn, "Odd Docs", doc_rows(3))
     create_vectorizer(conn, '"Odd Docs"', name="odd_docs_vec")
     create_source(conn, "notes")
-    create_vectorizer(conn, "notes", name="notes_vec")
+    notes = create_vectorizer(conn, "notes", name="notes_vec")
+    # an error text that is markup: the page must show it, never run it
+    conn.execute(
+        "insert into ai._vectorizer_errors (id, message, details) values (%s, %s, %s)",
+        (notes, HOSTILE, json.dumps({"step": "formatting", "pk": {"id": "<b>1</b>"}})),
+    )
     port = free_port()
     with daemon(db_url, *daemon_flags(port), env=worker_env(fake)), browser.chromium() as driver:
         wait_for(lambda: http_get(port, "/healthz")[0] == 200, 20, what="the worker's server")
@@ -176,10 +182,17 @@ def test_status_page_in_a_headless_browser_follows_the_worker(
         }
         wait_for(
             lambda: (cell("notes_vec", "coverage") or {}).get("text") == "7/7 (100%)",
-            30,
+            60,  # the page re-reads the database every 1-10 s, depending on its speed
             interval=0.3,
             what="coverage of notes_vec",
         )
+        error_cells = driver.execute_script(
+            "return [...document.querySelectorAll('#errors tbody td')].map((c) => c.textContent)"
+        )
+        assert HOSTILE in error_cells and "formatting" in error_cells
+        assert '{"id":"<b>1</b>"}' in error_cells
+        assert driver.find_element(By.TAG_NAME, "body").get_attribute("data-pwned") is None
+        assert driver.find_elements(By.CSS_SELECTOR, "#errors img, #errors b") == []
         refreshes = int(driver.find_element(By.TAG_NAME, "body").get_attribute("data-refreshes"))
         assert refreshes >= 2  # it polls by itself
         driver.save_screenshot(str(tmp_path / "status-page.png"))

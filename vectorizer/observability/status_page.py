@@ -35,10 +35,12 @@ log = logging.getLogger(__name__)
 ERROR_ROWS = 20
 # Browsers poll every 2 s; the database part of a snapshot is reused for at least this long
 # (several open tabs share one read) and for at least DB_SHARE_INVERSE times as long as the
-# last read took, so a page left open costs the database at most a tenth of one backend even
-# when the status view is slow (large tables). Health and the chart are always fresh.
+# last read took (up to MAX_CACHE_SECONDS), so a page left open costs the database about a
+# tenth of one backend even when the status view is slow (large tables). Health and the chart
+# are always fresh.
 CACHE_SECONDS = 1.0
 DB_SHARE_INVERSE = 10
+MAX_CACHE_SECONDS = 10.0  # never staler than this, however slow the view
 
 STATUS_QUERY = sql.SQL("select * from ai.vectorizer_status where id = any(%s) order by id")
 ERRORS_QUERY = sql.SQL(
@@ -114,7 +116,7 @@ class StatusPage:
         cached = self._read_cache
         if cached is not None and cached[2] == served:
             age, took = time.monotonic() - cached[0], cached[1]
-            if age < max(CACHE_SECONDS, DB_SHARE_INVERSE * took):
+            if age < min(MAX_CACHE_SECONDS, max(CACHE_SECONDS, DB_SHARE_INVERSE * took)):
                 return cached[3], cached[4], cached[5]
         started = time.monotonic()
         vectorizers: list[dict[str, Any]] = []
