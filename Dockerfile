@@ -23,7 +23,9 @@ RUN if echo ",${EXTRAS}," | grep -Eq ',(local|docs|demo|all),'; then \
  && useradd --create-home --uid 10001 vectorizer
 
 USER vectorizer
+# the server binds loopback by default; in a container the port must be reachable from outside
 ENV VECTORIZER_METRICS_PORT=9464
+ENV VECTORIZER_METRICS_HOST=0.0.0.0
 EXPOSE 9464
 
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \

@@ -162,9 +162,19 @@ def test_healthz_reports_a_stalled_vectorizer_while_another_idles_then_recovers(
         port = free_port()
         flags = daemon_flags(port, "--health-stuck-after", "1s")
         with daemon(db_url, *flags, env=worker_env(fake)) as handle:
-            wait_for(lambda: http_get(port, "/healthz")[0], 15, what="the health endpoint")
+
+            def started() -> bool:
+                status, body = http_get(port, "/healthz")
+                states = json.loads(body)["vectorizers"] if status in (200, 503) else {}
+                # both runners are up (their provider imported): from here on, idling is all
+                return len(states) == 2 and all(
+                    state["seconds_since_progress"] is not None for state in states.values()
+                )
+
+            wait_for(started, 30, interval=0.1, what="both vectorizers' first drain")
             time.sleep(1.5)  # idle for longer than --health-stuck-after, with empty queues
-            assert http_get(port, "/healthz") == (200, "ok")
+            status, body = http_get(port, "/healthz")
+            assert (status, json.loads(body)["status"]) == (200, "ok"), body
             assert http_get(port, "/nowhere")[0] == 404
 
             slow.stall_next(4.0)
@@ -176,13 +186,16 @@ def test_healthz_reports_a_stalled_vectorizer_while_another_idles_then_recovers(
                 interval=0.1,
                 what="/healthz to report the stalled provider",
             )
-            assert "busy_vec" in body and "pending but no progress" in body
-            assert "quiet_vec" not in body
+            report = json.loads(body)
+            [problem] = report["problems"]
+            assert "busy_vec" in problem and "pending but no progress" in problem
+            assert report["vectorizers"]["busy_vec"]["state"] == "stalled"
+            assert report["vectorizers"]["quiet_vec"]["state"] == "idle"
             assert store_rows(conn, "busy_docs_embedding_store") == []
             assert time.monotonic() - stalled_at < 4.0  # reported while the call still hangs
 
             wait_for(
-                lambda: http_get(port, "/healthz") == (200, "ok"),
+                lambda: http_get(port, "/healthz")[0] == 200,
                 10,
                 interval=0.1,
                 what="/healthz to recover",

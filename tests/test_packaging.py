@@ -129,12 +129,15 @@ def test_dockerfile_small_image_non_root_worker_entrypoint_and_health_check() ->
     default_flags = json.loads(only("CMD"))
     assert worker_parser().parse_args(default_flags).concurrency == 4
 
-    port = dict(
+    env = dict(
         (name, value)
         for keyword, arguments in steps
         if keyword == "ENV"
         for name, _, value in [arguments.partition("=")]
-    ).get("VECTORIZER_METRICS_PORT")
+    )
+    # the worker binds loopback unless told otherwise; the image must be reachable from outside
+    assert env.get("VECTORIZER_METRICS_HOST") == "0.0.0.0"
+    port = env.get("VECTORIZER_METRICS_PORT")
     assert port is not None and port.isdigit()
     assert only("EXPOSE") == port
     health = only("HEALTHCHECK")
@@ -273,7 +276,11 @@ def test_compose_services_and_their_wiring() -> None:
     assert "@db:5432/" in install["environment"]["VECTORIZER_DB_URL"]
 
     worker = services["worker"]
-    assert worker["build"] == install["build"] == "."  # the Dockerfile's image
+    # one image, built once from the Dockerfile by install, run by both
+    assert install["build"] == "." and "build" not in worker
+    assert worker["image"] == install["image"] and worker["pull_policy"] == "never"
+    for service in (install, worker):
+        assert service["env_file"] == [{"path": ".env", "required": False}]
     assert worker["depends_on"]["install"]["condition"] == "service_completed_successfully"
     assert worker["depends_on"]["db"]["condition"] == "service_healthy"
     environment = worker["environment"]
@@ -281,7 +288,11 @@ def test_compose_services_and_their_wiring() -> None:
     port = str(environment["VECTORIZER_METRICS_PORT"])
     health = " ".join(worker["healthcheck"]["test"])
     assert f"127.0.0.1:{port}/healthz" in health
-    assert f"{port}:{port}" in worker["ports"]
+    assert f"127.0.0.1:{port}:{port}" in worker["ports"]
+    assert environment["VECTORIZER_METRICS_HOST"] == "0.0.0.0"  # reachable through the mapping
+    # a local Postgres keeps 5432; the compose database is published elsewhere, on loopback
+    [db_port] = db["ports"]
+    assert db_port.startswith("127.0.0.1:") and not db_port.startswith("127.0.0.1:5432:")
     assert worker["restart"] == "unless-stopped"
     assert environment["OLLAMA_HOST"] == "http://ollama:11434"
 

@@ -38,11 +38,12 @@ def worker_env(
     **extra: str,
 ) -> dict[str, str]:
     """The environment for a worker subprocess: the caller's, minus every VECTORIZER_*,
-    DATABASE_URL and OPENAI_* (so only what a test sets counts), pointed at the fake server."""
+    PGAI_*, DATABASE_URL and OPENAI_* (so only what a test sets counts), pointed at the fake
+    server."""
     env = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("VECTORIZER_", "OPENAI_")) and key != "DATABASE_URL"
+        if not key.startswith(("VECTORIZER_", "OPENAI_", "PGAI_")) and key != "DATABASE_URL"
     }
     env["PYTHONPATH"] = str(REPO_ROOT)
     env["PYTHONUNBUFFERED"] = "1"

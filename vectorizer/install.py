@@ -50,8 +50,15 @@ def sql_checksum(files: list[SqlFile]) -> str:
 
 
 def resolve_db_url(db_url: str | None) -> str:
-    """--db-url, else VECTORIZER_DB_URL, else DATABASE_URL, else libpq's defaults ("")."""
-    return db_url or os.environ.get("VECTORIZER_DB_URL") or os.environ.get("DATABASE_URL") or ""
+    """--db-url, else VECTORIZER_DB_URL, else pgai's PGAI_VECTORIZER_WORKER_DB_URL, else
+    DATABASE_URL, else libpq's defaults ("")."""
+    return (
+        db_url
+        or os.environ.get("VECTORIZER_DB_URL")
+        or os.environ.get("PGAI_VECTORIZER_WORKER_DB_URL")
+        or os.environ.get("DATABASE_URL")
+        or ""
+    )
 
 
 def _check_server_version(conn: psycopg.Connection) -> None:

@@ -24,7 +24,8 @@ class WorkerSettings:
     shutdown_timeout: float = 5.0
     db_retry_attempts: int = 5
     metrics_port: int | None = None
-    metrics_host: str = "0.0.0.0"
+    # loopback unless told otherwise: the status page is for whoever can reach the port
+    metrics_host: str = "127.0.0.1"
     # /healthz turns unhealthy when work is pending but nothing progressed for this long
     stuck_after: float = 300.0
     progress_out: TextIO | None = None  # once mode on a terminal: progress bars here

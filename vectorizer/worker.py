@@ -19,6 +19,7 @@ import psycopg
 from vectorizer.observability import tracing
 from vectorizer.observability.metrics import MetricsServer
 from vectorizer.observability.progress import Progress, ProgressDisplay
+from vectorizer.observability.status_page import StatusPage
 from vectorizer.observability.telemetry import telemetry
 from vectorizer.runner import VectorizerRunner, connect
 from vectorizer.settings import WorkerSettings
@@ -89,6 +90,8 @@ class Worker:
         self._metrics_server: MetricsServer | None = None
         self._progress: ProgressDisplay | None = None
         self.errors: list[Exception] = []
+        self._served: list[int] = []  # the vectorizers this worker runs: metrics, health, page
+        self.setup_error: Exception | None = None
 
     def request_shutdown(self) -> None:
         if not self.shutdown.is_set():
@@ -111,24 +114,20 @@ class Worker:
         got = {str(row[0]) for row in found} | {row[1] for row in found}
         missing = [w for w in wanted if w not in got]
         if missing:
+            # pgai's words, ids as numbers; the unknown ones after them
             raise WorkerSetupError(
-                f"invalid vectorizers, wanted: {wanted}, got: {sorted(row[0] for row in found)}"
-                f" (unknown: {missing})"
+                f"invalid vectorizers, wanted: {_as_ids(wanted)}, "
+                f"got: {sorted(row[0] for row in found)} (unknown: {_as_ids(missing)})"
             )
         return [row[0] for row in found]
 
     async def run(self) -> int:
         """Runs until done (once) or shut down; returns the process exit code."""
-        try:
-            async with await connect(self.settings.db_url, "vectorizer-worker") as conn:
-                await check_schema(conn)
-                ids = await self._selected_ids(conn)
-        except WorkerSetupError as exc:
-            log.error("%s", exc)
-            return 1
-        except psycopg.OperationalError as exc:
-            log.error("unable to connect to database: %s", _one_line(exc))
-            return 1
+        ids = await self._setup()
+        if ids is None:
+            # pgai's contract: without exit-on-error a setup failure is logged, not an error exit
+            return 1 if self.settings.should_exit_on_error else 0
+        self._served = ids
         await self._tracking.start()
         traced_by = tracing.configure()
         if traced_by:
@@ -149,13 +148,45 @@ class Worker:
             tracing.shutdown()
             log.info("worker stopped")
 
+    async def _setup(self) -> list[int] | None:
+        """Checks the schema and resolves `-i`; None when that failed (logged). A daemon that
+        need not exit on errors waits for it to succeed (e.g. a worker started before
+        `vectorizer install` ran), checking again every poll interval."""
+        while True:
+            try:
+                async with await connect(self.settings.db_url, "vectorizer-worker") as conn:
+                    await check_schema(conn)
+                    return await self._selected_ids(conn)
+            except WorkerSetupError as exc:
+                self.setup_error = exc
+                log.error("%s", exc)
+            except psycopg.OperationalError as exc:
+                self.setup_error = exc
+                log.error("unable to connect to database: %s", _one_line(exc))
+            if self.settings.once or self.settings.should_exit_on_error:
+                return None
+            await self._sleep(self.settings.poll_interval)
+            if self.shutdown.is_set():
+                return None
+
     async def _start_observability(self) -> list[asyncio.Task[None]]:
         tasks = []
         if self.settings.metrics_port is not None:
             telemetry.health.stuck_after = self.settings.stuck_after
             metrics = telemetry.enable_metrics()
+            page = StatusPage(
+                self.settings.db_url,
+                lambda: self._served,
+                telemetry.health,
+                telemetry.history,
+                lambda: self._tracking.worker_id,
+            )
             self._metrics_server = MetricsServer(
-                metrics, telemetry.health, self.settings.metrics_host, self.settings.metrics_port
+                metrics,
+                telemetry.health,
+                self.settings.metrics_host,
+                self.settings.metrics_port,
+                routes=page.routes(),
             )
             await self._metrics_server.start()
             tasks.append(asyncio.create_task(self._poll_queue_sizes(), name="queue-sizes"))
@@ -165,19 +196,24 @@ class Worker:
         return tasks
 
     async def _poll_queue_sizes(self) -> None:
-        """Queue depths for /metrics and the health check (bounded counts, cheap)."""
+        """Queue depths of the served vectorizers for /metrics and the health check (bounded
+        counts, cheap)."""
         interval = min(self.settings.poll_interval, 15.0)
         while True:
             try:
                 async with await connect(self.settings.db_url, "vectorizer-worker-metrics") as c:
                     cursor = await c.execute(
-                        "select v.name,"
+                        "select v.id, v.name,"
                         " ai._vectorizer_count_rows(v.queue_schema, v.queue_table),"
                         " ai._vectorizer_count_rows(v.queue_schema, v.queue_failed_table)"
-                        " from ai.vectorizer v where not v.disabled"
+                        " from ai.vectorizer v where v.id = any(%s) and not v.disabled",
+                        (self._served,),
                     )
                     rows = await cursor.fetchall()
-                telemetry.queue_sizes({name: (p or 0, f or 0) for name, p, f in rows})
+                telemetry.queue_sizes(
+                    {name: (p or 0, f or 0) for _, name, p, f in rows},
+                    {vid: name for vid, name, _, _ in rows},
+                )
             except psycopg.Error as exc:
                 log.warning("could not read queue sizes: %s", _one_line(exc))
             await asyncio.sleep(interval)
@@ -309,6 +345,7 @@ class Worker:
             )
         if not ids:
             log.warning("no vectorizers found")
+        self._served = ids
         for vectorizer_id in ids:
             task = self._tasks.get(vectorizer_id)
             if task is None or task.done():
@@ -395,6 +432,10 @@ class Worker:
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.shutdown.wait(), seconds)
+
+
+def _as_ids(wanted: list[str]) -> list[int | str]:
+    return [int(w) if w.isdigit() else w for w in wanted]
 
 
 def _one_line(exc: BaseException) -> str:

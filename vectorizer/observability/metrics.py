@@ -2,15 +2,18 @@
 
 `/metrics` is the Prometheus text format; `/healthz` answers 503 when work is pending but
 nothing has progressed for `stuck_after` seconds, or when the database has not answered for as
-long: a worker that is up but stuck must not look healthy.
+long: a worker that is up but stuck must not look healthy. Its JSON body also gives each served
+vectorizer's state, so a misconfigured vectorizer shows as `failing` without failing the worker.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -87,28 +90,70 @@ class Metrics:
             "Unix time of the last committed batch",
             registry=r,
         )
+        self.failing = Gauge(
+            "vectorizer_failing",
+            "1 while a served vectorizer backs off after a vectorizer-level error, else 0",
+            ["vectorizer"],
+            registry=r,
+        )
+        self.worker_healthy = Gauge(
+            "vectorizer_worker_healthy",
+            "1 when this worker makes progress on what it serves (what /healthz answers)",
+            registry=r,
+        )
+
+    def observe_health(self, health: Health) -> None:
+        """Per-vectorizer failures and the worker's verdict, as of this scrape."""
+        self.worker_healthy.set(0 if health.problems() else 1)
+        for vectorizer in health.pending:
+            self.failing.labels(vectorizer).set(1 if health.is_failing(vectorizer) else 0)
 
 
 @dataclass
 class Health:
-    """What /healthz judges by; the worker updates it.
+    """What /healthz judges by; the worker updates it. It covers only the vectorizers this
+    worker serves (the worker's queue poll is scoped to them).
 
-    Progress is tracked per vectorizer: another vectorizer's batches (or an idle one's empty
-    claims) must not make a stuck one look healthy. An empty claim counts as progress for its
-    vectorizer: what is pending is not due yet (a row in backoff), nothing is stuck.
+    Health is this worker's liveness: is it making progress on what it serves? Progress is
+    tracked per vectorizer: another vectorizer's batches (or an idle one's empty claims) must
+    not make a stuck one look healthy. An empty claim counts as progress for its vectorizer:
+    what is pending is not due yet (a row in backoff), nothing is stuck. A vectorizer backing
+    off after a vectorizer-level error (bad key, bad config, provider down) is reported as
+    `failing`, but it does not make the worker unhealthy: restarting the worker would not fix
+    it, and under a container health check it would only cause a restart loop.
     """
 
     stuck_after: float = 300.0
     pending: dict[str, int] = field(default_factory=dict)
     last_progress: dict[str, float] = field(default_factory=dict)
+    # vectorizer → monotonic time of its last vectorizer-level error
+    failed_at: dict[str, float] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     last_db_contact: float = field(default_factory=time.monotonic)
 
     def progressed(self, vectorizer: str) -> None:
         self.last_progress[vectorizer] = time.monotonic()
 
+    def vectorizer_failed(self, vectorizer: str) -> None:
+        self.failed_at[vectorizer] = time.monotonic()
+
     def db_answered(self) -> None:
         self.last_db_contact = time.monotonic()
+
+    def is_failing(self, vectorizer: str) -> bool:
+        failed = self.failed_at.get(vectorizer)
+        return failed is not None and failed >= self.last_progress.get(vectorizer, 0.0)
+
+    def vectorizer_state(self, vectorizer: str, now: float | None = None) -> str:
+        """ok, idle (nothing pending), failing (backing off) or stalled."""
+        now = time.monotonic() if now is None else now
+        if self.is_failing(vectorizer):
+            return "failing"
+        pending = self.pending.get(vectorizer, 0)
+        if pending <= 0:
+            return "idle"
+        idle = now - self.last_progress.get(vectorizer, self.started)
+        return "stalled" if idle > self.stuck_after else "ok"
 
     def problems(self) -> list[str]:
         now = time.monotonic()
@@ -116,21 +161,58 @@ class Health:
         if now - self.last_db_contact > self.stuck_after:
             found.append(f"no answer from the database for {now - self.last_db_contact:.0f}s")
         for vectorizer, pending in sorted(self.pending.items()):
-            idle = now - self.last_progress.get(vectorizer, self.started)
-            if pending > 0 and idle > self.stuck_after:
+            if self.vectorizer_state(vectorizer, now) == "stalled":
+                idle = now - self.last_progress.get(vectorizer, self.started)
                 found.append(
                     f"{vectorizer}: {pending} items pending but no progress for {idle:.0f}s"
                 )
         return found
 
+    def report(self) -> dict[str, object]:
+        """The /healthz body: the worker's verdict, then each served vectorizer's state."""
+        now = time.monotonic()
+        problems = self.problems()
+        vectorizers = {}
+        for vectorizer in sorted(self.pending):
+            progressed = self.last_progress.get(vectorizer)
+            vectorizers[vectorizer] = {
+                "state": self.vectorizer_state(vectorizer, now),
+                "pending": self.pending.get(vectorizer, 0),
+                "seconds_since_progress": None if progressed is None else round(now - progressed),
+            }
+        return {
+            "status": "unhealthy" if problems else "ok",
+            "problems": problems,
+            "vectorizers": vectorizers,
+        }
+
+
+# A route answers (status line, content type, body).
+Response = tuple[str, str, bytes]
+Route = Callable[[], Awaitable[Response]]
+
 
 class MetricsServer:
-    """A minimal HTTP/1.1 server for /metrics and /healthz (no extra dependency, no thread)."""
+    """A minimal read-only HTTP/1.1 server for /metrics, /healthz and any extra routes (the
+    status page adds `/` and `/status.json`). No extra dependency, no thread."""
 
-    def __init__(self, metrics: Metrics, health: Health, host: str, port: int) -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        health: Health,
+        host: str,
+        port: int,
+        routes: dict[str, Route] | None = None,
+    ) -> None:
         self._metrics, self._health = metrics, health
         self._host, self._port = host, port
         self._server: asyncio.Server | None = None
+        self._routes: dict[str, Route] = {
+            "/metrics": self._metrics_page,
+            "/healthz": self._healthz,
+            "/health": self._healthz,
+            **(routes or {}),
+        }
 
     @property
     def port(self) -> int:
@@ -152,25 +234,36 @@ class MetricsServer:
             request_line = await asyncio.wait_for(reader.readline(), 5)
             while (await asyncio.wait_for(reader.readline(), 5)) not in (b"\r\n", b"\n", b""):
                 pass  # headers are not needed
-            path = request_line.split(b" ")[1].decode() if b" " in request_line else "/"
-            status, content_type, body = self._respond(path.split("?")[0])
+            method, _, rest = request_line.decode().partition(" ")
+            path = rest.split(" ")[0].split("?")[0] or "/"
+            status, content_type, body = await self._respond(method, path)
             head = (
                 f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+                f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\n"
+                "X-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n"
             )
-            writer.write(head.encode() + body)
+            writer.write(head.encode() + (body if method != "HEAD" else b""))
             await writer.drain()
         except (TimeoutError, ConnectionError, IndexError, UnicodeDecodeError):
             pass
         finally:
             writer.close()
 
-    def _respond(self, path: str) -> tuple[str, str, bytes]:
-        if path == "/metrics":
-            return "200 OK", CONTENT_TYPE_LATEST, generate_latest(self._metrics.registry)
-        if path in ("/healthz", "/health"):
-            problems = self._health.problems()
-            if problems:
-                return "503 Service Unavailable", "text/plain", ("; ".join(problems)).encode()
-            return "200 OK", "text/plain", b"ok"
-        return "404 Not Found", "text/plain", b"not found"
+    async def _respond(self, method: str, path: str) -> Response:
+        if method not in ("GET", "HEAD"):
+            return "405 Method Not Allowed", "text/plain", b"read-only: GET only"
+        route = self._routes.get(path)
+        if route is None:
+            return "404 Not Found", "text/plain", b"not found"
+        return await route()
+
+    async def _metrics_page(self) -> Response:
+        self._metrics.observe_health(self._health)
+        return "200 OK", CONTENT_TYPE_LATEST, generate_latest(self._metrics.registry)
+
+    async def _healthz(self) -> Response:
+        report = self._health.report()
+        body = json.dumps(report).encode()
+        if report["problems"]:
+            return "503 Service Unavailable", "application/json", body
+        return "200 OK", "application/json", body

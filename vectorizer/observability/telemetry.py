@@ -5,9 +5,11 @@ Process-wide on purpose: Prometheus metrics and the health of a worker are per p
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 from typing import Any
 
+from vectorizer.observability.history import RateHistory
 from vectorizer.observability.metrics import Health, Metrics
 
 
@@ -15,6 +17,10 @@ class Telemetry:
     def __init__(self) -> None:
         self.metrics: Metrics | None = None
         self.health = Health()
+        self.history = RateHistory()
+        # ids of the served vectorizers → their names (a runner that could not load its
+        # vectorizer reports under its id)
+        self._names: dict[int, str] = {}
         # what each rate limiter had waited when last reported (limiters count cumulatively)
         self._waited: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
 
@@ -26,6 +32,8 @@ class Telemetry:
     def batch_committed(self, vectorizer: str, rows: int, chunks: int) -> None:
         self.health.progressed(vectorizer)
         self.health.db_answered()
+        if chunks:
+            self.history.add(vectorizer, chunks)
         if self.metrics is not None:
             self.metrics.rows.labels(vectorizer).inc(rows)
             self.metrics.chunks.labels(vectorizer).inc(chunks)
@@ -45,6 +53,9 @@ class Telemetry:
             self.metrics.tokens.labels(vectorizer, provider).inc(tokens)
 
     def failed(self, vectorizer: str, step: str, kind: str) -> None:
+        if kind == "vectorizer":
+            named = self._names.get(int(vectorizer)) if vectorizer.isdigit() else None
+            self.health.vectorizer_failed(named or vectorizer)
         if self.metrics is not None:
             self.metrics.errors.labels(vectorizer, step, kind).inc()
 
@@ -62,11 +73,23 @@ class Telemetry:
             self._waited[limiter] = total
             self.waited_for_rate_limit(provider, total - seen)
 
-    def queue_sizes(self, sizes: dict[str, tuple[int, int]]) -> None:
-        """Pending and failed keys per vectorizer, from a periodic poll."""
+    def queue_sizes(
+        self, sizes: dict[str, tuple[int, int]], names: dict[int, str] | None = None
+    ) -> None:
+        """Pending and failed keys of each vectorizer this worker serves, from a periodic poll
+        (`names`: their ids). A vectorizer no longer served leaves the metrics."""
         self.health.db_answered()
+        if names is not None:
+            self._names = dict(names)
+        gone = set(self.health.pending) - set(sizes)
         self.health.pending = {vectorizer: pending for vectorizer, (pending, _) in sizes.items()}
         if self.metrics is not None:
+            for vectorizer in gone:
+                for gauge in (self.metrics.queue_depth, self.metrics.failed_depth):
+                    with contextlib.suppress(KeyError):
+                        gauge.remove(vectorizer)
+                with contextlib.suppress(KeyError):
+                    self.metrics.failing.remove(vectorizer)
             for vectorizer, (pending, failed) in sizes.items():
                 self.metrics.queue_depth.labels(vectorizer).set(pending)
                 self.metrics.failed_depth.labels(vectorizer).set(failed)
