@@ -240,19 +240,18 @@ class Worker:
             log.warning("no vectorizers found")
         drains = [asyncio.create_task(self._drain_once(i), name=f"vectorizer-{i}") for i in ids]
         await self._until_done_or_shutdown(drains)
-        failed = {
-            vectorizer_id: task.result()
+        failed = [
+            vectorizer_id
             for vectorizer_id, task in zip(ids, drains, strict=True)
             if not task.cancelled() and task.result()
-        }
+        ]
         if failed:
+            # each one's reason was logged when it failed; this says which, in one place
             log.error(
                 "once mode: %d of %d vectorizers failed: %s",
                 len(failed),
                 len(ids),
-                "; ".join(
-                    f"{self._runners[i].label} ({_one_line(exc)})" for i, exc in failed.items()
-                ),
+                ", ".join(self._runners[i].label for i in failed),
             )
         log.info("once mode, exiting...")
         if failed and self.settings.should_exit_on_error:
