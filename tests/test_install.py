@@ -76,8 +76,8 @@ def test_install_into_an_empty_database(empty_db_url: str) -> None:
         ]
         assert PGAI_COMPAT_VERSION == "0.12.1"
         assert conn.execute(
-            "select name, applied_at_version from ai._vectorizer_lib_migration"
-        ).fetchall() == [("001-catalog", __version__)]
+            "select name, applied_at_version from ai._vectorizer_lib_migration order by name"
+        ).fetchall() == [("001-catalog", __version__), ("002-chunk-reuse", __version__)]
 
 
 def test_reinstall_is_a_no_op(empty_db_url: str) -> None:
@@ -95,7 +95,7 @@ def test_reinstall_is_a_no_op(empty_db_url: str) -> None:
         assert conn.execute("select * from ai._vectorizer_lib_version").fetchall() == before
         assert conn.execute("select * from ai.pgai_lib_version").fetchall() == pgai_before
         assert one(conn, "select ai.vectorizer_queue_pending('x', false)") == -1
-        assert one(conn, "select count(*) from ai._vectorizer_lib_migration") == 1
+        assert one(conn, "select count(*) from ai._vectorizer_lib_migration") == 2
 
 
 def test_reinstall_on_the_fixture_database(db_url: str) -> None:
@@ -143,7 +143,7 @@ def test_concurrent_installs(empty_db_url: str) -> None:
     assert sorted(results) == [False, False, False, False, True]
     with connect(empty_db_url) as conn:
         assert one(conn, "select count(*) from ai._vectorizer_lib_version") == 1
-        assert one(conn, "select count(*) from ai._vectorizer_lib_migration") == 1
+        assert one(conn, "select count(*) from ai._vectorizer_lib_migration") == 2
         assert one(conn, "select count(*) from ai.pgai_lib_version") == 1
         assert one(conn, "select count(*) from pg_extension where extname = 'vector'") == 1
 
