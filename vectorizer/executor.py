@@ -26,6 +26,7 @@ from vectorizer.errors import RowError, VectorizerError
 from vectorizer.observability import tracing
 from vectorizer.observability.telemetry import telemetry
 from vectorizer.queue import ATTEMPTS, FOUND, QueueQueries
+from vectorizer.reuse import BatchPlan, Reuse, ReuseCounts, make_reuse
 from vectorizer.stages.pipeline import RowPipeline
 from vectorizer.stages.writing import RowEmbeddings, Writer
 
@@ -55,6 +56,7 @@ class BatchResult:
     rows_done: int = 0
     chunks: int = 0
     failed: list[tuple[tuple[Any, ...], RowError]] = field(default_factory=list)
+    reuse: ReuseCounts = field(default_factory=ReuseCounts)
 
 
 @dataclass
@@ -64,7 +66,9 @@ class _Item:
     row: dict[str, Any]
     payload: Any = None
     chunks: list[str] = field(default_factory=list)
-    vectors: list[np.ndarray] = field(default_factory=list)
+    vectors: list[np.ndarray | None] = field(default_factory=list)
+    hashes: list[bytes] = field(default_factory=list)
+    unchanged: bool = False
     error: RowError | None = None
 
 
@@ -88,6 +92,7 @@ class Executor:
         writer: Writer,
         queries: QueueQueries,
         retry: RetryPolicy,
+        reuse: Reuse | None = None,
     ) -> None:
         self.vectorizer = vectorizer
         self._pipeline = pipeline
@@ -96,6 +101,7 @@ class Executor:
         self._queries = queries
         self._retry = retry
         self._batch_size = batch_size_for(vectorizer)
+        self._reuse = reuse or make_reuse(vectorizer, embedder)
 
     async def run_batch(self, conn: psycopg.AsyncConnection) -> BatchResult:
         async with conn.transaction():
@@ -108,12 +114,17 @@ class Executor:
                 await self._load(live)
             with tracing.span("vectorizer.stage", stage="chunk_format", rows=len(live)):
                 await asyncio.to_thread(self._transform, live)
+            # read in this transaction, under the claim's key locks: what is reused is current
+            ready = [item for item in live if item.error is None]
+            plan = await self._reuse.plan(conn, [(item.key, item.chunks) for item in ready])
+            result.reuse = plan.counts
             with tracing.span("vectorizer.stage", stage="embed", rows=len(live)):
-                await self._embed(live)
-            good = [item for item in live if item.error is None]
+                await self._embed(ready, plan)
+            # an unchanged row is done without a write: no DELETE, no COPY, no WAL
+            good = [item for item in live if item.error is None and not item.unchanged]
             with tracing.span("vectorizer.stage", stage="write", rows=len(good)):
                 await self._write(conn, good)
-            await self._forget_failures(conn, [item for item in good if item.error is None])
+            await self._forget_failures(conn, [item for item in live if item.error is None])
             failed = [item for item in live if item.error is not None]
             await self._charge(conn, failed)
             result.rows_done = sum(1 for item in live if item.error is None)
@@ -159,13 +170,11 @@ class Executor:
             except RowError as exc:
                 item.error = exc
 
-    async def _embed(self, items: list[_Item]) -> None:
-        texts: list[str] = []
-        owners: list[_Item] = []
-        for item in items:
-            if item.error is None:
-                texts.extend(item.chunks)
-                owners.extend([item] * len(item.chunks))
+    async def _embed(self, items: list[_Item], plan: BatchPlan) -> None:
+        """Embeds what the plan could not reuse; every text once, its vector to each owner."""
+        for item, row in zip(items, plan.rows, strict=True):
+            item.vectors, item.hashes, item.unchanged = row.vectors, row.hashes, row.unchanged
+        texts = plan.texts
         if not texts:
             return
         started = time.perf_counter()
@@ -180,16 +189,24 @@ class Executor:
             result.requests,
             result.tokens,
         )
-        for index, owner in enumerate(owners):
+        for index, targets in enumerate(plan.targets):
             message = result.errors.get(index)
-            if message is not None and owner.error is None:
-                owner.error = RowError("embedding", message)
             vector = result.vectors[index]
-            if vector is not None:
-                owner.vectors.append(vector)
+            for row_index, chunk_index in targets:
+                owner = items[row_index]
+                if message is not None and owner.error is None:
+                    owner.error = RowError("embedding", message)
+                if vector is not None:
+                    owner.vectors[chunk_index] = vector
 
     def _embeddings(self, item: _Item) -> RowEmbeddings:
-        return RowEmbeddings(key=item.key, chunks=item.chunks, vectors=item.vectors)
+        return RowEmbeddings(
+            key=item.key,
+            chunks=item.chunks,
+            vectors=item.vectors,  # type: ignore[arg-type]  # complete once error is None
+            hashes=item.hashes,
+            provenance=self._reuse.provenance,
+        )
 
     async def _write(self, conn: psycopg.AsyncConnection, items: list[_Item]) -> None:
         if not items:

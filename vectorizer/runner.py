@@ -26,6 +26,7 @@ from vectorizer.observability import tracing
 from vectorizer.observability.progress import Progress
 from vectorizer.observability.telemetry import telemetry
 from vectorizer.queue import build_queries
+from vectorizer.reuse import ReuseCounts
 from vectorizer.settings import WorkerSettings
 from vectorizer.stages.pipeline import RowPipeline
 from vectorizer.stages.writing import make_writer
@@ -105,6 +106,8 @@ class VectorizerRunner:
         self.last_error: Exception | None = None
         self.gone = False
         self.chunks_written = 0
+        self.reuse = ReuseCounts()  # this drain's
+        self.reuse_total = ReuseCounts()  # since the worker started
         self.progress: Progress | None = None
         self._loaded: Vectorizer | None = None
         self._connections = _Connections(
@@ -150,6 +153,7 @@ class VectorizerRunner:
             self.progress.total = await _pending_estimate(self._settings.db_url, vectorizer.id)
         started = time.monotonic()
         self.chunks_written = 0
+        self.reuse = ReuseCounts()
         executors = [
             asyncio.create_task(self._executor_loop(components)) for _ in range(concurrency)
         ]
@@ -164,9 +168,10 @@ class VectorizerRunner:
             raise
         items = sum(totals)
         log.info(
-            "finished processing vectorizer items=%s chunks=%s seconds=%.3f vectorizer_id=%s",
+            "finished processing vectorizer items=%s chunks=%s %s seconds=%.3f vectorizer_id=%s",
             items,
             self.chunks_written,
+            self.reuse.describe(),
             time.monotonic() - started,
             vectorizer.id,
         )
@@ -193,11 +198,15 @@ class VectorizerRunner:
                 done += result.rows_done
                 self.chunks_written += result.chunks
                 telemetry.batch_committed(vectorizer.name, result.rows_done, result.chunks)
+                telemetry.reused(vectorizer.name, result.reuse)
+                self.reuse.add(result.reuse)
+                self.reuse_total.add(result.reuse)
                 for _, error in result.failed:
                     telemetry.failed(vectorizer.name, error.step, "row")
                 if self.progress is not None:
                     self.progress.rows += result.rows_done + len(result.failed)
                     self.progress.chunks += result.chunks
+                    self.progress.reused += result.reuse.same_row + result.reuse.other_row
                 await self._report(result)
                 if result.claimed == 0:
                     break
@@ -213,6 +222,8 @@ class VectorizerRunner:
             await self._tracking.progress(self.vectorizer_id, 0, message)
         if result.rows_done:
             await self._tracking.progress(self.vectorizer_id, result.rows_done)
+        if result.reuse:
+            await self._tracking.reuse(self.vectorizer_id, result.reuse)
 
     async def record_vectorizer_error(self, exc: Exception) -> None:
         """Once per breaker trip: an error row, progress and the heartbeat's count."""

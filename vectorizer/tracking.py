@@ -16,6 +16,7 @@ from uuid import UUID
 import psycopg
 
 from vectorizer import __version__
+from vectorizer.reuse import ReuseCounts
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,25 @@ class WorkerTracking:
             log.info("vectorizer %s was dropped; progress not recorded", vectorizer_id)
         except psycopg.Error as exc:
             log.warning("could not record progress of vectorizer %s: %s", vectorizer_id, exc)
+
+    async def reuse(self, vectorizer_id: int, counts: ReuseCounts) -> None:
+        """Adds a batch's reuse counters to ai._vectorizer_reuse_stats (for status views)."""
+        try:
+            await self._call(
+                "select ai._vectorizer_record_reuse(%s, %s, %s, %s, %s, %s)",
+                (
+                    vectorizer_id,
+                    counts.embedded,
+                    counts.same_row,
+                    counts.other_row,
+                    counts.rows_unchanged,
+                    counts.tokens_saved,
+                ),
+            )
+        except psycopg.errors.ForeignKeyViolation:
+            log.info("vectorizer %s was dropped; reuse counters not recorded", vectorizer_id)
+        except psycopg.Error as exc:
+            log.warning("could not record reuse of vectorizer %s: %s", vectorizer_id, exc)
 
     async def vectorizer_error(
         self, vectorizer_id: int, message: str, details: dict[str, Any]

@@ -205,6 +205,9 @@ class Worker:
         drains = [asyncio.create_task(self._drain_once(i), name=f"vectorizer-{i}") for i in ids]
         await self._until_done_or_shutdown(drains)
         failed = [task.result() for task in drains if not task.cancelled() and task.result()]
+        for vectorizer_id in ids:
+            counts = self._runner(vectorizer_id).reuse_total
+            log.info("once mode summary: vectorizer_id=%s %s", vectorizer_id, counts.describe())
         log.info("once mode, exiting...")
         if failed and self.settings.should_exit_on_error:
             return 1

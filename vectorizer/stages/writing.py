@@ -16,6 +16,7 @@ from psycopg import sql
 
 from vectorizer.config import ColumnDestination, TableDestination, Vectorizer
 from vectorizer.queue import keys_condition
+from vectorizer.reuse import REUSE_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,10 @@ class RowEmbeddings:
     key: tuple[Any, ...]
     chunks: Sequence[str]
     vectors: Sequence[np.ndarray]
+    # chunk reuse: the hash of each chunk's text and the provenance of the config that embedded
+    # them (vectorizer.reuse); stored when the destination has room for them
+    hashes: Sequence[bytes] = ()
+    provenance: bytes | None = None
 
 
 class Writer(Protocol):
@@ -43,6 +48,7 @@ class TableWriter:
             self._target, sql.SQL(", ").join(map(sql.Identifier, self._columns))
         )
         self._type_oids: list[int] | None = None
+        self._extra_columns: list[str] = []
 
     async def _types(self, conn: psycopg.AsyncConnection) -> list[int]:
         if self._type_oids is None:
@@ -62,6 +68,13 @@ class TableWriter:
                     f"{', '.join(missing)}"
                 )
             self._type_oids = [by_name[column] for column in self._columns]
+            # stores created before chunk reuse (or by pgai) lack these: written when present
+            self._extra_columns = [c for c in REUSE_COLUMNS if c in by_name]
+            self._type_oids += [by_name[column] for column in self._extra_columns]
+            self._copy = sql.SQL("copy {} ({}) from stdin with (format binary)").format(
+                self._target,
+                sql.SQL(", ").join(map(sql.Identifier, self._columns + self._extra_columns)),
+            )
         return self._type_oids
 
     async def delete(self, conn: psycopg.AsyncConnection, keys: Sequence[tuple[Any, ...]]) -> None:
@@ -79,10 +92,19 @@ class TableWriter:
         async with conn.cursor() as cursor, cursor.copy(self._copy) as copy:
             copy.set_types(types)
             for row in rows:
+                extras = self._extras(row)
                 for seq, (chunk, vector) in enumerate(zip(row.chunks, row.vectors, strict=True)):
-                    await copy.write_row((*row.key, seq, chunk, vector))
+                    await copy.write_row((*row.key, seq, chunk, vector, *extras[seq]))
                 written += len(row.chunks)
         return written
+
+
+    def _extras(self, row: RowEmbeddings) -> list[tuple[Any, ...]]:
+        """Per chunk, the values of the reuse columns the store has."""
+        if not self._extra_columns:
+            return [()] * len(row.chunks)
+        hashes = row.hashes or [None] * len(row.chunks)
+        return [(digest, row.provenance) for digest in hashes]
 
 
 class ColumnWriter:
@@ -94,12 +116,14 @@ class ColumnWriter:
             sql.SQL(", ").join(map(sql.Identifier, pk)),
             sql.SQL(", ").join(sql.Placeholder() * len(pk)),
         )
+        self._hashes = ColumnHashes(vectorizer)
 
     async def write(self, conn: psycopg.AsyncConnection, rows: Sequence[RowEmbeddings]) -> int:
         params = [(row.vectors[0] if row.vectors else None, *row.key) for row in rows]
         if params:
             async with conn.cursor() as cursor:
                 await cursor.executemany(self._update, params)
+            await self._hashes.save(conn, rows)
         return sum(len(row.vectors) for row in rows)
 
 
@@ -108,3 +132,47 @@ def make_writer(vectorizer: Vectorizer) -> TableWriter | ColumnWriter:
     if isinstance(destination, TableDestination):
         return TableWriter(vectorizer, destination)
     return ColumnWriter(vectorizer, destination)
+
+
+class ColumnHashes:
+    """The side table that remembers, per source row of a column destination, the hash and
+    provenance of the text behind its embedding (the user's table gets no extra column)."""
+
+    def __init__(self, vectorizer: Vectorizer) -> None:
+        pk = vectorizer.pk_names
+        source = sql.Identifier(vectorizer.source_schema, vectorizer.source_table)
+        where = sql.SQL("({}) = ({})").format(
+            sql.SQL(", ").join(sql.Identifier("s", name) for name in pk),
+            sql.SQL(", ").join(sql.Placeholder() * len(pk)),
+        )
+        row_key = sql.SQL("jsonb_build_array({})").format(
+            sql.SQL(", ").join(sql.Identifier("s", name) for name in pk)
+        )
+        self._upsert = sql.SQL(
+            "insert into ai._vectorizer_column_hash (vectorizer_id, pk, chunk_hash, config_hash)"
+            " select {id}, {row_key}, %s, %s from {source} s where {where}"
+            " on conflict (vectorizer_id, pk) do update"
+            " set chunk_hash = excluded.chunk_hash, config_hash = excluded.config_hash"
+        ).format(id=sql.Literal(vectorizer.id), row_key=row_key, source=source, where=where)
+        self._delete = sql.SQL(
+            "delete from ai._vectorizer_column_hash h using {source} s"
+            " where h.vectorizer_id = {id} and h.pk = {row_key} and {where}"
+        ).format(id=sql.Literal(vectorizer.id), row_key=row_key, source=source, where=where)
+        self._exists: bool | None = None
+
+    async def save(self, conn: psycopg.AsyncConnection, rows: Sequence[RowEmbeddings]) -> None:
+        if self._exists is None:
+            cursor = await conn.execute(
+                "select to_regclass('ai._vectorizer_column_hash') is not null"
+            )
+            found = await cursor.fetchone()
+            self._exists = bool(found and found[0])
+        if not self._exists:
+            return
+        hashed = [(row.hashes[0], row.provenance, *row.key) for row in rows if row.hashes]
+        blank = [row.key for row in rows if not row.hashes]
+        async with conn.cursor() as cursor:
+            if hashed:
+                await cursor.executemany(self._upsert, hashed)
+            if blank:
+                await cursor.executemany(self._delete, blank)
