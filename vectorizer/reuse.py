@@ -49,9 +49,7 @@ Key = tuple[Any, ...]
 def text_hash(text: str) -> bytes:
     """The hash stored with a chunk: blake2b of its formatted text."""
     # surrogatepass: a text the provider will reject still gets a stable hash
-    return hashlib.blake2b(
-        text.encode("utf-8", "surrogatepass"), digest_size=HASH_BYTES
-    ).digest()
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=HASH_BYTES).digest()
 
 
 @dataclass
@@ -299,9 +297,7 @@ class ColumnReuse(Reuse):
         )
 
     async def _supported(self, conn: psycopg.AsyncConnection) -> bool:
-        cursor = await conn.execute(
-            "select to_regclass('ai._vectorizer_column_hash') is not null"
-        )
+        cursor = await conn.execute("select to_regclass('ai._vectorizer_column_hash') is not null")
         row = await cursor.fetchone()
         return bool(row and row[0])
 
@@ -372,4 +368,3 @@ def _same_chunks(stored: list[_Stored], row: RowPlan, provenance: bytes | None) 
 
 def _bytes(value: Any) -> bytes | None:
     return None if value is None else bytes(value)
-

@@ -98,7 +98,6 @@ class TableWriter:
                 written += len(row.chunks)
         return written
 
-
     def _extras(self, row: RowEmbeddings) -> list[tuple[Any, ...]]:
         """Per chunk, the values of the reuse columns the store has."""
         if not self._extra_columns:
