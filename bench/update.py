@@ -118,32 +118,33 @@ def touch_again(db_url: str) -> int:
     return queued
 
 
-def store_digest(db_url: str) -> tuple[int, str]:
+def scalar(db_url: str, query: str) -> str:
     with psycopg.connect(db_url, autocommit=True) as conn:
-        row = conn.execute(
-            "select count(*), md5(string_agg(id || ':' || chunk_seq || ':' || chunk || ':'"
-            " || embedding::text, '|' order by id, chunk_seq)) from docs_embedding_store"
-        ).fetchone()
-    assert row is not None
-    return int(row[0]), str(row[1])
-
-
-def tuple_versions(db_url: str) -> str:
-    """A digest of every stored chunk's physical version: any DELETE or COPY changes it."""
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        row = conn.execute(
-            "select md5(string_agg(ctid::text || xmin::text, ',' order by embedding_uuid))"
-            " from docs_embedding_store"
-        ).fetchone()
+        row = conn.execute(query).fetchone()
     assert row is not None
     return str(row[0])
 
 
+def store_digest(db_url: str) -> str:
+    """Every stored chunk's key, seq, text and vector: equal digests, equal stores."""
+    return scalar(
+        db_url,
+        "select md5(string_agg(id || ':' || chunk_seq || ':' || chunk || ':'"
+        " || embedding::text, '|' order by id, chunk_seq)) from docs_embedding_store",
+    )
+
+
+def tuple_versions(db_url: str) -> str:
+    """A digest of every stored chunk's physical version: any DELETE or COPY changes it."""
+    return scalar(
+        db_url,
+        "select md5(string_agg(ctid::text || xmin::text, ',' order by embedding_uuid))"
+        " from docs_embedding_store",
+    )
+
+
 def edited_chunks(db_url: str) -> int:
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        row = conn.execute("select count(*) from docs_embedding_store where id % 10 = 0").fetchone()
-    assert row is not None
-    return int(row[0])
+    return int(scalar(db_url, "select count(*) from docs_embedding_store where id % 10 = 0"))
 
 
 def clone(server_url: str, source: str, name: str) -> str:

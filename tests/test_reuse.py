@@ -71,6 +71,17 @@ def requeue_all(conn: psycopg.Connection, vectorizer_id: int) -> None:
     )
 
 
+def set_embedding_option(
+    conn: psycopg.Connection, vectorizer_id: int, key: str, value: str
+) -> None:
+    """A hand edit of the embedding config (as the coming alter command will make)."""
+    conn.execute(
+        "update ai.vectorizer set config ="
+        " jsonb_set(config, array['embedding', %s], to_jsonb(%s::text)) where id = %s",
+        (key, value, vectorizer_id),
+    )
+
+
 def status(conn: psycopg.Connection, vectorizer_id: int) -> dict[str, Any]:
     with conn.cursor(row_factory=psycopg.rows.dict_row) as cursor:
         row = cursor.execute(
@@ -230,11 +241,7 @@ def test_a_model_change_never_reuses_vectors_of_the_old_model(
     run_ok(db_url, env=worker_env(fake))
     assert status(conn, vid)["chunks_older_config"] == 0
 
-    conn.execute(
-        "update ai.vectorizer set config = jsonb_set(config, '{embedding,model}',"
-        " '\"text-embedding-3-large\"') where id = %s",
-        (vid,),
-    )
+    set_embedding_option(conn, vid, "model", "text-embedding-3-large")
     assert status(conn, vid)["chunks_older_config"] == 10
     fake.reset()
     requeue_all(conn, vid)
@@ -245,11 +252,7 @@ def test_a_model_change_never_reuses_vectors_of_the_old_model(
     assert "unchanged_rows=0" in result.stderr
     assert status(conn, vid)["chunks_older_config"] == 0
     # an option that does not change vectors (the key's env var name) keeps the provenance
-    conn.execute(
-        "update ai.vectorizer set config = jsonb_set(config, '{embedding,api_key_name}',"
-        " '\"OTHER_KEY\"') where id = %s",
-        (vid,),
-    )
+    set_embedding_option(conn, vid, "api_key_name", "OTHER_KEY")
     assert status(conn, vid)["chunks_older_config"] == 0
 
 
@@ -403,3 +406,31 @@ def test_status_command_shows_reuse(
         "0",
         "4",
     ]
+
+
+def test_metrics_count_embedded_and_reused_chunks(
+    conn: psycopg.Connection, db_url: str, fake: FakeOpenAI
+) -> None:
+    from tests.test_observability import daemon_flags, free_port, http_get, samples, value
+
+    create_source(conn, rows=[(i, f"t{i}", body(0, 3)) for i in range(1, 5)])
+    create_vectorizer(conn, name="reuse_vec", chunking=CHUNKING)
+    port = free_port()
+    with daemon(db_url, *daemon_flags(port), env=worker_env(fake)):
+        wait_for(lambda: len(store(conn)) == 12, 30, what="the backfill")
+
+        def counted() -> dict[Any, float] | None:
+            status_code, text = http_get(port, "/metrics")
+            assert status_code == 200, text
+            page = samples(text)
+            embedded = value(page, "vectorizer_chunks_embedded_total", vectorizer="reuse_vec")
+            return page if embedded else None
+
+        page = wait_for(counted, 10, interval=0.1, what="reuse metrics")
+    assert value(page, "vectorizer_chunks_embedded_total", vectorizer="reuse_vec") == 3
+    other = {"vectorizer": "reuse_vec", "origin": "other_row"}
+    assert value(page, "vectorizer_chunks_reused_total", **other) == 9
+    same = {"vectorizer": "reuse_vec", "origin": "same_row"}
+    assert value(page, "vectorizer_chunks_reused_total", **same) == 0
+    assert value(page, "vectorizer_rows_unchanged_total", vectorizer="reuse_vec") == 0
+    assert value(page, "vectorizer_tokens_saved_total", vectorizer="reuse_vec") > 0
