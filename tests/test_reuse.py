@@ -143,6 +143,38 @@ def test_new_first_paragraph_reuses_the_rows_chunks_and_equals_a_fresh_build(
     assert [e for *_, e in fresh] == [e for *_, e in rows]
 
 
+def test_an_edit_rewrites_only_the_chunks_it_touched(
+    conn: psycopg.Connection, db_url: str, fake: FakeOpenAI
+) -> None:
+    create_source(conn, rows=[(1, "t", body(1, 4)), (2, "t", body(2, 4))])
+    create_vectorizer(conn, chunking=CHUNKING)
+    run_ok(db_url, env=worker_env(fake))
+    before = dict(
+        conn.execute(
+            "select (id, chunk_seq)::text, (embedding_uuid, xmin)::text from docs_embedding_store"
+        ).fetchall()
+    )
+    parts = body(1, 4).split("\n\n")
+    edited = "\n\n".join([*parts[:2], "a rewritten third paragraph"])  # and the 4th dropped
+    conn.execute("update docs set body = %s where id = 1", (edited,))
+    fake.reset()
+    run_ok(db_url, env=worker_env(fake))
+
+    assert inputs_sent(fake) == ["a rewritten third paragraph"]
+    after = dict(
+        conn.execute(
+            "select (id, chunk_seq)::text, (embedding_uuid, xmin)::text from docs_embedding_store"
+        ).fetchall()
+    )
+    assert sorted(after) == ["(1,0)", "(1,1)", "(1,2)", "(2,0)", "(2,1)", "(2,2)", "(2,3)"]
+    untouched = [key for key in after if after[key] == before.get(key)]
+    assert sorted(untouched) == ["(1,0)", "(1,1)", "(2,0)", "(2,1)", "(2,2)", "(2,3)"]
+    rows = [row for row in store(conn) if row[0] == 1]
+    assert [chunk for _, _, chunk, _ in rows] == [*parts[:2], "a rewritten third paragraph"]
+    for _, _, chunk, embedding in rows:
+        assert_vector(embedding, chunk)
+
+
 def test_unchanged_rows_send_nothing_and_write_nothing(
     conn: psycopg.Connection, db_url: str, fake: FakeOpenAI
 ) -> None:

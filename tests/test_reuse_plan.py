@@ -28,7 +28,7 @@ def test_as_array_takes_vectors_halfvectors_and_arrays() -> None:
 async def test_plan_marks_unchanged_rows_reuses_stored_vectors_and_sends_the_rest(
     conn: psycopg.Connection, db_url: str, column_type: str
 ) -> None:
-    create_source(conn, rows=[(1, "a", "shared text"), (2, "b", "x"), (3, "c", "y")])
+    create_source(conn, rows=[(i, "t", "x") for i in range(1, 5)])
     vid = create_vectorizer(conn)
     conn.execute(
         "insert into docs_embedding_store (id, chunk_seq, chunk, embedding, chunk_hash,"
@@ -42,6 +42,21 @@ async def test_plan_marks_unchanged_rows_reuses_stored_vectors_and_sends_the_res
         " config_hash) values (3, 0, 'old model text', %s::vector, %s, '\\x00')",
         (STORED.tolist(), text_hash("old model text")),
     )
+    # key 4: its first chunk stays as it is, its second one is replaced, its third one dropped
+    conn.execute(
+        "insert into docs_embedding_store (id, chunk_seq, chunk, embedding, chunk_hash,"
+        " config_hash) select 4, s, t, %s::vector, h, ai._vectorizer_embedding_provenance(config)"
+        " from ai.vectorizer, unnest(%s::int[], %s::text[], %s::bytea[]) as x(s, t, h)"
+        " where id = %s",
+        (
+            STORED.tolist(),
+            [0, 1, 2],
+            ["stays", "old tail", "gone"],
+            [text_hash(t) for t in ("stays", "old tail", "gone")],
+            vid,
+        ),
+    )
+    conn.execute("drop view docs_embedding")  # it pins the column's type
     conn.execute(f"alter table docs_embedding_store alter column embedding type {column_type}")
 
     async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as aconn:
@@ -58,10 +73,11 @@ async def test_plan_marks_unchanged_rows_reuses_stored_vectors_and_sends_the_res
                     ((1,), ["shared text"]),
                     ((2,), ["shared text", "new text", "new text"]),
                     ((3,), ["old model text"]),
+                    ((4,), ["stays", "new tail"]),
                 ],
             )
 
-    unchanged, edited, other_model = plan.rows
+    unchanged, edited, other_model, partly = plan.rows
     assert unchanged.unchanged and not edited.unchanged and not other_model.unchanged
     reused = edited.vectors[0]
     assert reused is not None
@@ -69,13 +85,18 @@ async def test_plan_marks_unchanged_rows_reuses_stored_vectors_and_sends_the_res
     assert edited.vectors[1:] == [None, None]
     assert other_model.vectors == [None]
     # each text to embed once: "new text" fills two chunks of key 2
-    assert plan.texts == ["new text", "old model text"]
-    assert plan.targets == [[(1, 1), (1, 2)], [(2, 0)]]
+    assert plan.texts == ["new text", "old model text", "new tail"]
+    assert plan.targets == [[(1, 1), (1, 2)], [(2, 0)], [(3, 1)]]
+    # what the writer is told: delete only what changed, leave the rest in place
+    assert (edited.kept, edited.replaced) == (frozenset(), [])
+    assert (other_model.kept, other_model.replaced) == (frozenset(), [0])
+    assert (partly.kept, sorted(partly.replaced or [])) == (frozenset({0}), [1, 2])
+    assert partly.vectors == [None, None]
     counts = plan.counts
     assert (counts.embedded, counts.same_row, counts.other_row, counts.rows_unchanged) == (
-        2,
-        2,  # key 1's chunk (unchanged) and key 2's repeated "new text"
+        3,
+        3,  # key 1's chunk (unchanged), key 2's repeated "new text", key 4's first chunk
         1,  # key 2's "shared text", stored for key 1
         1,
     )
-    assert counts.tokens_saved == len("shared text") * 2 + len("new text")
+    assert counts.tokens_saved == len("shared text") * 2 + len("new text") + len("stays")

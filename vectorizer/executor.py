@@ -69,6 +69,8 @@ class _Item:
     vectors: list[np.ndarray | None] = field(default_factory=list)
     hashes: list[bytes] = field(default_factory=list)
     unchanged: bool = False
+    kept: frozenset[int] = frozenset()
+    replaced: list[int] | None = None
     error: RowError | None = None
 
 
@@ -174,6 +176,7 @@ class Executor:
         """Embeds what the plan could not reuse; every text once, its vector to each owner."""
         for item, row in zip(items, plan.rows, strict=True):
             item.vectors, item.hashes, item.unchanged = row.vectors, row.hashes, row.unchanged
+            item.kept, item.replaced = row.kept, row.replaced
         texts = plan.texts
         if not texts:
             return
@@ -206,6 +209,8 @@ class Executor:
             vectors=item.vectors,  # type: ignore[arg-type]  # complete once error is None
             hashes=item.hashes,
             provenance=self._reuse.provenance,
+            kept=item.kept,
+            replaced=item.replaced,
         )
 
     async def _write(self, conn: psycopg.AsyncConnection, items: list[_Item]) -> None:

@@ -7,6 +7,8 @@ embedded, inside the batch transaction, a plan decides per chunk:
 
 * the key's stored chunks are all equal to the new ones (same seq, text, hash, provenance):
   the row is unchanged, nothing is embedded and nothing is written;
+* a stored chunk equal to the new one at the same seq stays where it is: only the other seqs
+  of the key are deleted and written again (an edit rewrites the chunks it touched);
 * a stored chunk of this key, or of any other key of the store, has the hash and the current
   provenance: its vector is reused (table destinations look other keys up by the hash index);
 * otherwise the text is embedded, once per batch however many chunks share it.
@@ -89,6 +91,10 @@ class RowPlan:
     hashes: list[bytes]
     vectors: list[np.ndarray | None]
     unchanged: bool = False
+    # chunk seqs whose stored row already holds this text: neither embedded nor written
+    kept: frozenset[int] = frozenset()
+    # the stored seqs to delete before writing; None: every stored row of the key
+    replaced: list[int] | None = None
 
 
 @dataclass
@@ -171,6 +177,13 @@ class Reuse:
         plan.counts.same_row += len(row.chunks)
         plan.counts.tokens_saved += sum(self._tokens(chunk) for chunk in row.chunks)
 
+    def _keep(
+        self, row: RowPlan, kept: frozenset[int], replaced: list[int], plan: BatchPlan
+    ) -> None:
+        row.kept, row.replaced = kept, replaced
+        plan.counts.same_row += len(kept)
+        plan.counts.tokens_saved += sum(self._tokens(row.chunks[i]) for i in kept)
+
     def _dedupe(self, plan: BatchPlan) -> None:
         """Collects the texts still to embed, each once; repeats count as reused."""
         first: dict[bytes, int] = {}
@@ -178,7 +191,7 @@ class Reuse:
             if row.unchanged:
                 continue
             for i, (digest, vector) in enumerate(zip(row.hashes, row.vectors, strict=True)):
-                if vector is not None:
+                if vector is not None or i in row.kept:
                     continue
                 index = first.get(digest)
                 if index is None:
@@ -229,21 +242,23 @@ class TableReuse(Reuse):
         wanted: set[bytes] = set()
         for row in plan.rows:
             chunks = stored.get(row.key, [])
-            if _same_chunks(chunks, row, plan.provenance):
+            kept = _kept_in_place(chunks, row, plan.provenance)
+            if len(kept) == len(chunks) == len(row.chunks):
                 self._unchanged(row, plan)
                 own.append(set())
                 continue
+            self._keep(row, kept, [c.seq for c in chunks if c.seq not in kept], plan)
             own.append(
                 {c.chunk_hash for c in chunks if c.chunk_hash and c.config_hash == plan.provenance}
             )
-            wanted.update(row.hashes)
+            wanted.update(h for i, h in enumerate(row.hashes) if i not in kept)
         vectors = await self._vectors(conn, wanted, plan.provenance) if wanted else {}
         for row, own_hashes in zip(plan.rows, own, strict=True):
             if row.unchanged:
                 continue
             for i, digest in enumerate(row.hashes):
                 vector = vectors.get(digest)
-                if vector is None:
+                if vector is None or i in row.kept:
                     continue
                 row.vectors[i] = vector
                 if digest in own_hashes:
@@ -352,17 +367,16 @@ async def _provenance(conn: psycopg.AsyncConnection, vectorizer: Vectorizer) -> 
     return bytes(row[0])
 
 
-def _same_chunks(stored: list[_Stored], row: RowPlan, provenance: bytes | None) -> bool:
-    if len(stored) != len(row.chunks):
-        return False
-    ordered = sorted(stored, key=lambda chunk: chunk.seq)
-    return all(
-        old.seq == seq
+def _kept_in_place(stored: list[_Stored], row: RowPlan, provenance: bytes | None) -> frozenset[int]:
+    """The seqs whose stored chunk is the new one: same text, hash and provenance."""
+    return frozenset(
+        old.seq
+        for old in stored
+        if old.seq < len(row.chunks)
         and old.chunk_hash is not None
-        and old.chunk_hash == digest
+        and old.chunk_hash == row.hashes[old.seq]
         and old.config_hash == provenance
-        and old.chunk == text
-        for seq, (old, digest, text) in enumerate(zip(ordered, row.hashes, row.chunks, strict=True))
+        and old.chunk == row.chunks[old.seq]
     )
 
 

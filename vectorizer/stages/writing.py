@@ -30,6 +30,10 @@ class RowEmbeddings:
     # them (vectorizer.reuse); stored when the destination has room for them
     hashes: Sequence[bytes] = ()
     provenance: bytes | None = None
+    # seqs whose stored row already holds this chunk (left alone; their vector may be None),
+    # and the stored seqs to delete first; None deletes every stored row of the key
+    kept: frozenset[int] = frozenset()
+    replaced: Sequence[int] | None = None
 
 
 class Writer(Protocol):
@@ -85,17 +89,30 @@ class TableWriter:
             sql.SQL("delete from {} where {}").format(self._target, condition), params
         )
 
+    async def _delete_replaced(
+        self, conn: psycopg.AsyncConnection, rows: Sequence[RowEmbeddings]
+    ) -> None:
+        """Deletes the stored chunks `rows` replace: whole keys, or only some of their seqs."""
+        await self.delete(conn, [row.key for row in rows if row.replaced is None])
+        pairs = [(*row.key, seq) for row in rows if row.replaced for seq in row.replaced]
+        if pairs:
+            condition, params = keys_condition([*self._pk, "chunk_seq"], pairs)
+            await conn.execute(
+                sql.SQL("delete from {} where {}").format(self._target, condition), params
+            )
+
     async def write(self, conn: psycopg.AsyncConnection, rows: Sequence[RowEmbeddings]) -> int:
         types = await self._types(conn)
-        await self.delete(conn, [row.key for row in rows])
+        await self._delete_replaced(conn, rows)
         written = 0
         async with conn.cursor() as cursor, cursor.copy(self._copy) as copy:
             copy.set_types(types)
             for row in rows:
                 extras = self._extras(row)
                 for seq, (chunk, vector) in enumerate(zip(row.chunks, row.vectors, strict=True)):
-                    await copy.write_row((*row.key, seq, chunk, vector, *extras[seq]))
-                written += len(row.chunks)
+                    if seq not in row.kept:
+                        await copy.write_row((*row.key, seq, chunk, vector, *extras[seq]))
+                        written += 1
         return written
 
     def _extras(self, row: RowEmbeddings) -> list[tuple[Any, ...]]:
