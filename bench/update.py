@@ -1,6 +1,6 @@
 """Update benchmark: what does catching up on edited rows cost, with and without chunk reuse?
 
-    python bench/update.py --rows 20000 --latency-ms 50 --concurrency 4 [--baseline /tmp/base]
+    python bench/update.py --rows 20000 --latency-ms 50 --baseline /tmp/base --repeat 3
 
 The workload of bench/backfill.py (same documents for the same seed; recursive 800/100 chunks,
 `$title: $chunk`, 1536 dimensions, the fake OpenAI server in its own process). The table is
@@ -21,6 +21,7 @@ import json
 import os
 import random
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -129,8 +130,8 @@ def store_digest(db_url: str) -> str:
     """Every stored chunk's key, seq, text and vector: equal digests, equal stores."""
     return scalar(
         db_url,
-        "select md5(string_agg(id || ':' || chunk_seq || ':' || chunk || ':'"
-        " || embedding::text, '|' order by id, chunk_seq)) from docs_embedding_store",
+        "select md5(string_agg(md5(id || ':' || chunk_seq || ':' || chunk || ':'"
+        " || embedding::text), '' order by id, chunk_seq)) from docs_embedding_store",
     )
 
 
@@ -172,6 +173,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--baseline", type=Path, help="a checkout to compare with")
+    parser.add_argument("--repeat", type=int, default=1, help="catch-up runs per side")
     args = parser.parse_args()
 
     server_url, server = start_database()
@@ -189,37 +191,45 @@ def main() -> None:
             f"rows={args.rows} concurrency={args.concurrency} latency_ms={args.latency_ms}: "
             f"built in {time.perf_counter() - started:.1f}s ({build.inputs} chunks embedded)"
         )
-        clones = {"after": clone(server_url, built, f"{built}_after")}
-        if args.baseline:
-            clones["before"] = clone(server_url, built, f"{built}_before")
+        labels = ["after", "before"] if args.baseline else ["after"]
+        rounds = []  # per repeat: label -> database
+        for r in range(args.repeat):
+            rounds.append(
+                {label: clone(server_url, built, f"{built}_{label}{r}") for label in labels}
+            )
         edited = 0
-        for url in clones.values():
-            edited = edit_rows(url, args.seed)
+        for clones in rounds:
+            for url in clones.values():
+                edited = edit_rows(url, args.seed)
         fake_call(base_url, "/_control", {"latency": args.latency_ms / 1000})
         print(f"edited rows: {edited} (id % 10 = 0: the first paragraph replaced by a new one)")
-        runs: dict[str, Run] = {}
-        for label in ("before", "after"):
-            if label in clones:
+        print("catching up (runs alternate, so machine load hits both sides alike):")
+        runs: dict[str, list[Run]] = {label: [] for label in labels}
+        for r, clones in enumerate(rounds):
+            for label in labels if r % 2 == 0 else labels[::-1]:
                 code = args.baseline if label == "before" else REPO
                 assert code is not None
-                runs[label] = run_worker(clones[label], base_url, args.concurrency, code)
-                report(label, runs[label])
-        reused = re.search(r"reused_same_row=(\d+)", runs["after"].log)
+                runs[label].append(run_worker(clones[label], base_url, args.concurrency, code))
+                report(label, runs[label][-1])
+        first = rounds[0]
+        reused = re.search(r"reused_same_row=(\d+)", runs["after"][0].log)
         print(
-            f"  chunks of the edited rows after the edit: {edited_chunks(clones['after'])}, "
+            f"  chunks of the edited rows after the edit: {edited_chunks(first['after'])}, "
             f"of which already stored for their row: {reused.group(1) if reused else '?'}"
         )
-        if "before" in runs:
-            after, before = runs["after"], runs["before"]
-            same = store_digest(clones["after"]) == store_digest(clones["before"])
+        if args.baseline:
+            after = statistics.median(run.seconds for run in runs["after"])
+            before = statistics.median(run.seconds for run in runs["before"])
+            inputs = runs["after"][0].inputs / runs["before"][0].inputs
+            same = store_digest(first["after"]) == store_digest(first["before"])
             print(
-                f"  inputs sent {after.inputs / before.inputs:.1%} of before, catch-up time "
-                f"{after.seconds / before.seconds:.1%} of before; stores identical: {same}"
+                f"  inputs sent {inputs:.1%} of before; median catch-up {after:.2f}s vs "
+                f"{before:.2f}s = {after / before:.1%} of before; stores identical: {same}"
             )
             if not same:
                 raise SystemExit("the stores differ: reuse changed the result")
         print("same UPDATE again, keys queued anyway:")
-        for label, url in clones.items():
+        for label, url in first.items():
             versions = tuple_versions(url)
             queued = touch_again(url)
             code = args.baseline if label == "before" else REPO
