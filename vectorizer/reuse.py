@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import psycopg
 from psycopg import sql
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 
 from vectorizer.config import ColumnDestination, Embedding, TableDestination, Vectorizer
 from vectorizer.embedders import Embedder
@@ -362,7 +362,11 @@ async def _provenance(conn: psycopg.AsyncConnection, vectorizer: Vectorizer) -> 
     row = await cursor.fetchone()
     if row is None or row[0] is None:
         return None
-    if _EMBEDDING.validate_python(row[1]) != vectorizer.config.embedding:
+    try:
+        current = _EMBEDDING.validate_python(row[1])
+    except ValidationError:
+        return None  # hand-edited into something this run cannot read: not its config
+    if current != vectorizer.config.embedding:
         return None
     return bytes(row[0])
 
