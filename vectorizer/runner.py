@@ -223,7 +223,7 @@ class VectorizerRunner:
         if result.rows_done:
             await self._tracking.progress(self.vectorizer_id, result.rows_done)
         if result.reuse:
-            await self._tracking.reuse(self.vectorizer_id, result.reuse)
+            self._tracking.record_reuse(self.vectorizer_id, result.reuse)
 
     async def record_vectorizer_error(self, exc: Exception) -> None:
         """Once per breaker trip: an error row, progress and the heartbeat's count."""
