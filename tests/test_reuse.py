@@ -82,6 +82,14 @@ def set_embedding_option(
     )
 
 
+def assert_stored_chunks(conn: psycopg.Connection, key: int, expected: list[str]) -> None:
+    """Key `key` holds exactly `expected`, in chunk_seq order, each with its text's vector."""
+    rows = [row for row in store(conn) if row[0] == key]
+    assert [chunk for _, _, chunk, _ in rows] == expected
+    for _, _, chunk, embedding in rows:
+        assert_vector(embedding, chunk)
+
+
 def status(conn: psycopg.Connection, vectorizer_id: int) -> dict[str, Any]:
     with conn.cursor(row_factory=psycopg.rows.dict_row) as cursor:
         row = cursor.execute(
@@ -169,10 +177,7 @@ def test_an_edit_rewrites_only_the_chunks_it_touched(
     assert sorted(after) == ["(1,0)", "(1,1)", "(1,2)", "(2,0)", "(2,1)", "(2,2)", "(2,3)"]
     untouched = [key for key in after if after[key] == before.get(key)]
     assert sorted(untouched) == ["(1,0)", "(1,1)", "(2,0)", "(2,1)", "(2,2)", "(2,3)"]
-    rows = [row for row in store(conn) if row[0] == 1]
-    assert [chunk for _, _, chunk, _ in rows] == [*parts[:2], "a rewritten third paragraph"]
-    for _, _, chunk, embedding in rows:
-        assert_vector(embedding, chunk)
+    assert_stored_chunks(conn, 1, [*parts[:2], "a rewritten third paragraph"])
 
 
 def test_unchanged_rows_send_nothing_and_write_nothing(
@@ -259,10 +264,7 @@ def test_a_template_column_change_reembeds_every_chunk_of_that_row(
 
     expected = [f"new title: {part}" for part in body(1, 4).split("\n\n")]
     assert sorted(inputs_sent(fake)) == sorted(expected)
-    rows = [row for row in store(conn) if row[0] == 1]
-    assert [chunk for _, _, chunk, _ in rows] == expected
-    for _, _, chunk, embedding in rows:
-        assert_vector(embedding, chunk)
+    assert_stored_chunks(conn, 1, expected)
 
 
 def test_a_model_change_never_reuses_vectors_of_the_old_model(
