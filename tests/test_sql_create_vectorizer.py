@@ -369,7 +369,19 @@ def test_target_table_shape(conn: psycopg.Connection, two_key_table: str) -> Non
         ("chunk", "text", True),
         ("embedding", "vector(768)", True),
         ("chunk_metadata", "jsonb", False),
+        # chunk reuse (ours, appended after pgai's columns)
+        ("chunk_hash", "bytea", False),
+        ("config_hash", "bytea", False),
     ]
+    assert (
+        one(
+            conn,
+            "select pg_get_indexdef(indexrelid) from pg_index"
+            " where indrelid = 'public.doc_embedding_store'::regclass and not indisunique",
+        )
+        == "CREATE INDEX doc_embedding_store_chunk_hash_idx ON public.doc_embedding_store"
+        " USING btree (chunk_hash) WHERE (chunk_hash IS NOT NULL)"
+    )
     constraints = all_rows(
         conn,
         """

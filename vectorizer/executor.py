@@ -27,6 +27,7 @@ from vectorizer.observability import tracing
 from vectorizer.observability.telemetry import telemetry
 from vectorizer.queue import ATTEMPTS, FOUND, Claimer, QueueQueries
 from vectorizer.recheck import BUSY_RETRY_SECONDS, SourceRecheck
+from vectorizer.reuse import BatchPlan, Reuse, ReuseCounts, make_reuse
 from vectorizer.stages.pipeline import RowPipeline
 from vectorizer.stages.writing import RowEmbeddings, Writer
 
@@ -57,6 +58,7 @@ class BatchResult:
     chunks: int = 0
     empty: int = 0  # rows with nothing to embed (no chunk, no error)
     failed: list[tuple[tuple[Any, ...], RowError]] = field(default_factory=list)
+    reuse: ReuseCounts = field(default_factory=ReuseCounts)
 
 
 @dataclass
@@ -66,8 +68,12 @@ class _Item:
     row: dict[str, Any]
     payload: Any = None
     chunks: list[str] = field(default_factory=list)
-    vectors: list[np.ndarray] = field(default_factory=list)
+    vectors: list[np.ndarray | None] = field(default_factory=list)
     metadata: list[dict[str, Any]] = field(default_factory=list)
+    hashes: list[bytes] = field(default_factory=list)
+    unchanged: bool = False
+    kept: frozenset[int] = frozenset()
+    replaced: list[int] | None = None
     error: RowError | None = None
 
 
@@ -91,6 +97,7 @@ class Executor:
         writer: Writer,
         queries: QueueQueries,
         retry: RetryPolicy,
+        reuse: Reuse | None = None,
     ) -> None:
         self.vectorizer = vectorizer
         self._pipeline = pipeline
@@ -101,6 +108,7 @@ class Executor:
         self._claimer = Claimer(queries, batch_size_for(vectorizer))
         self._recheck_rows = SourceRecheck(vectorizer)
         self._empty = EmptyInputs(vectorizer.id, queries.pk_names)
+        self._reuse = reuse or make_reuse(vectorizer, embedder)
 
     async def run_batch(self, conn: psycopg.AsyncConnection) -> BatchResult:
         async with conn.transaction():
@@ -114,13 +122,20 @@ class Executor:
                 await self._load(live)
             with tracing.span("vectorizer.stage", stage="chunk_format", rows=len(live)):
                 await asyncio.to_thread(self._transform, live)
+            # read in this transaction, under the claim's key locks: what is reused is current
+            ready = [item for item in live if item.error is None]
+            plan = await self._reuse.plan(
+                conn, [(item.key, item.chunks) for item in ready], [i.metadata for i in ready]
+            )
+            result.reuse = plan.counts
             with tracing.span("vectorizer.stage", stage="embed", rows=len(live)):
-                await self._embed(live)
+                await self._embed(ready, plan)
             live = await self._recheck(conn, live)
-            good = [item for item in live if item.error is None]
+            # an unchanged row is done without a write: no DELETE, no COPY, no WAL
+            good = [item for item in live if item.error is None and not item.unchanged]
             with tracing.span("vectorizer.stage", stage="write", rows=len(good)):
                 await self._write(conn, good)
-            await self._forget_failures(conn, [item for item in good if item.error is None])
+            await self._forget_failures(conn, [item for item in live if item.error is None])
             failed = [item for item in live if item.error is not None]
             await self._charge(conn, failed)
             result.empty = await self._empty.record(
@@ -168,13 +183,12 @@ class Executor:
             except RowError as exc:
                 item.error = exc
 
-    async def _embed(self, items: list[_Item]) -> None:
-        texts: list[str] = []
-        owners: list[_Item] = []
-        for item in items:
-            if item.error is None:
-                texts.extend(item.chunks)
-                owners.extend([item] * len(item.chunks))
+    async def _embed(self, items: list[_Item], plan: BatchPlan) -> None:
+        """Embeds what the plan could not reuse; every text once, its vector to each owner."""
+        for item, row in zip(items, plan.rows, strict=True):
+            item.vectors, item.hashes, item.unchanged = row.vectors, row.hashes, row.unchanged
+            item.kept, item.replaced = row.kept, row.replaced
+        texts = plan.texts
         if not texts:
             return
         started = time.perf_counter()
@@ -189,13 +203,15 @@ class Executor:
             result.requests,
             result.tokens,
         )
-        for index, owner in enumerate(owners):
+        for index, targets in enumerate(plan.targets):
             message = result.errors.get(index)
-            if message is not None and owner.error is None:
-                owner.error = RowError("embedding", message)
             vector = result.vectors[index]
-            if vector is not None:
-                owner.vectors.append(vector)
+            for row_index, chunk_index in targets:
+                owner = items[row_index]
+                if message is not None and owner.error is None:
+                    owner.error = RowError("embedding", message)
+                if vector is not None:
+                    owner.vectors[chunk_index] = vector
 
     async def _recheck(self, conn: psycopg.AsyncConnection, items: list[_Item]) -> list[_Item]:
         """The items whose source row still exists, locked until commit (see recheck.py)."""
@@ -219,7 +235,14 @@ class Executor:
 
     def _embeddings(self, item: _Item) -> RowEmbeddings:
         return RowEmbeddings(
-            key=item.key, chunks=item.chunks, vectors=item.vectors, metadata=item.metadata
+            key=item.key,
+            chunks=item.chunks,
+            vectors=item.vectors,  # type: ignore[arg-type]  # complete once error is None
+            metadata=item.metadata,
+            hashes=item.hashes,
+            provenance=self._reuse.provenance,
+            kept=item.kept,
+            replaced=item.replaced,
         )
 
     async def _write(self, conn: psycopg.AsyncConnection, items: list[_Item]) -> None:

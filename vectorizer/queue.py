@@ -96,12 +96,12 @@ class Claimer:
 
 
 def keys_condition(
-    pk_names: Sequence[str], keys: Sequence[tuple[object, ...]]
+    pk_names: Sequence[str], keys: Sequence[tuple[object, ...]], prefix: str | None = None
 ) -> tuple[sql.Composed, list[object]]:
     """`(pk1, pk2) in ((%s, %s), ...)` for `keys`, and its parameters."""
     one_key = sql.SQL("({})").format(sql.SQL(", ").join(sql.Placeholder() * len(pk_names)))
     condition = sql.SQL("({}) in ({})").format(
-        _ident_list(pk_names), sql.SQL(", ").join([one_key] * len(keys))
+        _ident_list(pk_names, prefix), sql.SQL(", ").join([one_key] * len(keys))
     )
     return condition, [value for key in keys for value in key]
 

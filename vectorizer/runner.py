@@ -27,6 +27,7 @@ from vectorizer.observability import tracing
 from vectorizer.observability.progress import Progress
 from vectorizer.observability.telemetry import telemetry
 from vectorizer.queue import EXECUTOR_SESSION, build_queries
+from vectorizer.reuse import ReuseCounts
 from vectorizer.settings import WorkerSettings
 from vectorizer.stages.pipeline import RowPipeline, token_counter_for
 from vectorizer.stages.writing import make_writer
@@ -106,6 +107,8 @@ class VectorizerRunner:
         self.last_error: Exception | None = None
         self.gone = False
         self.chunks_written = 0
+        self.reuse = ReuseCounts()  # this drain's
+        self.reuse_total = ReuseCounts()  # since the worker started
         self.progress: Progress | None = None
         self._loaded: Vectorizer | None = None
         self._connections = _Connections(
@@ -157,6 +160,7 @@ class VectorizerRunner:
             self.progress.total = await _pending_estimate(self._settings.db_url, vectorizer.id)
         started = time.monotonic()
         self.chunks_written = 0
+        self.reuse = ReuseCounts()
         executors = [
             asyncio.create_task(self._executor_loop(components)) for _ in range(concurrency)
         ]
@@ -179,6 +183,7 @@ class VectorizerRunner:
                 "chunks": self.chunks_written,
                 "seconds": round(time.monotonic() - started, 3),
                 "vectorizer_id": vectorizer.id,
+                **self.reuse.fields(),
             },
         )
         self.breaker.reset()
@@ -205,11 +210,15 @@ class VectorizerRunner:
                 self.chunks_written += result.chunks
                 telemetry.batch_committed(vectorizer.name, result.rows_done, result.chunks)
                 telemetry.skipped(vectorizer.name, "empty", result.empty)
+                telemetry.reused(vectorizer.name, result.reuse)
+                self.reuse.add(result.reuse)
+                self.reuse_total.add(result.reuse)
                 for _, error in result.failed:
                     telemetry.failed(vectorizer.name, error.step, "row")
                 if self.progress is not None:
                     self.progress.rows += result.rows_done + len(result.failed)
                     self.progress.chunks += result.chunks
+                    self.progress.reused += result.reuse.same_row + result.reuse.other_row
                 await self._report(result)
                 if result.claimed == 0:
                     break
@@ -225,6 +234,8 @@ class VectorizerRunner:
             await self._tracking.progress(self.vectorizer_id, 0, message)
         if result.rows_done:
             await self._tracking.progress(self.vectorizer_id, result.rows_done)
+        if result.reuse:
+            self._tracking.record_reuse(self.vectorizer_id, result.reuse)
 
     async def record_vectorizer_error(self, exc: Exception) -> None:
         """Once per breaker trip: an error row, progress and the heartbeat's count."""

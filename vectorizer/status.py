@@ -21,7 +21,9 @@ STALE_SLACK = timedelta(seconds=30)
 VECTORIZER_QUERY = """
 select id, name, source_table, disabled, pending_items_estimate, failed_items,
        oldest_pending_age, source_rows, embedded_rows, errors_last_hour,
-       last_error_at, last_error_message, last_success_at, empty_rows
+       last_error_at, last_error_message, last_success_at, empty_rows,
+       chunks_embedded, chunks_reused_same_row, chunks_reused_other_row, rows_unchanged,
+       tokens_saved, chunks_older_config
 from ai.vectorizer_status order by id
 """
 
@@ -161,6 +163,37 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return [line, *body]
 
 
+def _reuse_table(vectorizers: Sequence[dict[str, Any]]) -> list[str]:
+    rows = []
+    for v in vectorizers:
+        embedded = v["chunks_embedded"]
+        reused = v["chunks_reused_same_row"] + v["chunks_reused_other_row"]
+        share = f" ({reused / (reused + embedded):.0%})" if reused + embedded else ""
+        rows.append(
+            [
+                v["name"],
+                str(embedded),
+                f"{reused}{share}",
+                str(v["chunks_reused_same_row"]),
+                str(v["chunks_reused_other_row"]),
+                str(v["rows_unchanged"]),
+                f"~{v['tokens_saved']}",
+                "-" if v["chunks_older_config"] is None else str(v["chunks_older_config"]),
+            ]
+        )
+    headers = [
+        "name",
+        "embedded",
+        "reused",
+        "same row",
+        "other row",
+        "unchanged rows",
+        "tokens saved",
+        "older config",
+    ]
+    return _table(headers, rows)
+
+
 def render(data: Snapshot, now: datetime) -> str:
     lines = ["Vectorizers"]
     rows = []
@@ -201,6 +234,9 @@ def render(data: Snapshot, now: datetime) -> str:
             lines.append(f"  ! {v['name']}: {message}")
     if not data.vectorizers:
         lines.append("  (no vectorizers)")
+    else:
+        lines += ["", "Reuse (chunks not sent to the provider)"]
+        lines += ["  " + line for line in _reuse_table(data.vectorizers)]
     lines += ["", "Workers (last 24h)"]
     worker_rows = [
         [

@@ -16,6 +16,7 @@ from uuid import UUID
 import psycopg
 
 from vectorizer import __version__
+from vectorizer.reuse import ReuseCounts
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ class WorkerTracking:
         self._errors = 0
         self._last_error: str | None = None
         self._task: asyncio.Task[None] | None = None
+        self._reuse: dict[int, ReuseCounts] = {}
 
     async def _connection(self) -> psycopg.AsyncConnection:
         if self._conn is None or self._conn.closed:
@@ -84,6 +86,7 @@ class WorkerTracking:
             self._errors += errors
             self._last_error = self._last_error or message
             raise
+        await self._flush_reuse()
 
     async def _beat_forever(self) -> None:
         while True:
@@ -105,6 +108,33 @@ class WorkerTracking:
             log.info("vectorizer %s was dropped; progress not recorded", vectorizer_id)
         except psycopg.Error as exc:
             log.warning("could not record progress of vectorizer %s: %s", vectorizer_id, exc)
+
+    def record_reuse(self, vectorizer_id: int, counts: ReuseCounts) -> None:
+        """Adds a batch's reuse counters, written with the next heartbeat (not per batch: a
+        round trip per batch would slow every executor down)."""
+        self._reuse.setdefault(vectorizer_id, ReuseCounts()).add(counts)
+
+    async def _flush_reuse(self) -> None:
+        pending, self._reuse = list(self._reuse.items()), {}
+        for index, (vectorizer_id, counts) in enumerate(pending):
+            try:
+                await self._call(
+                    "select ai._vectorizer_record_reuse(%s, %s, %s, %s, %s, %s)",
+                    (
+                        vectorizer_id,
+                        counts.embedded,
+                        counts.same_row,
+                        counts.other_row,
+                        counts.rows_unchanged,
+                        counts.tokens_saved,
+                    ),
+                )
+            except psycopg.errors.ForeignKeyViolation:
+                log.info("vectorizer %s was dropped; reuse counters not recorded", vectorizer_id)
+            except psycopg.Error:
+                for unsent in pending[index:]:  # kept for the next beat
+                    self.record_reuse(*unsent)
+                raise
 
     async def vectorizer_error(
         self, vectorizer_id: int, message: str, details: dict[str, Any]

@@ -253,6 +253,9 @@ class Worker:
                 len(ids),
                 ", ".join(self._runners[i].label for i in failed),
             )
+        for vectorizer_id in ids:
+            counts = self._runner(vectorizer_id).reuse_total
+            log.info("once mode summary", extra={"vectorizer_id": vectorizer_id, **counts.fields()})
         log.info("once mode, exiting...")
         if failed and self.settings.should_exit_on_error:
             return 1

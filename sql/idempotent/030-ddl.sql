@@ -197,6 +197,8 @@ begin
     ( 'alter table %I.%I add column chunk_metadata pg_catalog.jsonb'
     , target_schema, target_table
     );
+    -- chunk_hash, config_hash and their index: what chunk-level reuse reads (005-chunk-reuse)
+    perform ai._vectorizer_add_reuse_columns(target_schema, target_table);
     -- unlike pgai, grantees get delete too: replacing a row's embeddings deletes the old ones
     perform ai._vectorizer_grant_on_table
     (target_schema, target_table, 'select, insert, update, delete', grant_to);

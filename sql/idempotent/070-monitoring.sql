@@ -69,6 +69,8 @@ begin
         execute pg_catalog.format('grant select on ai._vectorizer_errors to %I', to_user);
         execute pg_catalog.format('grant select on ai.vectorizer_errors to %I', to_user);
         execute pg_catalog.format('grant select on ai.vectorizer_status to %I', to_user);
+        execute pg_catalog.format('grant select, insert, update, delete on ai._vectorizer_column_hash to %I', to_user);
+        execute pg_catalog.format('grant select, insert, update on ai._vectorizer_reuse_stats to %I', to_user);
         execute pg_catalog.format('grant select, usage on sequence ai.vectorizer_id_seq to %I', to_user);
     else
         execute pg_catalog.format('grant all privileges on schema ai to %I', to_user);
@@ -79,6 +81,8 @@ begin
         execute pg_catalog.format('grant all privileges on table ai._vectorizer_errors to %I', to_user);
         execute pg_catalog.format('grant all privileges on table ai.vectorizer_errors to %I', to_user);
         execute pg_catalog.format('grant all privileges on table ai.vectorizer_status to %I', to_user);
+        execute pg_catalog.format('grant all privileges on table ai._vectorizer_column_hash to %I', to_user);
+        execute pg_catalog.format('grant all privileges on table ai._vectorizer_reuse_stats to %I', to_user);
         execute pg_catalog.format('grant all privileges on sequence ai.vectorizer_id_seq to %I', to_user);
     end if;
 end

@@ -186,6 +186,12 @@ select
 , e.last_error_message
 , p.last_success_at
 , ai._vectorizer_empty_rows(v.id) as empty_rows
+, coalesce(r.chunks_embedded, 0) as chunks_embedded
+, coalesce(r.chunks_reused_same_row, 0) as chunks_reused_same_row
+, coalesce(r.chunks_reused_other_row, 0) as chunks_reused_other_row
+, coalesce(r.rows_unchanged, 0) as rows_unchanged
+, coalesce(r.tokens_saved, 0) as tokens_saved
+, ai._vectorizer_chunks_older_config(v.id) as chunks_older_config
 from ai.vectorizer v
 cross join lateral
 ( select
@@ -211,7 +217,8 @@ left outer join lateral
   from ai._vectorizer_errors x
   where x.id operator(pg_catalog.=) v.id
 ) e on (true)
-left outer join ai.vectorizer_worker_progress p on (p.vectorizer_id operator(pg_catalog.=) v.id);
+left outer join ai.vectorizer_worker_progress p on (p.vectorizer_id operator(pg_catalog.=) v.id)
+left outer join ai._vectorizer_reuse_stats r on (r.vectorizer_id operator(pg_catalog.=) v.id);
 
 -------------------------------------------------------------------------------
 -- Moves every failed key back into the queue with a fresh attempt count.

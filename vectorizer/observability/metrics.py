@@ -85,6 +85,30 @@ class Metrics:
             ["provider"],
             registry=r,
         )
+        self.chunks_embedded = Counter(
+            "vectorizer_chunks_embedded_total",
+            "Chunks sent to the embedding provider (each distinct text once)",
+            ["vectorizer"],
+            registry=r,
+        )
+        self.chunks_reused = Counter(
+            "vectorizer_chunks_reused_total",
+            "Chunks whose stored vector was reused instead of embedded, by where it came from",
+            ["vectorizer", "origin"],
+            registry=r,
+        )
+        self.rows_unchanged = Counter(
+            "vectorizer_rows_unchanged_total",
+            "Rows processed whose chunks were all unchanged: nothing embedded, nothing written",
+            ["vectorizer"],
+            registry=r,
+        )
+        self.tokens_saved = Counter(
+            "vectorizer_tokens_saved_total",
+            "Estimated tokens not sent to the provider thanks to reuse",
+            ["vectorizer"],
+            registry=r,
+        )
         self.last_progress = Gauge(
             "vectorizer_last_progress_timestamp_seconds",
             "Unix time of the last committed batch",

@@ -23,6 +23,7 @@ class Progress:
     total: int = 0
     rows: int = 0
     chunks: int = 0
+    reused: int = 0  # chunks whose stored vector was reused
     started: float = field(default_factory=time.monotonic)
     finished: bool = False
 
@@ -41,7 +42,8 @@ class Progress:
             eta = "eta    ?"
         return (
             f"{self.name[:28]:<28} [{'#' * filled}{'.' * (width - filled)}] "
-            f"{self.rows}/{total} rows {self.chunks} chunks {rate:7.1f} rows/s {eta}"
+            f"{self.rows}/{total} rows {self.chunks} chunks ({self.reused} reused) "
+            f"{rate:7.1f} rows/s {eta}"
         )
 
 

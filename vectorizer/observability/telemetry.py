@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vectorizer.observability.history import RateHistory
 from vectorizer.observability.metrics import Health, Metrics
+
+if TYPE_CHECKING:  # reuse imports the embedders, which import observability
+    from vectorizer.reuse import ReuseCounts
 
 
 class Telemetry:
@@ -51,6 +54,14 @@ class Telemetry:
             self.metrics.request_seconds.labels(provider).observe(seconds)
             self.metrics.requests.labels(vectorizer, provider).inc(requests)
             self.metrics.tokens.labels(vectorizer, provider).inc(tokens)
+
+    def reused(self, vectorizer: str, counts: ReuseCounts) -> None:
+        if self.metrics is not None and counts:
+            self.metrics.chunks_embedded.labels(vectorizer).inc(counts.embedded)
+            self.metrics.chunks_reused.labels(vectorizer, "same_row").inc(counts.same_row)
+            self.metrics.chunks_reused.labels(vectorizer, "other_row").inc(counts.other_row)
+            self.metrics.rows_unchanged.labels(vectorizer).inc(counts.rows_unchanged)
+            self.metrics.tokens_saved.labels(vectorizer).inc(counts.tokens_saved)
 
     def failed(self, vectorizer: str, step: str, kind: str) -> None:
         if kind == "vectorizer":

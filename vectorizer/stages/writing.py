@@ -23,10 +23,9 @@ from psycopg.types.json import Jsonb
 from vectorizer.config import ColumnDestination, TableDestination, Vectorizer
 from vectorizer.errors import VectorizerError
 from vectorizer.queue import keys_condition
+from vectorizer.reuse import METADATA_COLUMN, REUSE_COLUMNS
 
 log = logging.getLogger(__name__)
-
-METADATA_COLUMN = "chunk_metadata"
 
 
 @dataclass(frozen=True)
@@ -36,6 +35,14 @@ class RowEmbeddings:
     key: tuple[Any, ...]
     chunks: Sequence[str]
     vectors: Sequence[np.ndarray]
+    # chunk reuse: the hash of each chunk's text and the provenance of the config that embedded
+    # them (vectorizer.reuse); stored when the destination has room for them
+    hashes: Sequence[bytes] = ()
+    provenance: bytes | None = None
+    # seqs whose stored row already holds this chunk (left alone; their vector may be None),
+    # and the stored seqs to delete first; None deletes every stored row of the key
+    kept: frozenset[int] = frozenset()
+    replaced: Sequence[int] | None = None
     # chunk_metadata per chunk (tokens, offsets, headings, page); empty: stored as NULL
     metadata: Sequence[dict[str, Any]] = field(default_factory=list)
 
@@ -64,6 +71,7 @@ class TableWriter:
         )
         self._type_oids: list[int] | None = None
         self._with_metadata = False
+        self._extra_columns: list[str] = []
 
     async def _types(self, conn: psycopg.AsyncConnection) -> list[int]:
         if self._type_oids is None:
@@ -76,7 +84,6 @@ class TableWriter:
                 (self._target.as_string(conn),),
             )
             by_name = {name: oid for name, oid in await cursor.fetchall()}
-            self._use_metadata_column(METADATA_COLUMN in by_name, conn)
             missing = [column for column in self._columns if column not in by_name]
             if missing:
                 raise VectorizerError(
@@ -84,7 +91,14 @@ class TableWriter:
                     f"{', '.join(missing)}",
                     step="writing",
                 )
-            self._type_oids = [by_name[column] for column in self._columns]
+            self._use_metadata_column(METADATA_COLUMN in by_name, conn)
+            # stores created before chunk reuse (or by pgai) lack these: written when present
+            self._extra_columns = [c for c in REUSE_COLUMNS if c in by_name]
+            columns = self._columns + self._extra_columns
+            self._type_oids = [by_name[column] for column in columns]
+            self._copy = sql.SQL("copy {} ({}) from stdin with (format binary)").format(
+                self._target, sql.SQL(", ").join(map(sql.Identifier, columns))
+            )
         return self._type_oids
 
     def _use_metadata_column(self, present: bool, conn: psycopg.AsyncConnection) -> None:
@@ -99,9 +113,6 @@ class TableWriter:
             )
             return
         self._columns.append(METADATA_COLUMN)
-        self._copy = sql.SQL("copy {} ({}) from stdin with (format binary)").format(
-            self._target, sql.SQL(", ").join(map(sql.Identifier, self._columns))
-        )
 
     async def delete(self, conn: psycopg.AsyncConnection, keys: Sequence[tuple[Any, ...]]) -> None:
         if not keys:
@@ -111,20 +122,42 @@ class TableWriter:
             sql.SQL("delete from {} where {}").format(self._target, condition), params
         )
 
+    async def _delete_replaced(
+        self, conn: psycopg.AsyncConnection, rows: Sequence[RowEmbeddings]
+    ) -> None:
+        """Deletes the stored chunks `rows` replace: whole keys, or only some of their seqs."""
+        await self.delete(conn, [row.key for row in rows if row.replaced is None])
+        pairs = [(*row.key, seq) for row in rows if row.replaced for seq in row.replaced]
+        if pairs:
+            condition, params = keys_condition([*self._pk, "chunk_seq"], pairs)
+            await conn.execute(
+                sql.SQL("delete from {} where {}").format(self._target, condition), params
+            )
+
     async def write(self, conn: psycopg.AsyncConnection, rows: Sequence[RowEmbeddings]) -> int:
         types = await self._types(conn)
-        await self.delete(conn, [row.key for row in rows])
+        await self._delete_replaced(conn, rows)
         written = 0
         async with conn.cursor() as cursor, cursor.copy(self._copy) as copy:
             copy.set_types(types)
             for row in rows:
+                extras = self._extras(row)
                 for seq, (chunk, vector) in enumerate(zip(row.chunks, row.vectors, strict=True)):
+                    if seq in row.kept:
+                        continue
                     values = (*row.key, seq, chunk, vector)
                     if self._with_metadata:
                         values = (*values, _jsonb(row.metadata_at(seq)))
-                    await copy.write_row(values)
-                written += len(row.chunks)
+                    await copy.write_row((*values, *extras[seq]))
+                    written += 1
         return written
+
+    def _extras(self, row: RowEmbeddings) -> list[tuple[Any, ...]]:
+        """Per chunk, the values of the reuse columns the store has."""
+        if not self._extra_columns:
+            return [()] * len(row.chunks)
+        hashes = row.hashes or [None] * len(row.chunks)
+        return [(digest, row.provenance) for digest in hashes]
 
 
 class ColumnWriter:
@@ -137,6 +170,7 @@ class ColumnWriter:
             sql.SQL(", ").join(map(sql.Identifier, pk)),
             sql.SQL(", ").join(sql.Placeholder() * len(pk)),
         )
+        self._hashes = ColumnHashes(vectorizer)
 
     async def delete(self, conn: psycopg.AsyncConnection, keys: Sequence[tuple[Any, ...]]) -> None:
         """Nothing to do: the embedding lived in the source row and went with it."""
@@ -146,6 +180,7 @@ class ColumnWriter:
         if params:
             async with conn.cursor() as cursor:
                 await cursor.executemany(self._update, params)
+            await self._hashes.save(conn, rows)
         return sum(len(row.vectors) for row in rows)
 
     def _row_vector(self, row: RowEmbeddings) -> np.ndarray | None:
@@ -182,3 +217,48 @@ def make_writer(vectorizer: Vectorizer) -> TableWriter | ColumnWriter:
     if isinstance(destination, TableDestination):
         return TableWriter(vectorizer, destination)
     return ColumnWriter(vectorizer, destination)
+
+
+class ColumnHashes:
+    """The side table that remembers, per source row of a column destination, the hash and
+    provenance of the text behind its embedding (the user's table gets no extra column)."""
+
+    def __init__(self, vectorizer: Vectorizer) -> None:
+        pk = vectorizer.pk_names
+        source = sql.Identifier(vectorizer.source_schema, vectorizer.source_table)
+        where = sql.SQL("({}) = ({})").format(
+            sql.SQL(", ").join(sql.Identifier("s", name) for name in pk),
+            sql.SQL(", ").join(sql.Placeholder() * len(pk)),
+        )
+        row_key = sql.SQL("jsonb_build_array({})").format(
+            sql.SQL(", ").join(sql.Identifier("s", name) for name in pk)
+        )
+        self._upsert = sql.SQL(
+            "insert into ai._vectorizer_column_hash (vectorizer_id, pk, chunk_hash, config_hash)"
+            " select {id}, {row_key}, %s, %s from {source} s where {where}"
+            " on conflict (vectorizer_id, pk) do update"
+            " set chunk_hash = excluded.chunk_hash, config_hash = excluded.config_hash"
+        ).format(id=sql.Literal(vectorizer.id), row_key=row_key, source=source, where=where)
+        self._delete = sql.SQL(
+            "delete from ai._vectorizer_column_hash h using {source} s"
+            " where h.vectorizer_id = {id} and h.pk = {row_key} and {where}"
+        ).format(id=sql.Literal(vectorizer.id), row_key=row_key, source=source, where=where)
+        self._exists: bool | None = None
+
+    async def save(self, conn: psycopg.AsyncConnection, rows: Sequence[RowEmbeddings]) -> None:
+        if self._exists is None:
+            cursor = await conn.execute(
+                "select to_regclass('ai._vectorizer_column_hash') is not null"
+            )
+            found = await cursor.fetchone()
+            self._exists = bool(found and found[0])
+        if not self._exists:
+            return
+        # one chunk, one hash; an aggregate of several chunks is not reused (ColumnReuse)
+        hashed = [(row.hashes[0], row.provenance, *row.key) for row in rows if len(row.hashes) == 1]
+        blank = [row.key for row in rows if len(row.hashes) != 1]
+        async with conn.cursor() as cursor:
+            if hashed:
+                await cursor.executemany(self._upsert, hashed)
+            if blank:
+                await cursor.executemany(self._delete, blank)

@@ -1,0 +1,423 @@
+"""Chunk-level reuse: a text is embedded once per vectorizer and embedding config.
+
+Every chunk is identified by a hash of its formatted text (what the provider is sent) and
+stored with the provenance of the embedding config that embedded it (a hash computed by
+`ai._vectorizer_embedding_provenance`, so SQL and worker always agree). Before a batch is
+embedded, inside the batch transaction, a plan decides per chunk:
+
+* the key's stored chunks are all equal to the new ones (same seq, text, hash, provenance):
+  the row is unchanged, nothing is embedded and nothing is written;
+* a stored chunk equal to the new one at the same seq stays where it is: only the other seqs
+  of the key are deleted and written again (an edit rewrites the chunks it touched);
+* a stored chunk of this key, or of any other key of the store, has the hash and the current
+  provenance: its vector is reused (table destinations look other keys up by the hash index);
+* otherwise the text is embedded, once per batch however many chunks share it.
+
+A NULL hash or provenance (chunks written by pgai's worker or before the upgrade) never
+matches. Two executors may embed the same new text at once: both write their own keys' rows,
+so nothing is lost; the per-key lock of the claim keeps one key to one executor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import psycopg
+from psycopg import sql
+from pydantic import TypeAdapter, ValidationError
+
+from vectorizer.config import ColumnDestination, Embedding, TableDestination, Vectorizer
+from vectorizer.embedders import Embedder
+from vectorizer.embedders.base import BadInputError
+from vectorizer.embedders.estimates import estimate_tokens, utf8_size
+from vectorizer.queue import keys_condition
+
+log = logging.getLogger(__name__)
+
+HASH_BYTES = 16
+REUSE_COLUMNS = ("chunk_hash", "config_hash")
+# what the chunker knows of each chunk (offsets, headings, page), in stores that have it
+METADATA_COLUMN = "chunk_metadata"
+
+_EMBEDDING = TypeAdapter(Embedding)
+_PROVENANCE_FUNCTION = "ai._vectorizer_embedding_provenance(pg_catalog.jsonb)"
+
+Key = tuple[Any, ...]
+
+
+def text_hash(text: str) -> bytes:
+    """The hash stored with a chunk: blake2b of its formatted text."""
+    # surrogatepass: a text the provider will reject still gets a stable hash
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=HASH_BYTES).digest()
+
+
+@dataclass
+class ReuseCounts:
+    """What one batch (or a run) embedded and what it reused instead."""
+
+    embedded: int = 0
+    same_row: int = 0
+    other_row: int = 0
+    rows_unchanged: int = 0
+    tokens_saved: int = 0
+
+    def add(self, other: ReuseCounts) -> None:
+        self.embedded += other.embedded
+        self.same_row += other.same_row
+        self.other_row += other.other_row
+        self.rows_unchanged += other.rows_unchanged
+        self.tokens_saved += other.tokens_saved
+
+    def __bool__(self) -> bool:
+        return any((self.embedded, self.same_row, self.other_row, self.rows_unchanged))
+
+    def fields(self) -> dict[str, int]:
+        """The counts as structured log fields."""
+        return {
+            "embedded": self.embedded,
+            "reused_same_row": self.same_row,
+            "reused_other_row": self.other_row,
+            "unchanged_rows": self.rows_unchanged,
+            "tokens_saved": self.tokens_saved,
+        }
+
+
+@dataclass
+class RowPlan:
+    """One key's new chunks; `vectors[i]` is None until chunk i is reused or embedded."""
+
+    key: Key
+    chunks: Sequence[str]
+    hashes: list[bytes]
+    vectors: list[np.ndarray | None]
+    unchanged: bool = False
+    # each chunk's chunk_metadata; a chunk is left in place only if its stored one is equal
+    # (the same text can move: its offsets, its page)
+    metadata: Sequence[dict[str, Any] | None] = ()
+    # chunk seqs whose stored row already holds this chunk: neither embedded nor written
+    kept: frozenset[int] = frozenset()
+    # the stored seqs to delete before writing; None: every stored row of the key
+    replaced: list[int] | None = None
+
+
+@dataclass
+class BatchPlan:
+    rows: list[RowPlan]
+    provenance: bytes | None
+    # the distinct texts to send, and for each the (row, chunk) positions it fills
+    texts: list[str] = field(default_factory=list)
+    targets: list[list[tuple[int, int]]] = field(default_factory=list)
+    counts: ReuseCounts = field(default_factory=ReuseCounts)
+
+
+@dataclass(frozen=True)
+class _Stored:
+    seq: int
+    chunk_hash: bytes | None
+    config_hash: bytes | None
+    chunk: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+def token_counter(embedder: Embedder) -> Callable[[str], int]:
+    """Tokens a text would have cost, by the provider's own count or estimate."""
+
+    def count(text: str) -> int:
+        try:
+            tokens = embedder.prepare_input(text)[1]
+            # providers that pack by inputs only count nothing: estimate then
+            return tokens or estimate_tokens(utf8_size(text))
+        except BadInputError:
+            return 0
+
+    return count
+
+
+class Reuse:
+    """Plans a batch's embedding for one vectorizer on one executor."""
+
+    def __init__(self, vectorizer: Vectorizer, tokens: Callable[[str], int]) -> None:
+        self.vectorizer = vectorizer
+        self._tokens = tokens
+        self._checked = False
+        self._enabled = False
+        self.provenance: bytes | None = None
+
+    async def plan(
+        self,
+        conn: psycopg.AsyncConnection,
+        rows: Sequence[tuple[Key, Sequence[str]]],
+        metadata: Sequence[Sequence[dict[str, Any] | None]] | None = None,
+    ) -> BatchPlan:
+        """`metadata[r]` is row r's chunk_metadata, when the chunker reports it."""
+        if not self._checked:
+            await self._check(conn)
+        plans = [
+            RowPlan(key, chunks, [text_hash(c) for c in chunks], [None] * len(chunks))
+            for key, chunks in rows
+        ]
+        for row, row_metadata in zip(plans, metadata or (), strict=False):
+            row.metadata = row_metadata
+        plan = BatchPlan(plans, self.provenance)
+        if self._enabled and self.provenance is not None and plans:
+            await self._reuse_stored(conn, plan)
+        self._dedupe(plan)
+        return plan
+
+    async def _check(self, conn: psycopg.AsyncConnection) -> None:
+        self._checked = True
+        self.provenance = await _provenance(conn, self.vectorizer)
+        self._enabled = self.provenance is not None and await self._supported(conn)
+        if not self._enabled:
+            log.info(
+                "vectorizer %s: chunk reuse is off (run `vectorizer install` to upgrade the "
+                "schema, or the config changed during this run)",
+                self.vectorizer.id,
+            )
+
+    async def _supported(self, conn: psycopg.AsyncConnection) -> bool:
+        return False
+
+    async def _reuse_stored(self, conn: psycopg.AsyncConnection, plan: BatchPlan) -> None:
+        return  # the base class reuses only within the batch
+
+    def _unchanged(self, row: RowPlan, plan: BatchPlan) -> None:
+        row.unchanged = True
+        plan.counts.rows_unchanged += 1
+        plan.counts.same_row += len(row.chunks)
+        plan.counts.tokens_saved += sum(self._tokens(chunk) for chunk in row.chunks)
+
+    def _keep(
+        self, row: RowPlan, kept: frozenset[int], replaced: list[int], plan: BatchPlan
+    ) -> None:
+        row.kept, row.replaced = kept, replaced
+        plan.counts.same_row += len(kept)
+        plan.counts.tokens_saved += sum(self._tokens(row.chunks[i]) for i in kept)
+
+    def _dedupe(self, plan: BatchPlan) -> None:
+        """Collects the texts still to embed, each once; repeats count as reused."""
+        first: dict[bytes, int] = {}
+        for r, row in enumerate(plan.rows):
+            if row.unchanged:
+                continue
+            for i, (digest, vector) in enumerate(zip(row.hashes, row.vectors, strict=True)):
+                if vector is not None or i in row.kept:
+                    continue
+                index = first.get(digest)
+                if index is None:
+                    first[digest] = len(plan.texts)
+                    plan.texts.append(row.chunks[i])
+                    plan.targets.append([(r, i)])
+                    plan.counts.embedded += 1
+                    continue
+                if plan.targets[index][0][0] == r:
+                    plan.counts.same_row += 1
+                else:
+                    plan.counts.other_row += 1
+                plan.counts.tokens_saved += self._tokens(row.chunks[i])
+                plan.targets[index].append((r, i))
+
+
+class TableReuse(Reuse):
+    """Reuse from a table destination's store: the key's own chunks, then any key's."""
+
+    def __init__(
+        self, vectorizer: Vectorizer, destination: TableDestination, tokens: Callable[[str], int]
+    ) -> None:
+        super().__init__(vectorizer, tokens)
+        self._pk = vectorizer.pk_names
+        self._target = sql.Identifier(destination.target_schema, destination.target_table)
+        self._stored_query = self._stored_select(sql.SQL("null::jsonb"))
+        self._with_metadata = False
+        # one index probe per hash; LIMIT 1 because boilerplate may be stored thousands of times
+        self._vectors_query = sql.SQL(
+            "select h.chunk_hash, e.embedding from unnest(%s::bytea[]) as h(chunk_hash)"
+            " cross join lateral (select s.embedding from {} s"
+            " where s.chunk_hash = h.chunk_hash and s.config_hash = %s limit 1) e"
+        ).format(self._target)
+
+    def _stored_select(self, metadata: sql.Composable) -> sql.Composed:
+        return sql.SQL(
+            "select {pk}, chunk_seq, chunk_hash, config_hash, chunk, {metadata}"
+            " from {target} where "
+        ).format(
+            pk=sql.SQL(", ").join(map(sql.Identifier, self._pk)),
+            metadata=metadata,
+            target=self._target,
+        )
+
+    async def _supported(self, conn: psycopg.AsyncConnection) -> bool:
+        cursor = await conn.execute(
+            "select attname from pg_catalog.pg_attribute"
+            " where attrelid = to_regclass(%s) and attname = any(%s) and not attisdropped",
+            (self._target.as_string(conn), [*REUSE_COLUMNS, METADATA_COLUMN]),
+        )
+        columns = {row[0] for row in await cursor.fetchall()}
+        if METADATA_COLUMN in columns:
+            self._stored_query = self._stored_select(sql.Identifier(METADATA_COLUMN))
+            self._with_metadata = True
+        return all(column in columns for column in REUSE_COLUMNS)
+
+    async def _reuse_stored(self, conn: psycopg.AsyncConnection, plan: BatchPlan) -> None:
+        stored = await self._stored(conn, [row.key for row in plan.rows])
+        own: list[set[bytes]] = []
+        wanted: set[bytes] = set()
+        for row in plan.rows:
+            chunks = stored.get(row.key, [])
+            kept = _kept_in_place(chunks, row, plan.provenance, self._with_metadata)
+            if len(kept) == len(chunks) == len(row.chunks):
+                self._unchanged(row, plan)
+                own.append(set())
+                continue
+            self._keep(row, kept, [c.seq for c in chunks if c.seq not in kept], plan)
+            own.append(
+                {c.chunk_hash for c in chunks if c.chunk_hash and c.config_hash == plan.provenance}
+            )
+            wanted.update(h for i, h in enumerate(row.hashes) if i not in kept)
+        vectors = await self._vectors(conn, wanted, plan.provenance) if wanted else {}
+        for row, own_hashes in zip(plan.rows, own, strict=True):
+            if row.unchanged:
+                continue
+            for i, digest in enumerate(row.hashes):
+                vector = vectors.get(digest)
+                if vector is None or i in row.kept:
+                    continue
+                row.vectors[i] = vector
+                if digest in own_hashes:
+                    plan.counts.same_row += 1
+                else:
+                    plan.counts.other_row += 1
+                plan.counts.tokens_saved += self._tokens(row.chunks[i])
+
+    async def _stored(
+        self, conn: psycopg.AsyncConnection, keys: Sequence[Key]
+    ) -> dict[Key, list[_Stored]]:
+        condition, params = keys_condition(self._pk, keys)
+        cursor = await conn.execute(self._stored_query + condition, params)
+        width = len(self._pk)
+        stored: dict[Key, list[_Stored]] = {}
+        for record in await cursor.fetchall():
+            seq, chunk_hash, config_hash, chunk, metadata = record[width:]
+            stored.setdefault(tuple(record[:width]), []).append(
+                _Stored(seq, _bytes(chunk_hash), _bytes(config_hash), chunk, metadata)
+            )
+        return stored
+
+    async def _vectors(
+        self, conn: psycopg.AsyncConnection, hashes: set[bytes], provenance: bytes | None
+    ) -> dict[bytes, np.ndarray]:
+        async with conn.cursor(binary=True) as cursor:
+            await cursor.execute(self._vectors_query, (sorted(hashes), provenance))
+            return {bytes(digest): as_array(value) for digest, value in await cursor.fetchall()}
+
+
+class ColumnReuse(Reuse):
+    """Column destinations keep the hash in ai._vectorizer_column_hash: a row whose formatted
+    text and config are those of its current embedding is left alone."""
+
+    def __init__(
+        self, vectorizer: Vectorizer, destination: ColumnDestination, tokens: Callable[[str], int]
+    ) -> None:
+        super().__init__(vectorizer, tokens)
+        self._pk = vectorizer.pk_names
+        source = sql.Identifier(vectorizer.source_schema, vectorizer.source_table)
+        self._stored_query = sql.SQL(
+            "select {s_pk}, h.chunk_hash, h.config_hash, s.{column} is not null"
+            " from {source} s join ai._vectorizer_column_hash h"
+            " on h.vectorizer_id = {id} and h.pk = jsonb_build_array({s_pk})"
+            " where "
+        ).format(
+            s_pk=sql.SQL(", ").join(sql.Identifier("s", name) for name in self._pk),
+            column=sql.Identifier(destination.embedding_column),
+            source=source,
+            id=sql.Literal(vectorizer.id),
+        )
+
+    async def _supported(self, conn: psycopg.AsyncConnection) -> bool:
+        cursor = await conn.execute("select to_regclass('ai._vectorizer_column_hash') is not null")
+        row = await cursor.fetchone()
+        return bool(row and row[0])
+
+    async def _reuse_stored(self, conn: psycopg.AsyncConnection, plan: BatchPlan) -> None:
+        condition, params = keys_condition(self._pk, [row.key for row in plan.rows], prefix="s")
+        cursor = await conn.execute(self._stored_query + condition, params)
+        width = len(self._pk)
+        stored = {
+            tuple(record[:width]): (_bytes(record[width]), _bytes(record[width + 1]), record[-1])
+            for record in await cursor.fetchall()
+        }
+        for row in plan.rows:
+            found = stored.get(row.key)
+            if found is None or len(row.hashes) != 1:
+                continue
+            chunk_hash, config_hash, has_vector = found
+            if has_vector and chunk_hash == row.hashes[0] and config_hash == plan.provenance:
+                self._unchanged(row, plan)
+
+
+def make_reuse(vectorizer: Vectorizer, embedder: Embedder) -> Reuse:
+    destination = vectorizer.config.destination
+    tokens = token_counter(embedder)
+    if isinstance(destination, TableDestination):
+        return TableReuse(vectorizer, destination, tokens)
+    return ColumnReuse(vectorizer, destination, tokens)
+
+
+def as_array(value: Any) -> np.ndarray:
+    """A stored vector (pgvector's Vector or HalfVector, or an array) as float32."""
+    to_numpy = getattr(value, "to_numpy", None)
+    return np.asarray(to_numpy() if to_numpy is not None else value, dtype=np.float32)
+
+
+async def _provenance(conn: psycopg.AsyncConnection, vectorizer: Vectorizer) -> bytes | None:
+    """The current config's provenance, or None when it cannot be vouched for: the schema
+    predates it, or the config in the catalog is no longer the one this run embeds with."""
+    cursor = await conn.execute("select to_regprocedure(%s) is not null", (_PROVENANCE_FUNCTION,))
+    row = await cursor.fetchone()
+    if not row or not row[0]:
+        return None
+    cursor = await conn.execute(
+        "select ai._vectorizer_embedding_provenance(config), config -> 'embedding'"
+        " from ai.vectorizer where id = %s",
+        (vectorizer.id,),
+    )
+    row = await cursor.fetchone()
+    if row is None or row[0] is None:
+        return None
+    try:
+        current = _EMBEDDING.validate_python(row[1])
+    except ValidationError:
+        return None  # hand-edited into something this run cannot read: not its config
+    if current != vectorizer.config.embedding:
+        return None
+    return bytes(row[0])
+
+
+def _kept_in_place(
+    stored: list[_Stored], row: RowPlan, provenance: bytes | None, with_metadata: bool
+) -> frozenset[int]:
+    """The seqs whose stored chunk is the new one: same text, hash, provenance and (where the
+    store keeps it) chunk_metadata."""
+    return frozenset(
+        old.seq
+        for old in stored
+        if old.seq < len(row.chunks)
+        and old.chunk_hash is not None
+        and old.chunk_hash == row.hashes[old.seq]
+        and old.config_hash == provenance
+        and old.chunk == row.chunks[old.seq]
+        and (not with_metadata or old.metadata == _metadata_at(row, old.seq))
+    )
+
+
+def _metadata_at(row: RowPlan, seq: int) -> dict[str, Any] | None:
+    return row.metadata[seq] if seq < len(row.metadata) else None
+
+
+def _bytes(value: Any) -> bytes | None:
+    return None if value is None else bytes(value)
