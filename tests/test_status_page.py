@@ -165,8 +165,12 @@ def test_status_page_in_a_headless_browser_follows_the_worker(
         )
         assert driver.find_element(By.ID, "worker-health").text == "ok"
         assert cell("notes_vec", "backlog")["text"] == "0"
-        assert cell("notes_vec", "reuse")["cls"] == "pending-feature"  # shown only when reported
-        assert "issue 15" in cell("notes_vec", "index")["title"]
+        wait_for(
+            lambda: (cell("notes_vec", "reuse") or {}).get("text") == "0 reused / 3 embedded",
+            30,
+            interval=0.3,
+            what="the reuse counts (sent with the worker's heartbeat)",
+        )
 
         insert_rows(conn, "notes", doc_rows(7))
         wait_for(
