@@ -123,7 +123,9 @@ select
 , e.last_error_at
 , e.last_error_message
 , p.last_success_at
+, ai._vectorizer_index_state(v, b) as index_state
 from ai.vectorizer v
+left outer join ai._vectorizer_index_build b on (b.vectorizer_id operator(pg_catalog.=) v.id)
 cross join lateral
 ( select
     pg_catalog.to_regclass(pg_catalog.format('%I.%I', v.queue_schema, v.queue_table)) is not null
