@@ -12,6 +12,7 @@ PGAI_COMPAT_VERSION = "0.12.1"
 
 if TYPE_CHECKING:  # pragma: no cover
     from vectorizer.install import install as install
+    from vectorizer.search import asearch as asearch
 
 
 def __getattr__(name: str) -> object:
@@ -20,4 +21,8 @@ def __getattr__(name: str) -> object:
         from vectorizer.install import install
 
         return install
+    if name in ("search", "asearch", "SearchHit"):
+        from vectorizer import search as search_module
+
+        return getattr(search_module, name)
     raise AttributeError(name)

@@ -22,6 +22,7 @@ from vectorizer.config import Vectorizer
 from vectorizer.embedders import Embedder, make_embedder
 from vectorizer.errors import VectorizerError
 from vectorizer.executor import BatchResult, Executor
+from vectorizer.indexing import IndexBuilder
 from vectorizer.observability import tracing
 from vectorizer.observability.progress import Progress
 from vectorizer.observability.telemetry import telemetry
@@ -112,6 +113,7 @@ class VectorizerRunner:
             f"vectorizer-worker[{vectorizer_id}]: executor",
             keep=MAX_IDLE_CONNECTIONS,
         )
+        self.indexer = IndexBuilder(settings.db_url, vectorizer_id, tracking)
 
     async def _build(self, conn: psycopg.AsyncConnection) -> _Components | None:
         vectorizer = await load_vectorizer(conn, self.vectorizer_id)
@@ -171,6 +173,8 @@ class VectorizerRunner:
             vectorizer.id,
         )
         self.breaker.reset()
+        # the vector index: once mode waits for its build, a daemon builds in the background
+        await self.indexer.after_drain(vectorizer, wait=self._settings.once)
         return items
 
     async def _executor_loop(self, components: _Components) -> int:
@@ -199,6 +203,7 @@ class VectorizerRunner:
                     self.progress.rows += result.rows_done + len(result.failed)
                     self.progress.chunks += result.chunks
                 await self._report(result)
+                self.indexer.poke(vectorizer)  # a queue that never empties still gets its index
                 if result.claimed == 0:
                     break
         return done
@@ -248,6 +253,7 @@ class VectorizerRunner:
         await self._connections.close()
 
     async def close(self) -> None:
+        await self.indexer.close()
         await self._connections.close()
         if self._components is not None:
             await self._components.embedder.aclose()
