@@ -200,8 +200,14 @@ class IndexBuilder:
             f"{target.implementation!r}, which this database lacks: install pgvectorscale "
             "(create extension vectorscale) or use ai.indexing_hnsw()"
         )
+        cursor = await conn.execute(
+            "select state from ai._vectorizer_index_build where vectorizer_id = %s",
+            (self._vectorizer_id,),
+        )
+        previous = await cursor.fetchone()
         await _record(conn, self._vectorizer_id, "unsupported", error=reason)
-        await self._report_once(reason)
+        if previous is None or previous[0] != "unsupported":  # said once, not every check
+            await self._report_once(reason)
 
     async def _report_once(self, reason: str) -> None:
         if self._reported == reason:

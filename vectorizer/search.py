@@ -291,7 +291,7 @@ def _target_facts_query(loaded: Vectorizer) -> tuple[str, tuple[Any, ...]]:
         join pg_catalog.pg_type t on t.oid = a.atttypid
         join pg_catalog.pg_namespace tn on tn.oid = t.typnamespace
         left join ai._vectorizer_fulltext f on f.vectorizer_id = %s
-        where a.attrelid = pg_catalog.to_regclass(pg_catalog.format('%%I.%%I', %s, %s))
+        where a.attrelid = pg_catalog.to_regclass(pg_catalog.format('%%I.%%I', %s::text, %s::text))
           and a.attname = %s and not a.attisdropped
         """,
         (loaded.id, schema, relation, column),
@@ -444,7 +444,7 @@ def _hybrid(
     return sql.SQL(
         "with vector_hits as ({vector_hits}), text_hits as ({text_hits}),"
         " fused as (select coalesce(a.embedding_uuid, b.embedding_uuid) as embedding_uuid,"
-        " coalesce({wv} / ({rrf_k} + a._vz_rank), 0) + coalesce({wt} / ({rrf_k} + b._vz_rank), 0)"
+        " coalesce({wv} / ({rrf_a} + a._vz_rank), 0) + coalesce({wt} / ({rrf_b} + b._vz_rank), 0)"
         " as _vz_score, a._vz_distance, a._vz_rank as _vz_vector_rank,"
         " b._vz_rank as _vz_text_rank"
         " from vector_hits a full outer join text_hits b on a.embedding_uuid = b.embedding_uuid"
@@ -455,9 +455,11 @@ def _hybrid(
     ).format(
         vector_hits=vector_hits,
         text_hits=text_hits,
+        # keyword order is placeholder order: positional values are collected as they are made
         wv=builder.value(float(options.vector_weight)),
-        rrf_k=builder.value(float(options.rrf_k)),
+        rrf_a=builder.value(float(options.rrf_k)),
         wt=builder.value(float(options.text_weight)),
+        rrf_b=builder.value(float(options.rrf_k)),
         k=builder.value(options.k),
         relation=target.relation,
     )

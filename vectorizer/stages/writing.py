@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import psycopg
+from pgvector import HalfVector
 from psycopg import sql
 
 from vectorizer.config import ColumnDestination, TableDestination, Vectorizer
@@ -43,18 +44,22 @@ class TableWriter:
             self._target, sql.SQL(", ").join(map(sql.Identifier, self._columns))
         )
         self._type_oids: list[int] | None = None
+        self._halfvec = False
 
     async def _types(self, conn: psycopg.AsyncConnection) -> list[int]:
         if self._type_oids is None:
             cursor = await conn.execute(
                 """
-                select a.attname, a.atttypid::int
+                select a.attname, a.atttypid::int, a.atttypid::regtype::text
                 from pg_catalog.pg_attribute a
                 where a.attrelid = %s::regclass and a.attnum > 0 and not a.attisdropped
                 """,
                 (self._target.as_string(conn),),
             )
-            by_name = {name: oid for name, oid in await cursor.fetchall()}
+            found = await cursor.fetchall()
+            by_name = {name: oid for name, oid, _ in found}
+            # halfvec stores (ai.destination_table(vector_type => 'halfvec')) dump HalfVector
+            self._halfvec = any(n == "embedding" and t.endswith("halfvec") for n, _, t in found)
             missing = [column for column in self._columns if column not in by_name]
             if missing:
                 raise LookupError(
@@ -80,7 +85,8 @@ class TableWriter:
             copy.set_types(types)
             for row in rows:
                 for seq, (chunk, vector) in enumerate(zip(row.chunks, row.vectors, strict=True)):
-                    await copy.write_row((*row.key, seq, chunk, vector))
+                    value = HalfVector(vector) if self._halfvec else vector
+                    await copy.write_row((*row.key, seq, chunk, value))
                 written += len(row.chunks)
         return written
 
