@@ -3,6 +3,8 @@ Postgres, the real worker CLI as a subprocess, the fake OpenAI server over real 
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from typing import Any
@@ -15,6 +17,7 @@ from tests.fake_openai import Behaviour, FakeOpenAI
 from tests.worker_helpers import (
     DIMS,
     MODEL,
+    REPO_ROOT,
     create_source,
     daemon,
     doc_rows,
@@ -392,3 +395,35 @@ def test_enable_hybrid_search_errors(conn: psycopg.Connection) -> None:
         conn.execute("select ai.enable_hybrid_search('nope')")
     with pytest.raises(psycopg.errors.UndefinedObject):
         conn.execute("select ai.enable_hybrid_search('flat', 'klingon')")
+
+
+def test_status_command_shows_the_index_state(
+    conn: psycopg.Connection, db_url: str, fake_openai: FakeOpenAI
+) -> None:
+    create_source(conn, "docs", doc_rows(6))
+    ready = _create(conn, "ai.indexing_hnsw(min_rows => 5)")
+    create_source(conn, "other", doc_rows(6))
+    broken = _create(
+        conn, "ai.indexing_hnsw(min_rows => 5, m => 1000)", table="other", name="other"
+    )
+    env = worker_env(fake_openai)
+    worker = run_worker(db_url, env=env)
+
+    result = subprocess.run(
+        [sys.executable, "-m", "vectorizer", "status", "--db-url", db_url],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO_ROOT,
+    )
+
+    assert result.returncode == 0, result.stderr
+    rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()[2:4]}
+    assert rows[str(broken)][-1] == "failed", result.stdout + worker.stderr
+    assert rows[str(ready)][-1] == "ready"
+    assert rows[str(broken)][-1] == "failed"
+    assert any(
+        line.startswith("  ! other: vector index failed: ") and '"m"' in line
+        for line in result.stdout.splitlines()
+    )

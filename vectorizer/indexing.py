@@ -39,6 +39,7 @@ DATABASE_LOCK = (1982010643, 15)
 PGAI_TABLE_LOCK = 1982010642
 PGAI_DEFAULT_MIN_ROWS = 100_000
 PROGRESS_PERIOD = 1.0
+LOCK_POLL_SECONDS = 1.0
 RETRY_BASE_SECONDS = 60.0
 RETRY_MAX_SECONDS = 3600.0
 BUILDABLE = ("hnsw", "diskann")
@@ -118,6 +119,7 @@ class IndexBuilder:
         self._tracking = tracking
         self._settings = settings or IndexSettings.from_env()
         self._task: asyncio.Task[None] | None = None
+        self._queue_for_lock = False
         self._next_check = 0.0
         self._failures = 0
         self._retry_at = 0.0
@@ -141,6 +143,7 @@ class IndexBuilder:
             await asyncio.shield(self._task)
         if wait:
             self._next_check = 0.0  # a once-run's last word: check now, whatever the interval
+            self._queue_for_lock = True  # ...and wait for another vectorizer's build
         self.poke(vectorizer)
         if wait and self._task is not None:
             await asyncio.shield(self._task)
@@ -222,7 +225,13 @@ class IndexBuilder:
 
     async def _build(self, target: IndexTarget) -> None:
         async with await _connect(self._db_url, "vectorizer-worker-index-build") as conn:
-            if not await _try_lock(conn, "select pg_try_advisory_lock(%s, %s)", DATABASE_LOCK):
+            locked = await _try_lock(conn, DATABASE_LOCK)
+            # Waiting inside pg_advisory_lock would deadlock: CREATE INDEX CONCURRENTLY waits
+            # for every open transaction, the waiting statement's included. Poll instead.
+            while not locked and self._queue_for_lock:
+                await asyncio.sleep(LOCK_POLL_SECONDS)
+                locked = await _try_lock(conn, DATABASE_LOCK)
+            if not locked:
                 log.info("another vector index is being built in this database; later")
                 self._next_check = time.monotonic()  # try again at the next drain or batch
                 return
@@ -320,8 +329,8 @@ async def _connect(db_url: str, application_name: str) -> psycopg.AsyncConnectio
     )
 
 
-async def _try_lock(conn: psycopg.AsyncConnection, query: str, key: tuple[int, int]) -> bool:
-    row = await (await conn.execute(query, key)).fetchone()
+async def _try_lock(conn: psycopg.AsyncConnection, key: tuple[int, int]) -> bool:
+    row = await (await conn.execute("select pg_try_advisory_lock(%s, %s)", key)).fetchone()
     return bool(row and row[0])
 
 
