@@ -16,11 +16,13 @@ import pytest
 from psycopg import sql
 
 import vectorizer
+from tests.fake_ollama import FakeOllama
 from tests.fake_openai import FakeOpenAI, expected_vector
 from tests.fake_voyage import TEST_API_KEY as VOYAGE_KEY
 from tests.fake_voyage import FakeVoyage
 from tests.worker_helpers import DIMS, MODEL, REPO_ROOT, run_ok, worker_env
-from vectorizer.search import SearchError, SearchHit, asearch, search
+from vectorizer.config import LiteLLMEmbedding, OpenAIEmbedding, VoyageAIEmbedding
+from vectorizer.search import SearchError, SearchHit, asearch, query_embedding_config, search
 
 # hostile names: quotes, spaces, upper case
 SCHEMA = 'Odd "Schema'
@@ -317,3 +319,74 @@ def test_search_command(conn: psycopg.Connection, db_url: str, fake_openai: Fake
         "  1  distance 0.0000  [Doc Id=2]  warm water bleaches coral reefs"
     ]
     assert bad.returncode == 2 and "use NAME=VALUE" in bad.stderr
+
+
+def test_ollama_embeds_the_query(conn: psycopg.Connection, db_url: str) -> None:
+    _source(conn)
+    with FakeOllama() as fake:
+        _vectorizer(conn, f"ai.embedding_ollama('all-minilm', 384, base_url => '{fake.host}')")
+        run_ok(db_url, env=worker_env())
+
+        hits = search(db_url, NAME, "index funds keep retirement savings cheap", k=1)
+
+        last = fake.requests_to("/api/embed")[-1].body
+    assert last["model"] == "all-minilm"
+    assert last["input"] in (
+        ["index funds keep retirement savings cheap"],
+        "index funds keep retirement savings cheap",
+    )
+    assert hits[0].primary_key == {"Doc Id": 3}
+
+
+def test_litellm_query_gets_the_query_input_type(
+    conn: psycopg.Connection, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _source(conn)
+    with FakeVoyage() as fake:
+        options = json.dumps({"api_base": fake.base_url, "input_type": "document"})
+        _vectorizer(
+            conn,
+            "ai.embedding_litellm('voyage/voyage-3-lite', 512, api_key_name => 'VOYAGE_API_KEY',"
+            f" extra_options => {sql.quote(options)}::jsonb)",
+        )
+        monkeypatch.setenv("VOYAGE_API_KEY", VOYAGE_KEY)
+        run_ok(db_url, env=worker_env(VOYAGE_API_KEY=VOYAGE_KEY))
+
+        hits = search(db_url, NAME, "warm water bleaches coral reefs", k=1)
+
+        bodies = [r.body for r in fake.requests_to("/v1/embeddings")]
+    assert {b["input_type"] for b in bodies[:-1]} == {"document"}
+    assert bodies[-1]["input_type"] == "query"
+    assert hits[0].primary_key == {"Doc Id": 2}
+
+
+def test_query_embedding_config_per_provider() -> None:
+    voyage = VoyageAIEmbedding(
+        implementation="voyageai", model="voyage-3", dimensions=8, input_type="document"
+    )
+    untyped = VoyageAIEmbedding(implementation="voyageai", model="voyage-3", dimensions=8)
+    cohere = LiteLLMEmbedding(
+        implementation="litellm",
+        model="cohere/embed-english-v3.0",
+        dimensions=8,
+        extra_options={"input_type": "search_document", "truncate": "END"},
+    )
+    gemini = LiteLLMEmbedding(
+        implementation="litellm",
+        model="gemini/text-embedding-004",
+        dimensions=8,
+        extra_options={"task_type": "RETRIEVAL_DOCUMENT"},
+    )
+    openai = OpenAIEmbedding(implementation="openai", model="m", dimensions=8)
+
+    assert query_embedding_config(voyage).input_type == "query"  # type: ignore[union-attr]
+    assert query_embedding_config(untyped).input_type is None  # type: ignore[union-attr]
+    assert query_embedding_config(cohere).extra_options == {  # type: ignore[union-attr]
+        "input_type": "search_query",
+        "truncate": "END",
+    }
+    assert query_embedding_config(gemini).extra_options == {  # type: ignore[union-attr]
+        "task_type": "RETRIEVAL_QUERY"
+    }
+    assert query_embedding_config(openai) == openai
+    assert cohere.extra_options["input_type"] == "search_document"  # the original is untouched
