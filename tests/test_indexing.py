@@ -3,8 +3,6 @@ Postgres, the real worker CLI as a subprocess, the fake OpenAI server over real 
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 import time
 from typing import Any
@@ -14,10 +12,10 @@ import pytest
 from psycopg import sql
 
 from tests.fake_openai import Behaviour, FakeOpenAI
+from tests.test_status import cli
 from tests.worker_helpers import (
     DIMS,
     MODEL,
-    REPO_ROOT,
     create_source,
     daemon,
     doc_rows,
@@ -59,6 +57,14 @@ def _create(
     ).fetchone()
     assert row is not None
     return int(row[0])
+
+
+def _six_docs(
+    conn: psycopg.Connection, indexing: str, fake: FakeOpenAI
+) -> tuple[int, dict[str, str]]:
+    """A vectorizer on six rows of public.docs, and the worker environment for `fake`."""
+    create_source(conn, "docs", doc_rows(6))
+    return _create(conn, indexing), worker_env(fake)
 
 
 def _index(conn: psycopg.Connection, schema: str, vid: int) -> tuple[str, bool] | None:
@@ -170,9 +176,7 @@ def test_indexing_default_waits_for_100000_rows(
 def test_diskann_without_pgvectorscale_is_said_once_and_stops_nothing(
     conn: psycopg.Connection, db_url: str, fake_openai: FakeOpenAI
 ) -> None:
-    create_source(conn, "docs", doc_rows(6))
-    vid = _create(conn, "ai.indexing_diskann(min_rows => 5)")
-    env = worker_env(fake_openai)
+    vid, env = _six_docs(conn, "ai.indexing_diskann(min_rows => 5)", fake_openai)
 
     first = run_worker(db_url, env=env)
     insert_rows(conn, "docs", doc_rows(2, start=7))
@@ -190,9 +194,7 @@ def test_diskann_without_pgvectorscale_is_said_once_and_stops_nothing(
 def test_a_failed_build_is_recorded_and_retried_after_the_config_is_fixed(
     conn: psycopg.Connection, db_url: str, fake_openai: FakeOpenAI
 ) -> None:
-    create_source(conn, "docs", doc_rows(6))
-    vid = _create(conn, "ai.indexing_hnsw(min_rows => 5, m => 1000)")
-    env = worker_env(fake_openai)
+    vid, env = _six_docs(conn, "ai.indexing_hnsw(min_rows => 5, m => 1000)", fake_openai)
 
     assert run_worker(db_url, env=env).returncode == 0
 
@@ -215,9 +217,7 @@ def test_a_failed_build_is_recorded_and_retried_after_the_config_is_fixed(
 def test_an_invalid_index_left_by_an_interrupted_build_is_dropped_first(
     conn: psycopg.Connection, db_url: str, fake_openai: FakeOpenAI
 ) -> None:
-    create_source(conn, "docs", doc_rows(6))
-    vid = _create(conn, "ai.indexing_none()")
-    env = worker_env(fake_openai)
+    vid, env = _six_docs(conn, "ai.indexing_none()", fake_openai)
     run_ok(db_url, env=env)
     # a CONCURRENTLY build that fails leaves an invalid index of that name behind
     with pytest.raises(psycopg.errors.UniqueViolation):
@@ -406,17 +406,9 @@ def test_status_command_shows_the_index_state(
     broken = _create(
         conn, "ai.indexing_hnsw(min_rows => 5, m => 1000)", table="other", name="other"
     )
-    env = worker_env(fake_openai)
-    worker = run_worker(db_url, env=env)
+    worker = run_worker(db_url, env=worker_env(fake_openai))
 
-    result = subprocess.run(
-        [sys.executable, "-m", "vectorizer", "status", "--db-url", db_url],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=REPO_ROOT,
-    )
+    result = cli("status", "--db-url", db_url)
 
     assert result.returncode == 0, result.stderr
     rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()[2:4]}

@@ -273,42 +273,27 @@ def test_bad_requests_say_what_is_wrong(
             search(db_url, **arguments)
 
 
+def _search_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "vectorizer", "search", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO_ROOT,
+    )
+
+
 def test_search_command(conn: psycopg.Connection, db_url: str, fake_openai: FakeOpenAI) -> None:
     _embedded_by_worker(conn, db_url, fake_openai)
     env = worker_env(fake_openai)
-    command = [sys.executable, "-m", "vectorizer", "search", "--db-url", db_url, NAME]
 
-    as_json = subprocess.run(
-        [*command, "alpha beta", "-k", "2", "--json", "--hybrid"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=REPO_ROOT,
-    )
-    table = subprocess.run(
-        [
-            *command,
-            "warm water bleaches coral reefs",
-            "--filter",
-            "topic = %(t)s",
-            "--param",
-            "t=ocean",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=REPO_ROOT,
-    )
-    bad = subprocess.run(
-        [*command, "x", "--param", "no-equals"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=REPO_ROOT,
-    )
+    as_json = _search_cli(env, "-d", db_url, NAME, "alpha beta", "-k", "2", "--json", "--hybrid")
+    table = _search_cli(
+        env, "-d", db_url, NAME, "warm water bleaches coral reefs",
+        "--filter", "topic = %(t)s", "--param", "t=ocean",
+    )  # fmt: skip
+    bad = _search_cli(env, "-d", db_url, NAME, "x", "--param", "no-equals")
 
     assert as_json.returncode == 0, as_json.stderr
     hits = [json.loads(line) for line in as_json.stdout.splitlines()]

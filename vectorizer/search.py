@@ -150,17 +150,10 @@ def search(
 
 
 async def asearch(
-    conn_or_url: psycopg.AsyncConnection | str,
-    vectorizer: str | int,
-    query: str,
-    k: int = 10,
-    hybrid: bool = False,
-    filter: str | None = None,
-    params: Params = None,
-    **options: Any,
+    conn_or_url: psycopg.AsyncConnection | str, vectorizer: str | int, query: str, **options: Any
 ) -> list[SearchHit]:
-    """`search` for async code."""
-    settings = SearchOptions(k=k, hybrid=hybrid, filter=filter, params=params, **options)
+    """`search` for async code; the same keyword options (k, hybrid, filter, params, ...)."""
+    settings = SearchOptions(**options)
     settings.check()
     if isinstance(conn_or_url, str):
         async with await psycopg.AsyncConnection.connect(conn_or_url, autocommit=True) as conn:
