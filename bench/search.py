@@ -158,12 +158,19 @@ def build_index(db_url: str, name: str, maintenance_work_mem: str) -> float:
 
 
 def top_k(
-    conn: psycopg.Connection, view: str, query: np.ndarray, k: int, exact: bool, vector_type: str
+    conn: psycopg.Connection,
+    view: str,
+    query: np.ndarray,
+    k: int,
+    ef_search: int | None,
+    vector_type: str,
 ) -> tuple[list[int], float]:
+    """The ids of the k nearest; `ef_search` None means exact (a sequential scan)."""
     with conn.transaction():
-        if exact:
+        if ef_search is None:
             conn.execute("set local enable_indexscan = off")
-        conn.execute("select set_config('hnsw.ef_search', %s, true)", (str(max(40, 2 * k)),))
+        else:
+            conn.execute("select set_config('hnsw.ef_search', %s, true)", (str(ef_search),))
         statement = sql.SQL(
             "select id from {} v order by v.embedding <=> cast(%s as {}) limit %s"
         ).format(sql.Identifier(view), sql.Identifier(vector_type))
@@ -174,17 +181,23 @@ def top_k(
 
 
 def measure(
-    db_url: str, name: str, queries: np.ndarray, k: int, vector_type: str, truth: list[set[int]]
+    db_url: str,
+    name: str,
+    queries: np.ndarray,
+    k: int,
+    ef_search: int,
+    vector_type: str,
+    truth: list[set[int]],
 ) -> tuple[float, float, float, float, list[set[int]]]:
     """recall@k against `truth` (else its own exact answers) and against its own exact
     answers, mean ANN and exact seconds, and the exact answers."""
     view = f"{name}_embedding"
     recalls, own_recalls, ann_times, exact_times, exact_sets = [], [], [], [], []
     with psycopg.connect(db_url, autocommit=True) as conn:
-        top_k(conn, view, queries[0], k, exact=False, vector_type=vector_type)  # warm up
+        top_k(conn, view, queries[0], k, ef_search, vector_type)  # warm up
         for index, query in enumerate(queries):
-            ann, ann_seconds = top_k(conn, view, query, k, exact=False, vector_type=vector_type)
-            exact, exact_seconds = top_k(conn, view, query, k, exact=True, vector_type=vector_type)
+            ann, ann_seconds = top_k(conn, view, query, k, ef_search, vector_type)
+            exact, exact_seconds = top_k(conn, view, query, k, None, vector_type)
             exact_sets.append(set(exact))
             reference = truth[index] if truth else set(exact)
             recalls.append(len(set(ann) & reference) / k)
@@ -218,6 +231,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--maintenance-work-mem", default="1GB")
     parser.add_argument(
+        "--ef-search",
+        type=lambda text: [int(part) for part in text.split(",")],
+        default=[40, 100],
+        help="hnsw.ef_search values to measure, comma-separated (default 40,100; the search"
+        " API uses max(40, 2k))",
+    )
+    parser.add_argument(
         "--data",
         choices=("manifold", "isotropic"),
         default="manifold",
@@ -239,7 +259,8 @@ def main() -> None:
         f" {args.queries} queries, top-{args.k}"
     )
 
-    results = {}
+    results: dict[tuple[str, int], float] = {}
+    sizes: dict[str, int] = {}
     truth: list[set[int]] = []
     for vector_type in ("vector", "halfvec"):
         name = f"bench_{vector_type}"
@@ -247,23 +268,27 @@ def main() -> None:
         prepare(db_url, name, vectors, vector_type)
         seconds = build_index(db_url, name, args.maintenance_work_mem)
         print(f"  the worker built the HNSW index in {seconds:.1f}s (vectorizer-worker --once)")
-        recall, own_recall, ann, exact, exact_sets = measure(
-            db_url, name, queries, args.k, vector_type, truth
-        )
-        truth = truth or exact_sets  # float32 exact answers are the reference for both
         size = table_size(db_url, name)
-        results[vector_type] = (recall, size)
-        print(f"  recall@{args.k} vs exact float32 search: {recall:.4f}")
-        print(f"  recall@{args.k} vs exact search on this store: {own_recall:.4f}")
-        print(
-            f"  mean query: index {ann * 1000:.2f} ms, sequential scan {exact * 1000:.2f} ms,"
-            f" speedup {exact / ann:.1f}x"
-        )
         print(f"  store table size: {size / 2**20:.1f} MiB")
-    (recall_v, size_v), (recall_h, size_h) = results["vector"], results["halfvec"]
+        for ef_search in args.ef_search:
+            recall, own_recall, ann, exact, exact_sets = measure(
+                db_url, name, queries, args.k, ef_search, vector_type, truth
+            )
+            truth = truth or exact_sets  # float32 exact answers are the reference for both
+            results[vector_type, ef_search] = recall
+            print(
+                f"  hnsw.ef_search={ef_search}: recall@{args.k} {recall:.4f} vs exact float32"
+                f" search ({own_recall:.4f} vs exact search on this store); mean query:"
+                f" index {ann * 1000:.2f} ms, sequential scan {exact * 1000:.2f} ms,"
+                f" speedup {exact / ann:.1f}x"
+            )
+        sizes[vector_type] = size
+    for ef_search in args.ef_search:
+        delta = results["halfvec", ef_search] - results["vector", ef_search]
+        print(f"halfvec vs vector, hnsw.ef_search={ef_search}: recall delta {delta:+.4f}")
     print(
-        f"halfvec vs vector: recall delta {recall_h - recall_v:+.4f},"
-        f" table size {size_h / size_v:.2f}x ({size_h / 2**20:.1f} vs {size_v / 2**20:.1f} MiB)"
+        f"halfvec vs vector: store table size {sizes['halfvec'] / sizes['vector']:.2f}x"
+        f" ({sizes['halfvec'] / 2**20:.1f} vs {sizes['vector'] / 2**20:.1f} MiB)"
     )
     del server
 
