@@ -8,6 +8,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import uuid
 from typing import Any
 
 import numpy as np
@@ -375,3 +376,29 @@ def test_query_embedding_config_per_provider() -> None:
     }
     assert query_embedding_config(openai) == openai
     assert cohere.extra_options["input_type"] == "search_document"  # the original is untouched
+
+
+def test_a_role_granted_vectorizer_usage_can_search(
+    conn: psycopg.Connection, db_url: str, fake_openai: FakeOpenAI
+) -> None:
+    _embedded_by_worker(conn, db_url, fake_openai)
+    conn.execute("select ai.enable_hybrid_search(%s)", (NAME,))
+    role = f"vz_searcher_{uuid.uuid4().hex[:8]}"
+    conn.execute(sql.SQL("create role {}").format(sql.Identifier(role)))
+    try:
+        conn.execute("select ai.grant_vectorizer_usage(%s)", (role,))
+        conn.execute(sql.SQL("grant usage on schema {} to {}").format(
+            sql.Identifier(SCHEMA), sql.Identifier(role)))  # fmt: skip
+        conn.execute(sql.SQL("grant select on all tables in schema {} to {}").format(
+            sql.Identifier(SCHEMA), sql.Identifier(role)))  # fmt: skip
+        with psycopg.connect(db_url, autocommit=True) as searcher:
+            searcher.execute(sql.SQL("set role {}").format(sql.Identifier(role)))
+            hits = search(searcher, NAME, "alpha beta", k=2, hybrid=True)
+            status = searcher.execute(
+                "select index_state from ai.vectorizer_status where name = %s", (NAME,)
+            ).fetchone()
+        assert hits[0].primary_key == {"Doc Id": 5}
+        assert status == ("none",)
+    finally:
+        conn.execute(sql.SQL("drop owned by {} cascade").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("drop role {}").format(sql.Identifier(role)))
