@@ -21,7 +21,7 @@ from tests.fake_ollama import FakeOllama
 from tests.fake_openai import FakeOpenAI, expected_vector
 from tests.fake_voyage import TEST_API_KEY as VOYAGE_KEY
 from tests.fake_voyage import FakeVoyage
-from tests.worker_helpers import DIMS, MODEL, REPO_ROOT, run_ok, worker_env
+from tests.worker_helpers import DIMS, MODEL, REPO_ROOT, run_ok, run_worker, worker_env
 from vectorizer.config import LiteLLMEmbedding, OpenAIEmbedding, VoyageAIEmbedding
 from vectorizer.search import SearchError, SearchHit, asearch, query_embedding_config, search
 
@@ -402,3 +402,22 @@ def test_a_role_granted_vectorizer_usage_can_search(
     finally:
         conn.execute(sql.SQL("drop owned by {} cascade").format(sql.Identifier(role)))
         conn.execute(sql.SQL("drop role {}").format(sql.Identifier(role)))
+
+
+def test_column_destination_search(
+    conn: psycopg.Connection, db_url: str, fake_openai: FakeOpenAI
+) -> None:
+    conn.execute('create table flat ("Key" text primary key, body text)')
+    conn.execute("insert into flat values ('a', 'first text'), ('b', 'second text'), ('c', null)")
+    conn.execute(
+        "select ai.create_vectorizer('flat'::regclass, name => 'flat',"
+        f" loading => ai.loading_column('body'), embedding => ai.embedding_openai('{MODEL}', 8),"
+        " chunking => ai.chunking_none(), destination => ai.destination_column('emb'))"
+    )
+    run_worker(db_url, env=worker_env(fake_openai))
+
+    hits = search(db_url, "flat", "second text", k=5)
+
+    assert [h.primary_key for h in hits] == [{"Key": "b"}, {"Key": "a"}]  # no vector, no hit
+    assert hits[0].chunk == "second text" and hits[0].chunk_seq is None
+    assert hits[0].distance == pytest.approx(0.0, abs=1e-5)
