@@ -3,8 +3,11 @@ Postgres, the real worker CLI as a subprocess, the fake OpenAI server over real 
 
 from __future__ import annotations
 
+import asyncio
+import re
 import threading
 import time
+from datetime import timedelta
 from typing import Any
 
 import psycopg
@@ -27,7 +30,9 @@ from tests.worker_helpers import (
     wait_for,
     worker_env,
 )
+from vectorizer.indexing import IndexBuilder
 from vectorizer.search import search
+from vectorizer.tracking import WorkerTracking
 
 SCHEMA = 'Idx "Schema'
 TABLE = "Big Table"
@@ -419,3 +424,38 @@ def test_status_command_shows_the_index_state(
         line.startswith("  ! other: vector index failed: ") and '"m"' in line
         for line in result.stdout.splitlines()
     )
+
+
+def test_build_progress_reaches_the_status(conn: psycopg.Connection, db_url: str) -> None:
+    """The watcher copies pg_stat_progress_create_index of a running build into the status."""
+    create_source(conn, "docs")
+    vid = _create(conn, "ai.indexing_none()")
+    conn.execute(
+        "insert into ai._vectorizer_index_build (vectorizer_id, state) values (%s, 'building')",
+        (vid,),
+    )
+    conn.execute(
+        "create table big as select i, array[random(), random(), random(), random()]::vector(4)"
+        " as v from generate_series(1, 100000) i"
+    )
+    builder = IndexBuilder(db_url, vid, WorkerTracking(db_url, timedelta(seconds=5)))
+    seen: list[str] = []
+
+    async def build_and_watch() -> None:
+        async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as building:
+            watcher = asyncio.create_task(builder._watch_progress(building.info.backend_pid))
+            build = asyncio.create_task(
+                building.execute("create index on big using hnsw (v vector_l2_ops)")
+            )
+            while not build.done():
+                seen.append(_state(conn, vid))
+                await asyncio.sleep(0.2)
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+            await build
+
+    asyncio.run(build_and_watch())
+
+    progressed = [s for s in seen if re.fullmatch(r"building \d+% \(.+\)", s)]
+    assert progressed, seen
+    assert _state(conn, vid).startswith("building ")  # nothing marked it ready: no ANN index
