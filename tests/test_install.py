@@ -13,7 +13,9 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 from vectorizer import PGAI_COMPAT_VERSION, __version__
-from vectorizer.install import install, installed_version
+from vectorizer.install import SQL_DIR, install, installed_version
+
+MIGRATIONS = sorted(path.stem for path in (SQL_DIR / "migrations").glob("*.sql"))
 
 
 def one(conn: psycopg.Connection, query: str, params: Any = None) -> Any:
@@ -76,8 +78,9 @@ def test_install_into_an_empty_database(empty_db_url: str) -> None:
         ]
         assert PGAI_COMPAT_VERSION == "0.12.1"
         assert conn.execute(
-            "select name, applied_at_version from ai._vectorizer_lib_migration"
-        ).fetchall() == [("001-catalog", __version__)]
+            "select name, applied_at_version from ai._vectorizer_lib_migration order by name"
+        ).fetchall() == [(name, __version__) for name in MIGRATIONS]
+        assert MIGRATIONS[0] == "001-catalog"
 
 
 def test_reinstall_is_a_no_op(empty_db_url: str) -> None:
@@ -95,7 +98,7 @@ def test_reinstall_is_a_no_op(empty_db_url: str) -> None:
         assert conn.execute("select * from ai._vectorizer_lib_version").fetchall() == before
         assert conn.execute("select * from ai.pgai_lib_version").fetchall() == pgai_before
         assert one(conn, "select ai.vectorizer_queue_pending('x', false)") == -1
-        assert one(conn, "select count(*) from ai._vectorizer_lib_migration") == 1
+        assert one(conn, "select count(*) from ai._vectorizer_lib_migration") == len(MIGRATIONS)
 
 
 def test_reinstall_on_the_fixture_database(db_url: str) -> None:
@@ -143,7 +146,7 @@ def test_concurrent_installs(empty_db_url: str) -> None:
     assert sorted(results) == [False, False, False, False, True]
     with connect(empty_db_url) as conn:
         assert one(conn, "select count(*) from ai._vectorizer_lib_version") == 1
-        assert one(conn, "select count(*) from ai._vectorizer_lib_migration") == 1
+        assert one(conn, "select count(*) from ai._vectorizer_lib_migration") == len(MIGRATIONS)
         assert one(conn, "select count(*) from ai.pgai_lib_version") == 1
         assert one(conn, "select count(*) from pg_extension where extname = 'vector'") == 1
 
