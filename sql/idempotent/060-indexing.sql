@@ -197,6 +197,10 @@ begin
         execute pg_catalog.format
         ('drop index if exists %I.%I', _destination operator(pg_catalog.->>) 'target_schema', _old.index_name);
     end if;
+    insert into ai._vectorizer_fulltext (vectorizer_id, language, index_name)
+    values (_vec.id, language, _index_name)
+    on conflict on constraint _vectorizer_fulltext_pkey do update
+    set language = excluded.language, index_name = excluded.index_name, created_at = pg_catalog.now();
     execute pg_catalog.format
     ( 'create index if not exists %I on %I.%I using gin (pg_catalog.to_tsvector(%L::pg_catalog.regconfig, chunk))'
     , _index_name
@@ -204,10 +208,6 @@ begin
     , _destination operator(pg_catalog.->>) 'target_table'
     , language::pg_catalog.text
     );
-    insert into ai._vectorizer_fulltext (vectorizer_id, language, index_name)
-    values (_vec.id, language, _index_name)
-    on conflict on constraint _vectorizer_fulltext_pkey do update
-    set language = excluded.language, index_name = excluded.index_name, created_at = pg_catalog.now();
     return _index_name;
 end
 $func$ language plpgsql volatile security invoker
