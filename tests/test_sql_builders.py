@@ -545,10 +545,11 @@ SIGNATURES = {
     "ai.processing_default(int4,int4)": (
         "batch_size integer DEFAULT NULL::integer, concurrency integer DEFAULT NULL::integer"
     ),
-    "ai.destination_table(name,name,name,name,name)": (
+    # pgai's five arguments plus ours, vector_type
+    "ai.destination_table(name,name,name,name,name,text)": (
         "destination name DEFAULT NULL::name, target_schema name DEFAULT NULL::name,"
         " target_table name DEFAULT NULL::name, view_schema name DEFAULT NULL::name,"
-        " view_name name DEFAULT NULL::name"
+        " view_name name DEFAULT NULL::name, vector_type text DEFAULT NULL::text"
     ),
     "ai.destination_column(name,text)": (
         "embedding_column name, aggregate text DEFAULT NULL::text"
@@ -700,10 +701,38 @@ def test_grant_to_returns_name_array(conn: psycopg.Connection) -> None:
 @pytest.mark.parametrize(
     ("setting", "expected"),
     [
-        (None, {"implementation": "none", "config_type": "indexing"}),
-        ("", {"implementation": "none", "config_type": "indexing"}),
+        # unlike pgai (none): unset means an HNSW index, built by the worker
+        (
+            None,
+            {
+                "implementation": "hnsw",
+                "config_type": "indexing",
+                "min_rows": 100000,
+                "opclass": "vector_cosine_ops",
+                "create_when_queue_empty": True,
+            },
+        ),
+        (
+            "",
+            {
+                "implementation": "hnsw",
+                "config_type": "indexing",
+                "min_rows": 100000,
+                "opclass": "vector_cosine_ops",
+                "create_when_queue_empty": True,
+            },
+        ),
         ("indexing_none", {"implementation": "none", "config_type": "indexing"}),
-        ("something_else", {"implementation": "none", "config_type": "indexing"}),
+        (
+            "something_else",
+            {
+                "implementation": "hnsw",
+                "config_type": "indexing",
+                "min_rows": 100000,
+                "opclass": "vector_cosine_ops",
+                "create_when_queue_empty": True,
+            },
+        ),
         (
             "indexing_diskann",
             {

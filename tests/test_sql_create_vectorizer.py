@@ -190,7 +190,14 @@ def test_vectorizer_row_as_json(conn: psycopg.Connection, blog: str) -> None:
                 "api_key_name": "OPENAI_API_KEY",
             },
             "chunking": RECURSIVE_CHUNKING,
-            "indexing": {"implementation": "none", "config_type": "indexing"},
+            # unlike pgai (none): indexing_default() is an HNSW index the worker builds
+            "indexing": {
+                "implementation": "hnsw",
+                "config_type": "indexing",
+                "min_rows": 100000,
+                "opclass": "vector_cosine_ops",
+                "create_when_queue_empty": True,
+            },
             "formatting": {
                 "implementation": "python_template",
                 "config_type": "formatting",
@@ -792,15 +799,13 @@ def test_dimensions_are_required(conn: psycopg.Connection, blog: str) -> None:
     assert raises(conn, create_sql(conn, embedding=embedding)) == "dimensions argument is required"
 
 
-def test_automatic_indexing_needs_scheduling(conn: psycopg.Connection, blog: str) -> None:
-    message = raises(
-        conn,
-        create_sql(conn, indexing="ai.indexing_hnsw()", scheduling="ai.scheduling_none()"),
-    )
-    assert message == (
-        "automatic indexing is not supported without scheduling. "
-        "set indexing=>ai.indexing_none() when scheduling=>ai.scheduling_none()"
-    )
+def test_automatic_indexing_needs_no_scheduling(conn: psycopg.Connection, blog: str) -> None:
+    # pgai refused this ("automatic indexing is not supported without scheduling"); our
+    # worker is the scheduler and builds the index
+    vid = create(conn, indexing="ai.indexing_hnsw()", scheduling="ai.scheduling_none()")
+    config = vectorizer(conn, vid)["config"]
+    assert config["indexing"]["implementation"] == "hnsw"
+    assert config["scheduling"] == {"implementation": "none", "config_type": "scheduling"}
 
 
 def test_scheduling_timescaledb_without_timescaledb(conn: psycopg.Connection, blog: str) -> None:

@@ -509,25 +509,23 @@ def test_set_scheduling_none_without_timescaledb(conn: psycopg.Connection, blog:
     }
 
 
-def test_set_scheduling_defaults_resolve_to_none(conn: psycopg.Connection, blog: None) -> None:
+def test_set_scheduling_defaults_resolve(conn: psycopg.Connection, blog: None) -> None:
     vid = create(conn)
     config = one(conn, "select ai.set_scheduling(%s)", (vid,))
     assert config["scheduling"] == {"implementation": "none", "config_type": "scheduling"}
-    assert config["indexing"] == {"implementation": "none", "config_type": "indexing"}
+    # unlike pgai (none): the worker builds an HNSW index by default
+    assert config["indexing"] == one(conn, "select ai.indexing_hnsw()")
 
 
-def test_set_scheduling_rejects_indexing_without_scheduling(
+def test_set_scheduling_accepts_indexing_without_scheduling(
     conn: psycopg.Connection, blog: None
 ) -> None:
+    # pgai refused this; our worker builds the index itself
     vid = create(conn)
-    with pytest.raises(errors.RaiseException) as info:
-        conn.execute(
-            "select ai.set_scheduling(%s, ai.scheduling_none(), ai.indexing_hnsw())", (vid,)
-        )
-    assert info.value.diag.message_primary == (
-        "automatic indexing is not supported without scheduling. "
-        "set indexing=>ai.indexing_none() when scheduling=>ai.scheduling_none()"
+    config = one(
+        conn, "select ai.set_scheduling(%s, ai.scheduling_none(), ai.indexing_hnsw())", (vid,)
     )
+    assert config["indexing"]["implementation"] == "hnsw"
 
 
 def test_set_scheduling_timescaledb_without_timescaledb(

@@ -309,10 +309,10 @@ def test_status_command_shows_backlog_failures_coverage_and_workers(
     assert result.returncode == 0, result.stderr
     out = result.stdout
     # id, name, pending, oldest pending, failed, embedded/source rows, empty rows, errors in
-    # the last hour, last success
+    # the last hour, last success, index
     words = _row(out, str(vid))
     assert words[:9] == [str(vid), "cli_status_vec", "5", "10m", "1", "3/9", "(33.3%)", "0", "1"]
-    assert words[10:] == ["ago"]
+    assert words[10:] == ["ago", "none"]
     [error_line] = [line for line in out.splitlines() if line.startswith("  ! cli_status_vec: ")]
     assert "embedding provider failed" in error_line and "flagged as invalid" in error_line
     assert CLEAR_SCREEN not in out  # drawn once, not as a screen

@@ -171,6 +171,7 @@ def test_status_page_in_a_headless_browser_follows_the_worker(
             interval=0.3,
             what="the reuse counts (sent with the worker's heartbeat)",
         )
+        assert cell("notes_vec", "index")["cls"] != "pending-feature"  # ai.vectorizer_status has it
 
         insert_rows(conn, "notes", doc_rows(7))
         wait_for(

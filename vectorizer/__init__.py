@@ -13,6 +13,7 @@ PGAI_COMPAT_VERSION = "0.12.1"
 if TYPE_CHECKING:  # pragma: no cover
     from vectorizer.inprocess import Worker as Worker
     from vectorizer.install import install as install
+    from vectorizer.search import asearch as asearch
 
 
 def __getattr__(name: str) -> object:
@@ -25,4 +26,8 @@ def __getattr__(name: str) -> object:
         from vectorizer.inprocess import Worker
 
         return Worker
+    if name in ("search", "asearch", "SearchHit"):
+        from vectorizer import search as search_module
+
+        return getattr(search_module, name)
     raise AttributeError(name)

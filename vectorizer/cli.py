@@ -313,6 +313,68 @@ def _repair(args: argparse.Namespace) -> int:
     return 0
 
 
+def _search(args: argparse.Namespace) -> int:
+    from vectorizer.install import resolve_db_url
+    from vectorizer.search import render_hits, search
+
+    try:
+        hits = search(
+            resolve_db_url(args.db_url),
+            args.vectorizer,
+            args.query,
+            k=args.k,
+            hybrid=args.hybrid,
+            filter=args.filter,
+            params=dict(args.param) if args.param else None,
+            rrf_k=args.rrf_k,
+            vector_weight=args.vector_weight,
+            text_weight=args.text_weight,
+        )
+    except Exception as exc:
+        return _fail(exc)
+    print(render_hits(hits, as_json=args.json))
+    return 0
+
+
+def _name_value(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.isidentifier():
+        raise argparse.ArgumentTypeError(
+            f"invalid parameter {text!r}: use NAME=VALUE and %(NAME)s in the filter"
+        )
+    return name, value
+
+
+def _add_search_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    search = commands.add_parser(
+        "search", help="the chunks nearest to a query (vector, or hybrid with full text)"
+    )
+    _db_url_argument(search)
+    search.add_argument("vectorizer", help="vectorizer id or name")
+    search.add_argument("query", help="the text to search for")
+    search.add_argument("-k", type=positive_int, default=10, help="results (default 10)")
+    search.add_argument(
+        "--hybrid", action="store_true", help="fuse full-text and vector rankings (RRF)"
+    )
+    search.add_argument(
+        "--filter",
+        metavar="SQL",
+        help="a SQL predicate on the vectorizer's view, e.g. 'topic = %%(topic)s'",
+    )
+    search.add_argument(
+        "--param",
+        type=_name_value,
+        action="append",
+        metavar="NAME=VALUE",
+        help="a value for %%(NAME)s in --filter, sent as a query parameter (repeatable)",
+    )
+    search.add_argument("--rrf-k", type=int, default=60, help="RRF constant (default 60)")
+    search.add_argument("--vector-weight", type=float, default=1.0, help="hybrid: default 1")
+    search.add_argument("--text-weight", type=float, default=1.0, help="hybrid: default 1")
+    search.add_argument("--json", action="store_true", help="one JSON object per result")
+    search.set_defaults(handler=_search)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from vectorizer.demo import run_demo
 
@@ -390,6 +452,8 @@ def build_parser() -> argparse.ArgumentParser:
     _db_url_argument(retry)
     retry.add_argument("vectorizer", help="vectorizer id or name")
     retry.set_defaults(handler=_retry_failed)
+
+    _add_search_parser(commands)
 
     demo = commands.add_parser(
         "demo", help="embed sample articles into an embedded Postgres, offline, and search them"

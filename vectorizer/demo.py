@@ -149,32 +149,15 @@ async def run_worker(db_url: str, vectorizer_id: int, out: TextIO) -> None:
 
 
 async def search(db_url: str, out: TextIO) -> None:
-    from vectorizer.config import SentenceTransformersEmbedding
-    from vectorizer.embedders import make_embedder
+    """The demo's questions, answered by the search API (`vectorizer search` in a terminal)."""
+    from vectorizer.search import asearch
 
-    embedder = make_embedder(
-        SentenceTransformersEmbedding(
-            implementation="sentence_transformers", model=MODEL, dimensions=DIMENSIONS
-        )
-    )
-    await embedder.setup()
-    result = await embedder.embed(list(QUERIES))
-    await embedder.aclose()
-    from pgvector.psycopg import register_vector
-
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        register_vector(conn)
-        for query, vector in zip(QUERIES, result.vectors, strict=True):
-            out.write(f'\nsearch: "{query}"\n')
-            rows = conn.execute(
-                """
-                select title, topic, chunk_seq, embedding <=> %s as distance
-                from articles_embedding order by distance limit 3
-                """,
-                (vector,),
-            ).fetchall()
-            for title, topic, chunk_seq, distance in rows:
-                out.write(f"  {distance:.3f}  {title}  [{topic}, chunk {chunk_seq}]\n")
+    for query in QUERIES:
+        out.write(f'\nsearch: "{query}"\n')
+        for hit in await asearch(db_url, VECTORIZER_NAME, query, k=3):
+            title, topic = hit.row["title"], hit.row["topic"]
+            out.write(f"  {hit.distance:.3f}  {title}  [{topic}, chunk {hit.chunk_seq}]\n")
+    out.write(f'\nthe same from a terminal: vectorizer search {VECTORIZER_NAME} "{QUERIES[0]}"\n')
 
 
 def next_steps(db_url: str, out: TextIO) -> None:

@@ -23,6 +23,7 @@ from vectorizer.config import Vectorizer
 from vectorizer.embedders import Embedder, make_embedder
 from vectorizer.errors import VectorizerError
 from vectorizer.executor import BatchResult, Executor
+from vectorizer.indexing import IndexBuilder
 from vectorizer.observability import tracing
 from vectorizer.observability.progress import Progress
 from vectorizer.observability.telemetry import telemetry
@@ -116,6 +117,7 @@ class VectorizerRunner:
             f"vectorizer-worker[{vectorizer_id}]: executor",
             keep=MAX_IDLE_CONNECTIONS,
         )
+        self.indexer = IndexBuilder(settings.db_url, vectorizer_id, tracking)
 
     async def _build(self, conn: psycopg.AsyncConnection) -> _Components | None:
         vectorizer = await load_vectorizer(conn, self.vectorizer_id)
@@ -187,6 +189,8 @@ class VectorizerRunner:
             },
         )
         self.breaker.reset()
+        # the vector index: once mode waits for its build, a daemon builds in the background
+        await self.indexer.after_drain(vectorizer, wait=self._settings.once)
         return items
 
     async def _executor_loop(self, components: _Components) -> int:
@@ -220,6 +224,7 @@ class VectorizerRunner:
                     self.progress.chunks += result.chunks
                     self.progress.reused += result.reuse.same_row + result.reuse.other_row
                 await self._report(result)
+                self.indexer.poke(vectorizer)  # a queue that never empties still gets its index
                 if result.claimed == 0:
                     break
         return done
@@ -280,6 +285,7 @@ class VectorizerRunner:
         await self._connections.close()
 
     async def close(self) -> None:
+        await self.indexer.close()
         await self._connections.close()
         if self._components is not None:
             await self._components.embedder.aclose()

@@ -23,7 +23,7 @@ select id, name, source_table, disabled, pending_items_estimate, failed_items,
        oldest_pending_age, source_rows, embedded_rows, errors_last_hour,
        last_error_at, last_error_message, last_success_at, empty_rows,
        chunks_embedded, chunks_reused_same_row, chunks_reused_other_row, rows_unchanged,
-       tokens_saved, chunks_older_config
+       tokens_saved, chunks_older_config, index_state
 from ai.vectorizer_status order by id
 """
 
@@ -154,6 +154,11 @@ def percent(part: int, whole: int) -> str:
     return f"{tenths // 10}.{tenths % 10}%"
 
 
+def _index_state(state: str | None) -> str:
+    # a failure's reason is long: the table shows the word, the line below it the reason
+    return "-" if state is None else state.split(":", 1)[0]
+
+
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     widths = [
         max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
@@ -209,6 +214,7 @@ def render(data: Snapshot, now: datetime) -> str:
                 "-" if v["empty_rows"] is None else str(v["empty_rows"]),
                 str(v["errors_last_hour"] or 0),
                 _since(v["last_success_at"], now),
+                _index_state(v.get("index_state")),
             ]
         )
     lines += [
@@ -224,11 +230,14 @@ def render(data: Snapshot, now: datetime) -> str:
                 "empty",
                 "errors 1h",
                 "last success",
+                "index",
             ],
             rows,
         )
     ]
     for v in data.vectorizers:
+        if str(v.get("index_state") or "").startswith("failed:"):
+            lines.append(f"  ! {v['name']}: vector index {v['index_state']}"[:200])
         if v["errors_last_hour"] and v["last_error_message"]:
             message = " ".join(str(v["last_error_message"]).split())[:160]
             lines.append(f"  ! {v['name']}: {message}")

@@ -484,12 +484,27 @@ set search_path to pg_catalog, pg_temp
 -------------------------------------------------------------------------------
 -- destination
 
+-- pgai's destination_table had five arguments; ours adds vector_type. create_vectorizer's
+-- default (`ai.destination_table()`) depends on the old one, so it is renamed out of the way
+-- here and dropped once create_vectorizer has been recreated against the new one (050).
+do $block$
+begin
+    if pg_catalog.to_regprocedure('ai.destination_table(name, name, name, name, name)') is not null
+    and pg_catalog.to_regprocedure('ai._destination_table_5(name, name, name, name, name)') is null
+    then
+        alter function ai.destination_table(pg_catalog.name, pg_catalog.name, pg_catalog.name, pg_catalog.name, pg_catalog.name)
+        rename to _destination_table_5;
+    end if;
+end
+$block$;
+
 create or replace function ai.destination_table
 ( destination pg_catalog.name default null
 , target_schema pg_catalog.name default null
 , target_table pg_catalog.name default null
 , view_schema pg_catalog.name default null
 , view_name pg_catalog.name default null
+, vector_type pg_catalog.text default null
 ) returns pg_catalog.jsonb
 as $func$
     select pg_catalog.json_strip_nulls(pg_catalog.json_build_object
@@ -500,6 +515,7 @@ as $func$
     , 'target_table', target_table
     , 'view_schema', view_schema
     , 'view_name', view_name
+    , 'vector_type', vector_type
     ))::pg_catalog.jsonb
 $func$ language sql immutable security invoker
 set search_path to pg_catalog, pg_temp
@@ -559,7 +575,8 @@ begin
             , _base
             , source_table operator(pg_catalog.||) '_embedding'
             )::pg_catalog.name
-        )::pg_catalog.jsonb;
+        )::pg_catalog.jsonb operator(pg_catalog.||) pg_catalog.jsonb_strip_nulls
+        (pg_catalog.jsonb_build_object('vector_type', destination operator(pg_catalog.->>) 'vector_type'));
     elsif _implementation operator(pg_catalog.=) 'column' then
         return pg_catalog.json_strip_nulls(pg_catalog.json_build_object
         ( 'implementation', 'column'
@@ -624,7 +641,10 @@ as $func$
     select case pg_catalog.current_setting('ai.indexing_default', true)
         when 'indexing_diskann' then ai.indexing_diskann()
         when 'indexing_hnsw' then ai.indexing_hnsw()
-        else ai.indexing_none()
+        when 'indexing_none' then ai.indexing_none()
+        -- unlike pgai (none): our worker builds the index, so unset means an HNSW index
+        -- once the store holds min_rows rows
+        else ai.indexing_hnsw()
     end
 $func$ language sql stable security invoker
 set search_path to pg_catalog, pg_temp

@@ -589,7 +589,11 @@ begin
     _implementation = destination operator(pg_catalog.->>) 'implementation';
     case _implementation
         when 'table' then
-            -- ok: names are filled in by ai._evaluate_destination
+            -- names are filled in by ai._evaluate_destination
+            if (destination operator(pg_catalog.->>) 'vector_type') not in ('vector', 'halfvec') then
+                raise exception 'invalid vector_type for destination config: "%". use vector or halfvec'
+                , destination operator(pg_catalog.->>) 'vector_type';
+            end if;
         when 'column' then
             if (destination operator(pg_catalog.->>) 'embedding_column') is null then
                 raise exception 'invalid destination config, missing embedding_column';

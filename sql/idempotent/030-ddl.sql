@@ -286,6 +286,15 @@ begin
     , dimensions
     , grant_to
     );
+    -- halfvec: half the bytes per vector; the table is still empty, so this rewrite is free
+    if (destination operator(pg_catalog.->>) 'vector_type') operator(pg_catalog.=) 'halfvec' then
+        execute pg_catalog.format
+        ( 'alter table %I.%I alter column embedding type @extschema:vector@.halfvec(%L)'
+        , destination operator(pg_catalog.->>) 'target_schema'
+        , destination operator(pg_catalog.->>) 'target_table'
+        , dimensions
+        );
+    end if;
     perform ai._vectorizer_create_view
     ( destination operator(pg_catalog.->>) 'view_schema'
     , destination operator(pg_catalog.->>) 'view_name'

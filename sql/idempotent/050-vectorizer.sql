@@ -131,11 +131,7 @@ begin
     perform ai._validate_scheduling(scheduling);
     perform ai._validate_processing(processing);
 
-    -- 8.
-    if (scheduling operator(pg_catalog.->>) 'implementation') operator(pg_catalog.=) 'none'
-    and (indexing operator(pg_catalog.->>) 'implementation') operator(pg_catalog.<>) 'none' then
-        raise exception 'automatic indexing is not supported without scheduling. set indexing=>ai.indexing_none() when scheduling=>ai.scheduling_none()';
-    end if;
+    -- 8. pgai refused indexing without scheduling here; our worker builds the index itself.
 
     -- 9.
     destination = ai._evaluate_destination(destination, _source_schema, _source_table);
@@ -526,10 +522,7 @@ begin
     end if;
     perform ai._validate_indexing(indexing);
 
-    if (scheduling operator(pg_catalog.->>) 'implementation') operator(pg_catalog.=) 'none'
-    and (indexing operator(pg_catalog.->>) 'implementation') operator(pg_catalog.<>) 'none' then
-        raise exception 'automatic indexing is not supported without scheduling. set indexing=>ai.indexing_none() when scheduling=>ai.scheduling_none()';
-    end if;
+    -- pgai refused indexing without scheduling here; our worker builds the index itself.
 
     -- unlike pgai, this looks timescaledb up wherever it is installed, and only when a job exists
     perform ai._vectorizer_unschedule_job(_config operator(pg_catalog.->) 'scheduling');
@@ -567,3 +560,15 @@ begin
 end
 $func$ language plpgsql volatile security invoker
 set search_path to pg_catalog, pg_temp;
+
+-------------------------------------------------------------------------------
+-- pgai's five-argument destination_table, renamed in 010 while create_vectorizer's default
+-- still depended on it; left alone if something else of the user's still does.
+do $block$
+begin
+    drop function if exists ai._destination_table_5
+    (pg_catalog.name, pg_catalog.name, pg_catalog.name, pg_catalog.name, pg_catalog.name);
+exception when dependent_objects_still_exist then
+    raise notice 'ai._destination_table_5 kept: other objects depend on it';
+end
+$block$;

@@ -81,6 +81,156 @@ $func$ language plpgsql volatile security invoker
 set search_path to pg_catalog, pg_temp;
 
 -------------------------------------------------------------------------------
+-- The HNSW opclass for the column's type: a halfvec column takes halfvec_<kind>_ops for the
+-- vector_<kind>_ops the indexing config names (configs always name the vector ones, as pgai's).
+create or replace function ai._vectorizer_index_opclass
+( target_schema pg_catalog.name
+, target_table pg_catalog.name
+, column_name pg_catalog.name
+, indexing pg_catalog.jsonb
+) returns pg_catalog.text as
+$func$
+    select case
+        when t.typname operator(pg_catalog.=) 'halfvec'
+        then pg_catalog.regexp_replace(o.opclass, '^vector_', 'halfvec_')
+        else o.opclass
+    end
+    from (select coalesce(indexing operator(pg_catalog.->>) 'opclass', 'vector_cosine_ops') as opclass) o
+    left outer join pg_catalog.pg_attribute a
+      on (a.attrelid operator(pg_catalog.=)
+            pg_catalog.to_regclass(pg_catalog.format('%I.%I', target_schema, target_table))
+          and a.attname operator(pg_catalog.=) column_name)
+    left outer join pg_catalog.pg_type t on (t.oid operator(pg_catalog.=) a.atttypid)
+$func$ language sql stable security invoker
+set search_path to pg_catalog, pg_temp;
+
+-------------------------------------------------------------------------------
+-- The name of a valid ANN index (hnsw, ivfflat, diskann) on the column, whoever built it.
+create or replace function ai._vectorizer_ann_index
+( target_schema pg_catalog.name
+, target_table pg_catalog.name
+, column_name pg_catalog.name default 'embedding'
+) returns pg_catalog.name as
+$func$
+    select c.relname
+    from pg_catalog.pg_index i
+    inner join pg_catalog.pg_class c on (c.oid operator(pg_catalog.=) i.indexrelid)
+    inner join pg_catalog.pg_am am on (am.oid operator(pg_catalog.=) c.relam)
+    inner join pg_catalog.pg_attribute a
+      on (a.attrelid operator(pg_catalog.=) i.indrelid and a.attnum operator(pg_catalog.=) i.indkey[0])
+    where i.indrelid operator(pg_catalog.=)
+        pg_catalog.to_regclass(pg_catalog.format('%I.%I', target_schema, target_table))
+    and a.attname operator(pg_catalog.=) column_name
+    and am.amname in ('hnsw', 'ivfflat', 'diskann')
+    and i.indisvalid and i.indisready
+    order by c.relname
+    limit 1
+$func$ language sql stable security invoker
+set search_path to pg_catalog, pg_temp;
+
+-------------------------------------------------------------------------------
+-- The vector index as ai.vectorizer_status shows it: none / building n% / ready / failed: why.
+create or replace function ai._vectorizer_index_state
+( vectorizer ai.vectorizer
+, build ai._vectorizer_index_build
+) returns pg_catalog.text as
+$func$
+declare
+    _destination pg_catalog.jsonb = vectorizer.config operator(pg_catalog.->) 'destination';
+    _indexing pg_catalog.text =
+        vectorizer.config operator(pg_catalog.->) 'indexing' operator(pg_catalog.->>) 'implementation';
+    _index pg_catalog.name;
+begin
+    if (_destination operator(pg_catalog.->>) 'implementation') operator(pg_catalog.=) 'column' then
+        _index = ai._vectorizer_ann_index
+        ( vectorizer.source_schema, vectorizer.source_table
+        , _destination operator(pg_catalog.->>) 'embedding_column'
+        );
+    else
+        _index = ai._vectorizer_ann_index
+        ( _destination operator(pg_catalog.->>) 'target_schema'
+        , _destination operator(pg_catalog.->>) 'target_table'
+        );
+    end if;
+    if _index is not null then
+        return 'ready';
+    end if;
+    if build.state operator(pg_catalog.=) 'building' then
+        return pg_catalog.format
+        ( 'building %s%%%s'
+        , coalesce(pg_catalog.round(build.percent::pg_catalog.numeric)::pg_catalog.text, '0')
+        , coalesce(' (' operator(pg_catalog.||) build.phase operator(pg_catalog.||) ')', '')
+        );
+    elsif build.state in ('failed', 'unsupported') then
+        return pg_catalog.format('failed: %s', build.error);
+    end if;
+    return 'none';
+end
+$func$ language plpgsql stable security invoker
+set search_path to pg_catalog, pg_temp;
+
+-------------------------------------------------------------------------------
+-- Hybrid search: a GIN index on to_tsvector(language, chunk) of a table destination's store,
+-- built in the caller's transaction (it blocks writes to the store while it builds).
+create or replace function ai.enable_hybrid_search
+( vectorizer_id pg_catalog.int4
+, language pg_catalog.regconfig default 'english'
+) returns pg_catalog.name as
+$func$
+declare
+    _vec ai.vectorizer;
+    _destination pg_catalog.jsonb;
+    _index_name pg_catalog.name;
+    _old ai._vectorizer_fulltext;
+begin
+    select * into _vec from ai.vectorizer v where v.id operator(pg_catalog.=) vectorizer_id;
+    if not found then
+        raise exception 'vectorizer % not found', vectorizer_id;
+    end if;
+    _destination = _vec.config operator(pg_catalog.->) 'destination';
+    if (_destination operator(pg_catalog.->>) 'implementation') is distinct from 'table' then
+        raise exception 'hybrid search needs a table destination: vectorizer % stores one embedding per row in a column', _vec.name;
+    end if;
+    _index_name = pg_catalog.format('_vectorizer_fts_%s', _vec.id);
+    select * into _old from ai._vectorizer_fulltext f where f.vectorizer_id operator(pg_catalog.=) _vec.id;
+    if found and _old.language operator(pg_catalog.<>) language then
+        execute pg_catalog.format
+        ('drop index if exists %I.%I', _destination operator(pg_catalog.->>) 'target_schema', _old.index_name);
+    end if;
+    insert into ai._vectorizer_fulltext (vectorizer_id, language, index_name)
+    values (_vec.id, language, _index_name)
+    on conflict on constraint _vectorizer_fulltext_pkey do update
+    set language = excluded.language, index_name = excluded.index_name, created_at = pg_catalog.now();
+    execute pg_catalog.format
+    ( 'create index if not exists %I on %I.%I using gin (pg_catalog.to_tsvector(%L::pg_catalog.regconfig, chunk))'
+    , _index_name
+    , _destination operator(pg_catalog.->>) 'target_schema'
+    , _destination operator(pg_catalog.->>) 'target_table'
+    , language::pg_catalog.text
+    );
+    return _index_name;
+end
+$func$ language plpgsql volatile security invoker
+set search_path to pg_catalog, pg_temp;
+
+create or replace function ai.enable_hybrid_search
+( name pg_catalog.text
+, language pg_catalog.regconfig default 'english'
+) returns pg_catalog.name as
+$func$
+declare
+    _id pg_catalog.int4;
+begin
+    select v.id into _id from ai.vectorizer v where v.name operator(pg_catalog.=) enable_hybrid_search.name;
+    if _id is null then
+        raise exception 'vectorizer % not found', enable_hybrid_search.name;
+    end if;
+    return ai.enable_hybrid_search(_id, language);
+end
+$func$ language plpgsql volatile security invoker
+set search_path to pg_catalog, pg_temp;
+
+-------------------------------------------------------------------------------
 create or replace function ai._vectorizer_create_vector_index
 ( target_schema pg_catalog.name
 , target_table pg_catalog.name
@@ -129,7 +279,8 @@ begin
             execute pg_catalog.format
             ( 'create index on %I.%I using hnsw (%I %I.%I)%s'
             , target_schema, target_table, column_name
-            , _vector_schema, indexing operator(pg_catalog.->>) 'opclass'
+            , _vector_schema
+            , ai._vectorizer_index_opclass(target_schema, target_table, column_name, indexing)
             , case when _with is not null then pg_catalog.format(' with (%s)', _with) else '' end
             );
         else

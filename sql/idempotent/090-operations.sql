@@ -192,7 +192,9 @@ select
 , coalesce(r.rows_unchanged, 0) as rows_unchanged
 , coalesce(r.tokens_saved, 0) as tokens_saved
 , ai._vectorizer_chunks_older_config(v.id) as chunks_older_config
+, ai._vectorizer_index_state(v, b) as index_state
 from ai.vectorizer v
+left outer join ai._vectorizer_index_build b on (b.vectorizer_id operator(pg_catalog.=) v.id)
 cross join lateral
 ( select
     pg_catalog.to_regclass(pg_catalog.format('%I.%I', v.queue_schema, v.queue_table)) is not null

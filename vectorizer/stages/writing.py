@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 import orjson
 import psycopg
+from pgvector import HalfVector
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
@@ -72,18 +73,22 @@ class TableWriter:
         self._type_oids: list[int] | None = None
         self._with_metadata = False
         self._extra_columns: list[str] = []
+        self._halfvec = False
 
     async def _types(self, conn: psycopg.AsyncConnection) -> list[int]:
         if self._type_oids is None:
             cursor = await conn.execute(
                 """
-                select a.attname, a.atttypid::int
+                select a.attname, a.atttypid::int, a.atttypid::regtype::text
                 from pg_catalog.pg_attribute a
                 where a.attrelid = %s::regclass and a.attnum > 0 and not a.attisdropped
                 """,
                 (self._target.as_string(conn),),
             )
-            by_name = {name: oid for name, oid in await cursor.fetchall()}
+            found = await cursor.fetchall()
+            by_name = {name: oid for name, oid, _ in found}
+            # halfvec stores (ai.destination_table(vector_type => 'halfvec')) dump HalfVector
+            self._halfvec = any(n == "embedding" and t.endswith("halfvec") for n, _, t in found)
             missing = [column for column in self._columns if column not in by_name]
             if missing:
                 raise VectorizerError(
@@ -145,7 +150,7 @@ class TableWriter:
                 for seq, (chunk, vector) in enumerate(zip(row.chunks, row.vectors, strict=True)):
                     if seq in row.kept:
                         continue
-                    values = (*row.key, seq, chunk, vector)
+                    values = (*row.key, seq, chunk, HalfVector(vector) if self._halfvec else vector)
                     if self._with_metadata:
                         values = (*values, _jsonb(row.metadata_at(seq)))
                     await copy.write_row((*values, *extras[seq]))
