@@ -86,7 +86,7 @@ def test_workers_that_exited_cleanly_show_as_stopped(
 
 
 def _screen(output: str) -> list[str]:
-    screen = pyte.Screen(160, 60)
+    screen = pyte.Screen(400, 60)  # wide enough that no log line wraps
     stream = pyte.Stream(screen)
     stream.feed(output)
     return [line.rstrip() for line in screen.display if line.strip()]
