@@ -396,7 +396,7 @@ async def test_throttling_past_the_retry_budget_is_a_vectorizer_error_not_row_er
         dimensions=8,
         base_url=fake_openai.base_url,
     )
-    embedder = make_embedder(settings, policy=RequestPolicy(retry_budget=0.5))
+    embedder = make_embedder(settings, policy=RequestPolicy(throttle_budget=0.5))
     fake_openai.fail_next(429, count=1000, retry_after_ms="100")
     with pytest.raises(VectorizerError, match=r"embedding provider unavailable: .*429"):
         await embedder.embed(["a", "b"])

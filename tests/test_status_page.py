@@ -165,12 +165,17 @@ def test_status_page_in_a_headless_browser_follows_the_worker(
         )
         assert driver.find_element(By.ID, "worker-health").text == "ok"
         assert cell("notes_vec", "backlog")["text"] == "0"
-        wait_for(
-            lambda: (cell("notes_vec", "reuse") or {}).get("text") == "0 reused / 3 embedded",
-            30,
-            interval=0.3,
-            what="the reuse counts (sent with the worker's heartbeat)",
-        )
+        seen: list[str | None] = []
+
+        def reuse_text() -> str | None:
+            seen.append((cell("odd_docs_vec", "reuse") or {}).get("text"))
+            return seen[-1]
+
+        try:
+            wait_for(lambda: reuse_text() == "0 reused / 3 embedded", 30, interval=0.3)
+        except AssertionError as exc:
+            raise AssertionError(f"reuse counts never shown; the cell showed {set(seen)}") from exc
+        assert cell("notes_vec", "reuse")["text"] == "0 reused / 0 embedded"  # nothing yet
         assert cell("notes_vec", "index")["cls"] != "pending-feature"  # ai.vectorizer_status has it
 
         insert_rows(conn, "notes", doc_rows(7))

@@ -144,7 +144,12 @@ def test_two_workers_share_one_queue_and_embed_every_row_once(
         row[0] for row in conn.execute("select success_count from ai.vectorizer_worker_process")
     ]
     assert len(successes) == 2
-    assert sum(successes) == sum(sent.values())
+    # a key whose copies two batches split is processed twice; the second time its text is
+    # already stored (chunk reuse), so it counts as a success without sending anything
+    [unchanged] = conn.execute(
+        "select rows_unchanged from ai.vectorizer_status where id = %s", (vid,)
+    ).fetchone()
+    assert sum(successes) == sum(sent.values()) + unchanged
     assert min(successes) > 0
     assert fake.max_in_flight >= 2
 
