@@ -126,7 +126,7 @@ def test_skipped_empty_metric(
             rows = value(page, "vectorizer_rows_total", vectorizer="skip_vec")
             return page if rows == 4 else None
 
-        page = wait_for(counted, 20, interval=0.1, what="the backfill in the metrics")
+        page = wait_for(counted, 60, interval=0.1, what="the backfill in the metrics")
         assert handle.alive()
     assert value(page, "vectorizer_skipped_total", vectorizer="skip_vec", reason="empty") == 3
     assert value(page, "vectorizer_chunks_total", vectorizer="skip_vec") == 1
