@@ -68,7 +68,7 @@ def http_get(port: int, path: str) -> tuple[int, str]:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
-    except (urllib.error.URLError, ConnectionError) as exc:
+    except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
         return 0, str(exc)
 
 

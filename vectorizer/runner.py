@@ -265,8 +265,9 @@ class VectorizerRunner:
             message,
             delay,
             reason,
-            # an error we did not classify is a bug or a surprise: its traceback is the clue
-            exc_info=None if isinstance(exc, VectorizerError) else exc,
+            # a Python error we did not classify is a bug or a surprise: its traceback is the
+            # clue (a database error's message says it all, e.g. a vectorizer dropped mid-run)
+            exc_info=None if isinstance(exc, VectorizerError | psycopg.Error) else exc,
         )
         self._tracking.record_error(f"vectorizer {self.vectorizer_id}: {reason}")
         label = loaded.name if loaded else str(self.vectorizer_id)
