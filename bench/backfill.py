@@ -120,7 +120,8 @@ def prepare(db_url: str, rows: int, seed: int) -> None:
               embedding => ai.embedding_openai('text-embedding-3-small', 1536),
               chunking => ai.chunking_recursive_character_text_splitter(800, 100),
               formatting => ai.formatting_python_template('$title: $chunk'),
-              processing => ai.processing_default(batch_size => %s))
+              processing => ai.processing_default(batch_size => %s),
+              indexing => ai.indexing_none())
             """,
             (None,),
         )
