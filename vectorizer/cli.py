@@ -140,8 +140,15 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
         "--concurrency",
         type=positive_int,
         default=None,
-        help="executors per vectorizer; overrides processing.concurrency. "
-        "Env: VECTORIZER_CONCURRENCY",
+        help="executors per vectorizer; overrides processing.concurrency. Default: adaptive "
+        "(grows while throughput grows, within --max-connections). Env: VECTORIZER_CONCURRENCY",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=positive_int,
+        default=None,
+        help="database connections this worker may open; the adaptive concurrency of all "
+        "vectorizers shares them (default 20). Env: VECTORIZER_MAX_CONNECTIONS",
     )
     parser.add_argument(
         "--once",
@@ -243,6 +250,7 @@ def worker_settings(args: argparse.Namespace) -> WorkerSettings:
         db_url=resolve_db_url(args.db_url),
         vectorizer_ids=list(ids or []),
         concurrency=_setting(args.concurrency, "CONCURRENCY", positive_int, None),
+        max_connections=_setting(args.max_connections, "MAX_CONNECTIONS", positive_int, 20),
         once=_setting(args.once, "ONCE", parse_bool, False),
         poll_interval=_setting(args.poll_interval, "POLL_INTERVAL", parse_duration, 5.0),
         exit_on_error=_setting(args.exit_on_error, "EXIT_ON_ERROR", parse_bool, None),

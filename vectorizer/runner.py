@@ -10,7 +10,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import psycopg
 from pgvector.psycopg import register_vector_async
@@ -19,6 +19,7 @@ from psycopg.rows import dict_row
 from pydantic import ValidationError
 
 from vectorizer import preflight
+from vectorizer.concurrency import AdaptiveConcurrency, ConnectionBudget
 from vectorizer.config import Vectorizer
 from vectorizer.embedders import Embedder, make_embedder
 from vectorizer.errors import VectorizerError
@@ -88,6 +89,20 @@ class _Components:
     embedder: Embedder
 
 
+@dataclass
+class _Drain:
+    """The executors of one drain: how many should run, which do, whether the queue ran dry."""
+
+    fixed: int | None
+    controller: AdaptiveConcurrency | None
+    running: dict[int, asyncio.Task[int]] = field(default_factory=dict)
+    drained: bool = False
+
+    @property
+    def level(self) -> int:
+        return self.controller.level if self.controller else self.fixed or 1
+
+
 class VectorizerRunner:
     """Drains one vectorizer's queue with N executors whenever woken."""
 
@@ -97,6 +112,7 @@ class VectorizerRunner:
         settings: WorkerSettings,
         tracking: WorkerTracking,
         shutdown: asyncio.Event,
+        budget: ConnectionBudget | None = None,
     ) -> None:
         self.vectorizer_id = vectorizer_id
         self._settings = settings
@@ -118,6 +134,10 @@ class VectorizerRunner:
             keep=MAX_IDLE_CONNECTIONS,
         )
         self.indexer = IndexBuilder(settings.db_url, vectorizer_id, tracking)
+        # shared by the worker's runners (fairness); a runner alone gets the whole budget
+        self._budget = budget or ConnectionBudget(settings.max_connections)
+        self.concurrency: AdaptiveConcurrency | None = None  # kept across drains: it learned
+        self._disabled_checked = 0.0
 
     async def _build(self, conn: psycopg.AsyncConnection) -> _Components | None:
         vectorizer = await load_vectorizer(conn, self.vectorizer_id)
@@ -152,10 +172,10 @@ class VectorizerRunner:
                 return 0
             await preflight.check(conn, components.vectorizer)
         vectorizer = components.vectorizer
-        concurrency = self._settings.concurrency or vectorizer.config.processing.concurrency or 1
+        fixed = self._settings.concurrency or vectorizer.config.processing.concurrency
         log.debug(
             "running vectorizer",
-            extra={"vectorizer_id": vectorizer.id, "concurrency": concurrency},
+            extra={"vectorizer_id": vectorizer.id, "concurrency": fixed or "adaptive"},
         )
         if self.progress is not None:
             self.progress.name = vectorizer.name
@@ -163,19 +183,11 @@ class VectorizerRunner:
         started = time.monotonic()
         self.chunks_written = 0
         self.reuse = ReuseCounts()
-        executors = [
-            asyncio.create_task(self._executor_loop(components)) for _ in range(concurrency)
-        ]
+        self._budget.enter(vectorizer.id, fixed)
         try:
-            totals = await asyncio.gather(*executors)
-        except BaseException:
-            # One executor's failure is the vectorizer's: the others stop too (their batches in
-            # hand roll back) rather than go on claiming while the vectorizer backs off.
-            for executor in executors:
-                executor.cancel()
-            await asyncio.gather(*executors, return_exceptions=True)
-            raise
-        items = sum(totals)
+            items = await self._run_executors(components, fixed)
+        finally:
+            self._budget.leave(vectorizer.id)
         # a wake-up that found nothing to do is polling chatter, not news
         log.log(
             logging.INFO if items or self.chunks_written else logging.DEBUG,
@@ -193,7 +205,47 @@ class VectorizerRunner:
         await self.indexer.after_drain(vectorizer, wait=self._settings.once)
         return items
 
-    async def _executor_loop(self, components: _Components) -> int:
+    async def _run_executors(self, components: _Components, fixed: int | None) -> int:
+        """Runs executors until the queue is empty: `fixed` of them, else as many as the
+        adaptive controller asks for, started and stopped between batches."""
+        drain = _Drain(fixed, None if fixed else self._adaptive(components))
+        telemetry.concurrency(components.vectorizer.name, drain.level)
+        self._top_up(components, drain)
+        done = 0
+        try:
+            while drain.running:
+                finished, _ = await asyncio.wait(
+                    set(drain.running.values()), return_when=asyncio.FIRST_COMPLETED
+                )
+                for slot, task in list(drain.running.items()):
+                    if task in finished:
+                        del drain.running[slot]
+                        done += task.result()  # one executor's failure is the vectorizer's
+        except BaseException:
+            # the others stop too (their batches in hand roll back) rather than go on
+            # claiming while the vectorizer backs off
+            for task in drain.running.values():
+                task.cancel()
+            await asyncio.gather(*drain.running.values(), return_exceptions=True)
+            raise
+        return done
+
+    def _top_up(self, components: _Components, drain: _Drain) -> None:
+        """Starts an executor in every free slot below the level, until the queue ran dry."""
+        for slot in range(drain.level):
+            if slot not in drain.running and not drain.drained:
+                drain.running[slot] = asyncio.create_task(
+                    self._executor_loop(components, slot, drain)
+                )
+
+    def _adaptive(self, components: _Components) -> AdaptiveConcurrency:
+        if self.concurrency is None:
+            self.concurrency = AdaptiveConcurrency(self.label, self._budget.share)
+        self.concurrency.restart_window()
+        components.embedder.on_pushback = self.concurrency.congested
+        return self.concurrency
+
+    async def _executor_loop(self, components: _Components, slot: int, drain: _Drain) -> int:
         vectorizer = components.vectorizer
         executor = Executor(
             vectorizer,
@@ -205,8 +257,9 @@ class VectorizerRunner:
         )
         done = 0
         async with self._connections.get() as conn:
-            while not self._shutdown.is_set():
-                if await _is_disabled(conn, vectorizer.id):
+            # a slot above the level stops between batches: the controller shrank the pool
+            while not self._shutdown.is_set() and slot < drain.level:
+                if await self._disabled(conn, vectorizer.id):
                     break
                 with tracing.span("vectorizer.batch", vectorizer_id=vectorizer.id):
                     result = await executor.run_batch(conn)
@@ -226,7 +279,12 @@ class VectorizerRunner:
                 await self._report(result)
                 self.indexer.poke(vectorizer)  # a queue that never empties still gets its index
                 if result.claimed == 0:
+                    drain.drained = True
                     break
+                if drain.controller is not None:
+                    drain.controller.batch_done(result.chunks)
+                    telemetry.concurrency(vectorizer.name, drain.level)
+                    self._top_up(components, drain)
         return done
 
     async def _report(self, result: BatchResult) -> None:
@@ -241,6 +299,13 @@ class VectorizerRunner:
             await self._tracking.progress(self.vectorizer_id, result.rows_done)
         if result.reuse:
             self._tracking.record_reuse(self.vectorizer_id, result.reuse)
+
+    async def _disabled(self, conn: psycopg.AsyncConnection, vectorizer_id: int) -> bool:
+        now = time.monotonic()
+        if now - self._disabled_checked < DISABLED_CHECK_SECONDS:
+            return False
+        self._disabled_checked = now
+        return await _is_disabled(conn, vectorizer_id)
 
     async def record_vectorizer_error(self, exc: Exception) -> None:
         """Once per breaker trip: an error row, progress and the heartbeat's count."""
@@ -357,6 +422,11 @@ async def _pending_estimate(db_url: str, vectorizer_id: int) -> int:
         cursor = await conn.execute("select ai._vectorizer_count_rows(%s, %s)", row)
         counted = await cursor.fetchone()
     return int(counted[0] or 0) if counted else 0
+
+
+# how stale a batch's view of `ai.vectorizer.disabled` may be: a round trip per batch costs
+# more than finishing a second's batches after someone disabled the vectorizer
+DISABLED_CHECK_SECONDS = 1.0
 
 
 async def _is_disabled(conn: psycopg.AsyncConnection, vectorizer_id: int) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from vectorizer.concurrency import DEFAULT_MAX_CONNECTIONS
 from vectorizer.executor import RetryPolicy
 
 
@@ -13,6 +14,8 @@ class WorkerSettings:
     db_url: str
     vectorizer_ids: list[str] = field(default_factory=list)
     concurrency: int | None = None
+    # connections this worker may open; the adaptive concurrency stays within it
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
     once: bool = False
     poll_interval: float = 5.0
     exit_on_error: bool | None = None

@@ -16,6 +16,7 @@ from typing import Any
 
 import psycopg
 
+from vectorizer.concurrency import ConnectionBudget
 from vectorizer.observability import tracing
 from vectorizer.observability.metrics import MetricsServer
 from vectorizer.observability.progress import Progress, ProgressDisplay
@@ -84,6 +85,7 @@ class Worker:
         self.settings = settings
         self.shutdown = asyncio.Event()
         self._runners: dict[int, VectorizerRunner] = {}
+        self._budget = ConnectionBudget(settings.max_connections)
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._discover = asyncio.Event()
         self._tracking = WorkerTracking(settings.db_url, timedelta(seconds=settings.poll_interval))
@@ -221,7 +223,9 @@ class Worker:
     def _runner(self, vectorizer_id: int) -> VectorizerRunner:
         runner = self._runners.get(vectorizer_id)
         if runner is None:
-            runner = VectorizerRunner(vectorizer_id, self.settings, self._tracking, self.shutdown)
+            runner = VectorizerRunner(
+                vectorizer_id, self.settings, self._tracking, self.shutdown, self._budget
+            )
             self._runners[vectorizer_id] = runner
             if self._progress is not None:
                 runner.progress = Progress(name=str(vectorizer_id))
