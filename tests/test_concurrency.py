@@ -24,7 +24,14 @@ class Feed:
         self.controller.batch_done(0, now=self.now)  # opens the first window
 
     def interval(self, rate: float) -> int:
-        level = self.controller.level
+        """One measured interval; after a change, also the warm-up interval that follows."""
+        level = self._one(rate)
+        if level != self._one_before:
+            self._one(rate)  # not measured: the controller ignores it
+        return self.controller.level
+
+    def _one(self, rate: float) -> int:
+        self._one_before = level = self.controller.level
         for i in range(level):  # one batch per executor, the last closes the interval
             self.controller.batch_done(int(rate / level), now=self.now + (i + 1) / level)
         self.now += 1.0
@@ -41,6 +48,13 @@ def test_slow_start_doubles_while_throughput_grows() -> None:
     assert feed.interval(100) == 2  # first measurement: try two
     assert feed.interval(190) == 4
     assert feed.interval(370) == 8
+
+
+def test_the_interval_after_a_change_is_not_measured() -> None:
+    feed = Feed()
+    assert feed._one(100) == 2
+    assert feed._one(10) == 2  # warming up: a collapse here is not held against level 2
+    assert feed._one(190) == 4
 
 
 def test_a_doubling_that_does_not_pay_settles_on_the_better_level() -> None:

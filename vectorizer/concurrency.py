@@ -66,6 +66,9 @@ class AdaptiveConcurrency:
         self._window_start: float | None = None
         self._chunks = 0
         self._batches = 0
+        # the interval right after a change is not measured: new executors open connections
+        # and the old level's batches are still finishing
+        self._warming = False
 
     def batch_done(self, chunks: int, now: float | None = None) -> int:
         """A batch committed `chunks` chunks; returns the level executors should run at."""
@@ -76,7 +79,12 @@ class AdaptiveConcurrency:
         self._batches += 1
         elapsed = now - self._window_start
         if elapsed >= self._settings.interval and self._batches >= self.level:
-            self._decide(self._chunks / elapsed)
+            if self._warming and self._congestion is None:
+                self._warming = False
+            else:
+                old = self.level
+                self._decide(self._chunks / elapsed)
+                self._warming = self.level != old
             self._window_start, self._chunks, self._batches = now, 0, 0
         return self.level
 

@@ -1,0 +1,62 @@
+"""Adaptive concurrency end to end: a daemon with default settings grows its executors while
+throughput grows; an explicit concurrency is left alone. Real CLI, Postgres and fake server."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from tests.fake_openai import FakeOpenAI
+from tests.worker_helpers import (
+    count,
+    create_source,
+    create_vectorizer,
+    daemon,
+    doc_rows,
+    wait_for,
+    wait_for_stderr,
+    worker_env,
+)
+
+# a provider this slow makes one executor wait most of the time: more executors pay at once
+LATENCY = 0.2
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI() as server:
+        server.configure(latency=LATENCY)
+        yield server
+
+
+def _levels(stderr: str) -> list[int]:
+    return [int(new) for new in re.findall(r"concurrency \d+ -> (\d+)", stderr)]
+
+
+def test_default_settings_grow_the_executors_above_one(
+    conn: psycopg.Connection, db_url: str, fake: FakeOpenAI
+) -> None:
+    create_source(conn, rows=doc_rows(300))
+    create_vectorizer(conn, processing="ai.processing_default(batch_size => 5)")
+    with daemon(db_url, "--poll-interval", "1m", env=worker_env(fake)) as handle:
+        wait_for_stderr(handle, "concurrency 1 -> 2", 60)
+        wait_for(lambda: count(conn, "docs_embedding_store") == 300, 60, what="the backfill")
+        assert handle.alive(), handle.stderr()
+        stderr = handle.stderr()
+    # slow start: the first doubling pays at this latency (more may, depending on the machine)
+    assert _levels(stderr)[0] == 2, stderr
+
+
+def test_explicit_concurrency_wins(
+    conn: psycopg.Connection, db_url: str, fake: FakeOpenAI
+) -> None:
+    create_source(conn, rows=doc_rows(40))
+    create_vectorizer(conn, processing="ai.processing_default(batch_size => 5, concurrency => 2)")
+    with daemon(db_url, "--poll-interval", "1m", env=worker_env(fake)) as handle:
+        wait_for(lambda: count(conn, "docs_embedding_store") == 40, 60, what="the backfill")
+        assert handle.alive(), handle.stderr()
+        stderr = handle.stderr()
+    assert _levels(stderr) == []
