@@ -50,9 +50,7 @@ def test_default_settings_grow_the_executors_above_one(
     assert _levels(stderr)[0] == 2, stderr
 
 
-def test_explicit_concurrency_wins(
-    conn: psycopg.Connection, db_url: str, fake: FakeOpenAI
-) -> None:
+def test_explicit_concurrency_wins(conn: psycopg.Connection, db_url: str, fake: FakeOpenAI) -> None:
     create_source(conn, rows=doc_rows(40))
     create_vectorizer(conn, processing="ai.processing_default(batch_size => 5, concurrency => 2)")
     with daemon(db_url, "--poll-interval", "1m", env=worker_env(fake)) as handle:
