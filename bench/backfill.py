@@ -19,6 +19,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -128,6 +129,35 @@ def prepare(db_url: str, rows: int, seed: int) -> None:
         )
 
 
+class PeakRss:
+    """The peak RSS of a running process, from /proc (VmHWM).
+
+    Not `ru_maxrss`: Linux carries the parent's high-water mark over an exec, so a worker
+    started after `verify` grew this process would report this process's peak.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.mb = 0.0
+        self._path = Path(f"/proc/{pid}/status")
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._done.wait(0.1):
+            try:
+                status = self._path.read_text()
+            except OSError:
+                return
+            match = re.search(r"VmHWM:\s+(\d+) kB", status)
+            if match:
+                self.mb = max(self.mb, int(match.group(1)) / 1024)
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+
 @dataclass
 class Run:
     wall: float  # start to exit
@@ -175,7 +205,9 @@ def run_worker(
         text=True,
     )
     assert process.stderr is not None
+    peak = PeakRss(process.pid)
     log = process.stderr.read()
+    peak.stop()
     _, status, usage = os.wait4(process.pid, 0)
     elapsed = time.perf_counter() - started
     if status != 0:
@@ -185,7 +217,7 @@ def run_worker(
     cpu = usage.ru_utime + usage.ru_stime
     changes = re.findall(r"concurrency (\d+) -> (\d+)", log)
     levels = ">".join([changes[0][0], *(new for _, new in changes)]) if changes else ""
-    return Run(elapsed, processing, cpu, usage.ru_maxrss / 1024, levels)
+    return Run(elapsed, processing, cpu, peak.mb or usage.ru_maxrss / 1024, levels)
 
 
 def copy_floor(db_url: str) -> tuple[int, float]:

@@ -37,6 +37,7 @@ class AimdSettings:
     start: int = 1
     slow_start_gain: float = 0.15  # a doubling must buy this much more throughput to continue
     probe_gain: float = 0.04  # one more executor must buy this much to be kept
+    worse: float = 0.05  # a doubling that lost more than this share is undone
     probe_every: int = 6  # settled intervals between probes
     congestion_factor: float = 0.5  # on 429s, timeouts, 5xx
     fall_threshold: float = 0.6  # throughput under this share of the settled rate has fallen
@@ -124,8 +125,9 @@ class AdaptiveConcurrency:
             self._trial_from, self.level = old, min(ceiling, old * 2)
             self._log(old, f"throughput grew to {rate:,.0f} chunks/s")
             return
-        # the last doubling did not pay: keep whichever of the two levels did better
-        keep = old if rate >= self._reference else self._trial_from
+        # the last doubling did not pay: keep it unless it did clearly worse (noise either way
+        # is likelier than harm from a few more executors)
+        keep = old if rate >= self._reference * (1 - self._settings.worse) else self._trial_from
         self._settle(keep)
         self._log(old, f"throughput flat at {rate:,.0f} chunks/s")
 
