@@ -11,7 +11,7 @@ from vectorizer.concurrency import (
     ConnectionBudget,
 )
 
-SETTINGS = AimdSettings(interval=1.0, probe_every=3)
+SETTINGS = AimdSettings(interval=1.0, probe_every=3, start=1)
 
 
 class Feed:
@@ -40,6 +40,11 @@ class Feed:
 
 def _no() -> float:
     raise AssertionError("the tests feed the clock")
+
+
+def test_the_default_start_is_four_within_the_ceiling() -> None:
+    assert AdaptiveConcurrency("v", lambda: 17).level == 4
+    assert AdaptiveConcurrency("v", lambda: 2).level == 2
 
 
 def test_slow_start_doubles_while_throughput_grows() -> None:

@@ -4,7 +4,7 @@ said (`processing_default(concurrency => …)` or `--concurrency` still win).
 An AIMD controller per vectorizer, fed by the runner with every committed batch and by the
 embedding driver with every 429 or transient failure:
 
-* slow start: double the level while each doubling still buys throughput;
+* slow start: from 4, double the level while each doubling still buys throughput;
 * then settle, and every few intervals probe one more executor, kept only when it pays;
 * halve on 429s, timeouts and 5xx (the provider is the bottleneck: more requests make it
   worse), and cut by a quarter when throughput falls well below the settled figure;
@@ -34,7 +34,9 @@ DEFAULT_MAX_CONNECTIONS = 20
 @dataclass(frozen=True)
 class AimdSettings:
     interval: float = 0.5  # seconds of batches one decision looks at (at least `level` batches)
-    start: int = 1
+    # a few executors cost a few connections and overlap a provider's latency with the
+    # database's work from the first batch; slow start doubles from there
+    start: int = 4
     slow_start_gain: float = 0.15  # a doubling must buy this much more throughput to continue
     probe_gain: float = 0.04  # one more executor must buy this much to be kept
     worse: float = 0.05  # a doubling that lost more than this share is undone
