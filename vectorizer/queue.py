@@ -6,6 +6,7 @@ and column names are always quoted identifiers and values are always parameters.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -99,11 +100,18 @@ def keys_condition(
     pk_names: Sequence[str], keys: Sequence[tuple[object, ...]], prefix: str | None = None
 ) -> tuple[sql.Composed, list[object]]:
     """`(pk1, pk2) in ((%s, %s), ...)` for `keys`, and its parameters."""
-    one_key = sql.SQL("({})").format(sql.SQL(", ").join(sql.Placeholder() * len(pk_names)))
     condition = sql.SQL("({}) in ({})").format(
-        _ident_list(pk_names, prefix), sql.SQL(", ").join([one_key] * len(keys))
+        _ident_list(pk_names, prefix), _placeholders(len(pk_names), len(keys))
     )
     return condition, [value for key in keys for value in key]
+
+
+@functools.lru_cache(maxsize=256)
+def _placeholders(width: int, count: int) -> sql.SQL:
+    # One SQL fragment, not a Composed of `count` tuples: psycopg renders a Composed part by
+    # part on every execute, which cost ~0.7 ms per batch query at 50 keys.
+    one_key = "(" + ", ".join(["%s"] * width) + ")"
+    return sql.SQL(", ".join([one_key] * count))
 
 
 def build_queries(vectorizer: Vectorizer) -> QueueQueries:
