@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
@@ -20,6 +21,7 @@ from tests.worker_helpers import (
     wait_for_stderr,
     worker_env,
 )
+from vectorizer.status import render, snapshot
 
 # a provider this slow makes one executor wait most of the time: more executors pay at once
 LATENCY = 0.2
@@ -40,10 +42,16 @@ def test_default_settings_grow_the_executors_above_one(
     conn: psycopg.Connection, db_url: str, fake: FakeOpenAI
 ) -> None:
     create_source(conn, rows=doc_rows(300))
-    create_vectorizer(conn, processing="ai.processing_default(batch_size => 5)")
-    with daemon(db_url, "--poll-interval", "1m", env=worker_env(fake)) as handle:
+    vid = create_vectorizer(conn, processing="ai.processing_default(batch_size => 5)")
+    with daemon(db_url, "--poll-interval", "1s", env=worker_env(fake)) as handle:
         wait_for_stderr(handle, "concurrency 4 -> 8", 60)
         wait_for(lambda: count(conn, "docs_embedding_store") == 300, 60, what="the backfill")
+        # `vectorizer status` shows the level the live worker reported with its heartbeat
+        executors, adaptive = wait_for(
+            lambda: snapshot(conn).concurrency.get(vid), 30, what="the reported executors"
+        )
+        assert adaptive and executors >= 2
+        assert f"{executors} (adaptive)" in render(snapshot(conn), datetime.now(UTC))
         assert handle.alive(), handle.stderr()
         stderr = handle.stderr()
     # slow start from 4: the first doubling pays at this latency (more may, machine allowing)
@@ -52,9 +60,15 @@ def test_default_settings_grow_the_executors_above_one(
 
 def test_explicit_concurrency_wins(conn: psycopg.Connection, db_url: str, fake: FakeOpenAI) -> None:
     create_source(conn, rows=doc_rows(40))
-    create_vectorizer(conn, processing="ai.processing_default(batch_size => 5, concurrency => 2)")
-    with daemon(db_url, "--poll-interval", "1m", env=worker_env(fake)) as handle:
+    vid = create_vectorizer(
+        conn, processing="ai.processing_default(batch_size => 5, concurrency => 2)"
+    )
+    with daemon(db_url, "--poll-interval", "1s", env=worker_env(fake)) as handle:
         wait_for(lambda: count(conn, "docs_embedding_store") == 40, 60, what="the backfill")
+        reported = wait_for(
+            lambda: snapshot(conn).concurrency.get(vid), 30, what="the reported executors"
+        )
         assert handle.alive(), handle.stderr()
         stderr = handle.stderr()
     assert _levels(stderr) == []
+    assert reported == (2, False)

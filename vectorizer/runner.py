@@ -209,7 +209,7 @@ class VectorizerRunner:
         """Runs executors until the queue is empty: `fixed` of them, else as many as the
         adaptive controller asks for, started and stopped between batches."""
         drain = _Drain(fixed, None if fixed else self._adaptive(components))
-        telemetry.concurrency(components.vectorizer.name, drain.level)
+        self._publish_level(components.vectorizer, drain)
         self._top_up(components, drain)
         done = 0
         try:
@@ -237,6 +237,10 @@ class VectorizerRunner:
                 drain.running[slot] = asyncio.create_task(
                     self._executor_loop(components, slot, drain)
                 )
+
+    def _publish_level(self, vectorizer: Vectorizer, drain: _Drain) -> None:
+        telemetry.concurrency(vectorizer.name, drain.level)
+        self._tracking.record_concurrency(vectorizer.id, drain.level, drain.controller is not None)
 
     def _adaptive(self, components: _Components) -> AdaptiveConcurrency:
         if self.concurrency is None:
@@ -283,7 +287,7 @@ class VectorizerRunner:
                     break
                 if drain.controller is not None:
                     drain.controller.batch_done(result.chunks)
-                    telemetry.concurrency(vectorizer.name, drain.level)
+                    self._publish_level(vectorizer, drain)
                     self._top_up(components, drain)
         return done
 
