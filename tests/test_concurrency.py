@@ -107,7 +107,10 @@ def test_falling_throughput_cuts_the_level() -> None:
     assert feed.controller.level == 8
     assert feed.interval(400) == 8  # measures the settled rate
     assert feed.interval(390) == 8  # noise
-    assert feed.interval(150) == 6  # under 60 % of the settled rate: x 0.75
+    assert feed.interval(150) == 8  # one low interval: a busy neighbour, maybe
+    assert feed.interval(380) == 8  # recovered
+    assert feed.interval(150) == 8
+    assert feed.interval(140) == 6  # two in a row under 60 % of the settled rate: x 0.75
 
 
 def test_level_stays_within_the_ceiling() -> None:
@@ -138,6 +141,7 @@ def test_restart_window_ignores_the_gap_between_drains() -> None:
 def test_budget_is_shared_fairly_and_fixed_concurrency_takes_its_own() -> None:
     budget = ConnectionBudget(max_connections=20)
     executors = 20 - RESERVED_CONNECTIONS
+    assert ConnectionBudget().executors == 12
     budget.enter(1, None)
     assert budget.share() == executors
     budget.enter(2, None)

@@ -148,7 +148,8 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
         type=positive_int,
         default=None,
         help="database connections this worker may open; the adaptive concurrency of all "
-        "vectorizers shares them (default 20). Env: VECTORIZER_MAX_CONNECTIONS",
+        "vectorizers shares them, 3 kept for bookkeeping (default 15). "
+        "Env: VECTORIZER_MAX_CONNECTIONS",
     )
     parser.add_argument(
         "--once",
@@ -234,6 +235,7 @@ def _setting(value: T | None, env_name: str, convert: Callable[[str], T], defaul
 
 
 def worker_settings(args: argparse.Namespace) -> WorkerSettings:
+    from vectorizer.concurrency import DEFAULT_MAX_CONNECTIONS
     from vectorizer.executor import RetryPolicy
     from vectorizer.install import resolve_db_url
     from vectorizer.worker import WorkerSettings
@@ -250,7 +252,9 @@ def worker_settings(args: argparse.Namespace) -> WorkerSettings:
         db_url=resolve_db_url(args.db_url),
         vectorizer_ids=list(ids or []),
         concurrency=_setting(args.concurrency, "CONCURRENCY", positive_int, None),
-        max_connections=_setting(args.max_connections, "MAX_CONNECTIONS", positive_int, 20),
+        max_connections=_setting(
+            args.max_connections, "MAX_CONNECTIONS", positive_int, DEFAULT_MAX_CONNECTIONS
+        ),
         once=_setting(args.once, "ONCE", parse_bool, False),
         poll_interval=_setting(args.poll_interval, "POLL_INTERVAL", parse_duration, 5.0),
         exit_on_error=_setting(args.exit_on_error, "EXIT_ON_ERROR", parse_bool, None),

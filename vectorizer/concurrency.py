@@ -28,7 +28,9 @@ log = logging.getLogger(__name__)
 # Connections a worker keeps besides its executors: tracking, LISTEN, and one per draining
 # vectorizer for its catalog reads and index builds.
 RESERVED_CONNECTIONS = 3
-DEFAULT_MAX_CONNECTIONS = 20
+# 12 executors: past that a 2-core worker gained nothing in bench/backfill.py, and its peak
+# RSS passed 250 MB at 1536 dimensions
+DEFAULT_MAX_CONNECTIONS = 15
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class AimdSettings:
     congestion_factor: float = 0.5  # on 429s, timeouts, 5xx
     fall_threshold: float = 0.6  # throughput under this share of the settled rate has fallen
     fall_factor: float = 0.75
+    fall_intervals: int = 2  # consecutive: a busy neighbour can halve one interval's figure
 
 
 class AdaptiveConcurrency:
@@ -65,6 +68,7 @@ class AdaptiveConcurrency:
         self._reference: float | None = None  # rate before the current trial, or settled rate
         self._trial_from = self.level
         self._settled_intervals = 0
+        self._low_intervals = 0
         self._congestion: str | None = None
         self._window_start: float | None = None
         self._chunks = 0
@@ -151,9 +155,12 @@ class AdaptiveConcurrency:
             self._reference = rate
             return
         if rate < self._reference * self._settings.fall_threshold:
-            self._settle(math.floor(old * self._settings.fall_factor))
-            self._log(old, f"throughput fell to {rate:,.0f} chunks/s")
+            self._low_intervals += 1
+            if self._low_intervals >= self._settings.fall_intervals:
+                self._settle(math.floor(old * self._settings.fall_factor))
+                self._log(old, f"throughput fell to {rate:,.0f} chunks/s")
             return
+        self._low_intervals = 0
         # a slowly moving reference: one noisy interval neither trips nor resets it
         self._reference = 0.7 * self._reference + 0.3 * rate
         self._settled_intervals += 1
@@ -166,6 +173,7 @@ class AdaptiveConcurrency:
         self._phase = "steady"
         self._reference = None  # measured afresh at the new level
         self._settled_intervals = 0
+        self._low_intervals = 0
 
     def _log(self, old: int, why: str) -> None:
         if self.level != old:
