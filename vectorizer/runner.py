@@ -23,7 +23,7 @@ from vectorizer.concurrency import AdaptiveConcurrency, ConnectionBudget
 from vectorizer.config import Vectorizer
 from vectorizer.embedders import Embedder, make_embedder
 from vectorizer.errors import VectorizerError
-from vectorizer.executor import BatchResult, Executor
+from vectorizer.executor import BatchResult, Executor, batch_size_for
 from vectorizer.indexing import IndexBuilder
 from vectorizer.observability import tracing
 from vectorizer.observability.progress import Progress
@@ -137,7 +137,6 @@ class VectorizerRunner:
         # shared by the worker's runners (fairness); a runner alone gets the whole budget
         self._budget = budget or ConnectionBudget(settings.max_connections)
         self.concurrency: AdaptiveConcurrency | None = None  # kept across drains: it learned
-        self._disabled_checked = 0.0
 
     async def _build(self, conn: psycopg.AsyncConnection) -> _Components | None:
         vectorizer = await load_vectorizer(conn, self.vectorizer_id)
@@ -210,7 +209,12 @@ class VectorizerRunner:
         adaptive controller asks for, started and stopped between batches."""
         drain = _Drain(fixed, None if fixed else self._adaptive(components))
         self._publish_level(components.vectorizer, drain)
-        self._top_up(components, drain)
+        if drain.controller is None:
+            self._top_up(components, drain)
+        else:
+            # one executor first: a wake-up for a row or two needs no more (nor their
+            # connections); a full batch says there is more, and the rest start then
+            self._start(components, drain, 0)
         done = 0
         try:
             while drain.running:
@@ -233,10 +237,11 @@ class VectorizerRunner:
     def _top_up(self, components: _Components, drain: _Drain) -> None:
         """Starts an executor in every free slot below the level, until the queue ran dry."""
         for slot in range(drain.level):
-            if slot not in drain.running and not drain.drained:
-                drain.running[slot] = asyncio.create_task(
-                    self._executor_loop(components, slot, drain)
-                )
+            self._start(components, drain, slot)
+
+    def _start(self, components: _Components, drain: _Drain, slot: int) -> None:
+        if slot not in drain.running and not drain.drained:
+            drain.running[slot] = asyncio.create_task(self._executor_loop(components, slot, drain))
 
     def _publish_level(self, vectorizer: Vectorizer, drain: _Drain) -> None:
         telemetry.concurrency(vectorizer.name, drain.level)
@@ -260,10 +265,11 @@ class VectorizerRunner:
             self._settings.retry,
         )
         done = 0
+        full_batch = batch_size_for(vectorizer)
         async with self._connections.get() as conn:
             # a slot above the level stops between batches: the controller shrank the pool
             while not self._shutdown.is_set() and slot < drain.level:
-                if await self._disabled(conn, vectorizer.id):
+                if await _is_disabled(conn, vectorizer.id):
                     break
                 with tracing.span("vectorizer.batch", vectorizer_id=vectorizer.id):
                     result = await executor.run_batch(conn)
@@ -288,7 +294,8 @@ class VectorizerRunner:
                 if drain.controller is not None:
                     drain.controller.batch_done(result.chunks)
                     self._publish_level(vectorizer, drain)
-                    self._top_up(components, drain)
+                    if result.claimed >= full_batch:
+                        self._top_up(components, drain)
         return done
 
     async def _report(self, result: BatchResult) -> None:
@@ -303,13 +310,6 @@ class VectorizerRunner:
             await self._tracking.progress(self.vectorizer_id, result.rows_done)
         if result.reuse:
             self._tracking.record_reuse(self.vectorizer_id, result.reuse)
-
-    async def _disabled(self, conn: psycopg.AsyncConnection, vectorizer_id: int) -> bool:
-        now = time.monotonic()
-        if now - self._disabled_checked < DISABLED_CHECK_SECONDS:
-            return False
-        self._disabled_checked = now
-        return await _is_disabled(conn, vectorizer_id)
 
     async def record_vectorizer_error(self, exc: Exception) -> None:
         """Once per breaker trip: an error row, progress and the heartbeat's count."""
@@ -426,11 +426,6 @@ async def _pending_estimate(db_url: str, vectorizer_id: int) -> int:
         cursor = await conn.execute("select ai._vectorizer_count_rows(%s, %s)", row)
         counted = await cursor.fetchone()
     return int(counted[0] or 0) if counted else 0
-
-
-# how stale a batch's view of `ai.vectorizer.disabled` may be: a round trip per batch costs
-# more than finishing a second's batches after someone disabled the vectorizer
-DISABLED_CHECK_SECONDS = 1.0
 
 
 async def _is_disabled(conn: psycopg.AsyncConnection, vectorizer_id: int) -> bool:
