@@ -279,6 +279,8 @@ class Vectorizer(_Model):
     queue_failed_table: str
     disabled: bool = False
     config: Config
+    # ai._vectorizer_content_hash(config) when loaded: what a batch checks before it writes
+    content_hash: str | None = None
 
     @model_validator(mode="after")
     def _pk_in_table_order(self) -> Vectorizer:

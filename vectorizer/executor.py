@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import psycopg
 
+from vectorizer import reembed
 from vectorizer.config import UriLoading, Vectorizer
 from vectorizer.embedders import Embedder
 from vectorizer.empty_inputs import EmptyInputs
@@ -133,6 +134,7 @@ class Executor:
             live = await self._recheck(conn, live)
             # an unchanged row is done without a write: no DELETE, no COPY, no WAL
             good = [item for item in live if item.error is None and not item.unchanged]
+            await reembed.ensure_current(conn, self.vectorizer)
             with tracing.span("vectorizer.stage", stage="write", rows=len(good)):
                 await self._write(conn, good)
             await self._forget_failures(conn, [item for item in live if item.error is None])

@@ -18,11 +18,11 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 from pydantic import ValidationError
 
-from vectorizer import preflight
+from vectorizer import preflight, reembed
 from vectorizer.config import Vectorizer
 from vectorizer.embedders import Embedder, make_embedder
 from vectorizer.errors import VectorizerError
-from vectorizer.executor import BatchResult, Executor
+from vectorizer.executor import BatchResult, Executor, batch_size_for
 from vectorizer.indexing import IndexBuilder
 from vectorizer.observability import tracing
 from vectorizer.observability.progress import Progress
@@ -47,7 +47,7 @@ async def load_vectorizer(conn: psycopg.AsyncConnection, vectorizer_id: int) -> 
             select id, name, source_schema, source_table, source_pk, queue_schema, queue_table,
                    coalesce(queue_failed_table, '_vectorizer_q_failed_' || id)
                        as queue_failed_table,
-                   disabled, config
+                   disabled, config, ai._vectorizer_content_hash(config) as content_hash
             from ai.vectorizer where id = %s
             """,
             (vectorizer_id,),
@@ -112,6 +112,7 @@ class VectorizerRunner:
         self.reuse_total = ReuseCounts()  # since the worker started
         self.progress: Progress | None = None
         self._loaded: Vectorizer | None = None
+        self._altered = False  # set by an executor whose batch met a newer config
         self._connections = _Connections(
             settings.db_url,
             f"vectorizer-worker[{vectorizer_id}]: executor",
@@ -140,7 +141,17 @@ class VectorizerRunner:
         return self._components
 
     async def drain(self) -> int:
-        """Processes the queue until it is empty; returns the rows embedded."""
+        """Processes the queue (and any re-embed slices) until it is empty; returns the rows
+        embedded. An alter that lands mid-drain ends the pass; the next one reloads."""
+        items = 0
+        while True:
+            self._altered = False
+            items += await self._drain_pass()
+            if not self._altered or self._shutdown.is_set():
+                return items
+            log.info("vectorizer %s was altered; reloading its config", self.label)
+
+    async def _drain_pass(self) -> int:
         async with self._connections.get() as conn:
             try:
                 components = await self._build(conn)
@@ -208,8 +219,12 @@ class VectorizerRunner:
             while not self._shutdown.is_set():
                 if await _is_disabled(conn, vectorizer.id):
                     break
-                with tracing.span("vectorizer.batch", vectorizer_id=vectorizer.id):
-                    result = await executor.run_batch(conn)
+                try:
+                    with tracing.span("vectorizer.batch", vectorizer_id=vectorizer.id):
+                        result = await executor.run_batch(conn)
+                except reembed.ConfigChanged:
+                    self._altered = True  # the batch rolled back uncharged; drain() reloads
+                    break
                 done += result.rows_done
                 self.chunks_written += result.chunks
                 telemetry.batch_committed(vectorizer.name, result.rows_done, result.chunks)
@@ -225,9 +240,16 @@ class VectorizerRunner:
                     self.progress.reused += result.reuse.same_row + result.reuse.other_row
                 await self._report(result)
                 self.indexer.poke(vectorizer)  # a queue that never empties still gets its index
-                if result.claimed == 0:
+                # live changes are drained: a running re-embed may queue its next slice
+                if result.claimed == 0 and not await self._feed_reembed(conn, vectorizer):
                     break
         return done
+
+    async def _feed_reembed(self, conn: psycopg.AsyncConnection, vectorizer: Vectorizer) -> bool:
+        """Whether a slice of a re-embed was queued for this executor to claim."""
+        if self._altered:
+            return False
+        return await reembed.feed(conn, vectorizer.id, batch_size_for(vectorizer)) > 0
 
     async def _report(self, result: BatchResult) -> None:
         if result.rows_done:

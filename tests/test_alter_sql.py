@@ -1,0 +1,230 @@
+"""ai.alter_vectorizer in SQL: what changes in place, what makes a config version and starts a
+re-embed, what is refused (leaving the vectorizer exactly as it was), and the re-embed feed
+that the workers call, on hostile names and a composite key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import errors, sql
+
+from tests.worker_helpers import create_source, create_vectorizer, doc_rows
+
+
+def one(conn: psycopg.Connection, query: str, params: Any = None) -> Any:
+    row = conn.execute(query, params).fetchone()
+    assert row is not None
+    return row[0]
+
+
+def snapshot(conn: psycopg.Connection, vectorizer_id: int) -> tuple[Any, ...]:
+    """Everything an alter may touch: catalog row, history, re-embed state, trigger source."""
+    return (
+        one(conn, "select to_jsonb(v) from ai.vectorizer v where id = %s", (vectorizer_id,)),
+        conn.execute(
+            "select version, config from ai._vectorizer_config_version"
+            " where vectorizer_id = %s order by version",
+            (vectorizer_id,),
+        ).fetchall(),
+        conn.execute(
+            "select to_jsonb(r) from ai._vectorizer_reembed r where vectorizer_id = %s",
+            (vectorizer_id,),
+        ).fetchall(),
+        one(
+            conn,
+            "select prosrc from pg_proc where proname = %s",
+            (f"_vectorizer_src_trg_{vectorizer_id}",),
+        ),
+    )
+
+
+@pytest.fixture
+def docs(conn: psycopg.Connection) -> int:
+    create_source(conn, "docs", doc_rows(5))
+    return create_vectorizer(conn, "docs", chunking="ai.chunking_character_text_splitter(100, 0)")
+
+
+def config(conn: psycopg.Connection, vectorizer_id: int) -> dict[str, Any]:
+    return one(conn, "select config from ai.vectorizer where id = %s", (vectorizer_id,))
+
+
+def test_processing_indexing_scheduling_apply_in_place(conn: psycopg.Connection, docs: int) -> None:
+    version = one(
+        conn,
+        "select ai.alter_vectorizer(%s, processing => ai.processing_default(batch_size => 7),"
+        " indexing => ai.indexing_hnsw(), scheduling => ai.scheduling_none())",
+        (docs,),
+    )
+    assert version == 1
+    current = config(conn, docs)
+    assert current["processing"]["batch_size"] == 7
+    assert current["indexing"]["implementation"] == "hnsw"
+    assert one(conn, "select count(*) from ai._vectorizer_config_version") == 0
+    assert one(conn, "select count(*) from ai._vectorizer_reembed") == 0
+
+
+def test_chunking_change_makes_a_version_and_starts_a_reembed(
+    conn: psycopg.Connection, docs: int
+) -> None:
+    before = config(conn, docs)
+    version = one(
+        conn,
+        "select ai.alter_vectorizer('public_docs_embedding_store',"
+        " chunking => ai.chunking_character_text_splitter(10, 0))",
+    )
+    assert version == 2
+    history = conn.execute(
+        "select version, config from ai._vectorizer_config_version order by version"
+    ).fetchall()
+    assert [row[0] for row in history] == [1, 2]
+    assert history[0][1] == before
+    assert history[1][1] == config(conn, docs)
+    assert config(conn, docs)["chunking"]["chunk_size"] == 10
+    state = conn.execute(
+        "select version, keys_total, keys_fed, fed_all, finished_at from ai._vectorizer_reembed"
+    ).fetchone()
+    assert state == (2, 5, 0, False, None)
+    status = conn.execute(
+        "select config_version, reembed_keys_done, reembed_keys_total"
+        " from ai.vectorizer_status where id = %s",
+        (docs,),
+    ).fetchone()
+    assert status == (2, 0, 5)
+    # the same config again is no new version
+    assert (
+        one(
+            conn,
+            "select ai.alter_vectorizer(%s, chunking => ai.chunking_character_text_splitter(10, 0))",
+            (docs,),
+        )
+        == 2
+    )
+
+
+def test_formatting_change_regenerates_the_watched_columns(
+    conn: psycopg.Connection, docs: int
+) -> None:
+    conn.execute(
+        "select ai.alter_vectorizer(%s, formatting => ai.formatting_python_template('$title: $chunk'))",
+        (docs,),
+    )
+    queue = sql.Identifier("ai", f"_vectorizer_q_{docs}")
+    conn.execute(sql.SQL("delete from {}").format(queue))
+    # title was not watched before the alter; now a title change queues the row
+    conn.execute("update docs set title = 'new' where id = 1")
+    assert one(conn, sql.SQL("select count(*) from {}").format(queue).as_string(conn)) == 1
+
+
+@pytest.mark.parametrize(
+    ("argument", "message"),
+    [
+        (
+            'chunking => \'{"config_type": "chunking", "implementation": "nope"}\'',
+            "invalid chunking config implementation",
+        ),
+        ("formatting => ai.formatting_python_template('no placeholder')", "$chunk placeholder"),
+        ('chunking => \'{"implementation": "nope"}\'::jsonb', "chunking"),
+        ("embedding => ai.embedding_openai('text-embedding-3-small', 16)", "dimensions"),
+        ("processing => ai.processing_default(batch_size => 5000)", "batch_size"),
+        ("loading => ai.loading_column('missing')", "missing"),
+        ("destination => ai.destination_column('embedding')", "cannot become a column"),
+        ("destination => ai.destination_table(target_table => 'other')", "target_table"),
+    ],
+)
+def test_an_invalid_alter_changes_nothing(
+    conn: psycopg.Connection, docs: int, argument: str, message: str
+) -> None:
+    before = snapshot(conn, docs)
+    with pytest.raises(psycopg.Error) as raised:
+        conn.execute(f"select ai.alter_vectorizer({docs}, {argument})")
+    assert message in str(raised.value)
+    assert snapshot(conn, docs) == before
+
+
+def test_a_changed_primary_key_is_refused(conn: psycopg.Connection, docs: int) -> None:
+    conn.execute("alter table docs drop constraint docs_pkey, add primary key (id, title)")
+    before = snapshot(conn, docs)
+    with pytest.raises(psycopg.Error, match="primary key"):
+        conn.execute(
+            "select ai.alter_vectorizer(%s, chunking => ai.chunking_character_text_splitter(10, 0))",
+            (docs,),
+        )
+    assert snapshot(conn, docs) == before
+
+
+def test_unknown_vectorizer(conn: psycopg.Connection) -> None:
+    with pytest.raises(errors.NoDataFound, match="vectorizer nope not found"):
+        conn.execute("select ai.alter_vectorizer('nope', processing => ai.processing_default())")
+    with pytest.raises(errors.NoDataFound, match="vectorizer 42 not found"):
+        conn.execute("select ai.alter_vectorizer(42, processing => ai.processing_default())")
+
+
+HOSTILE_SCHEMA = 'we"ird sch;ema'
+HOSTILE_TABLE = "Tab le'); drop table x; --"
+
+
+def test_feed_walks_a_composite_key_of_hostile_names(conn: psycopg.Connection) -> None:
+    conn.execute(sql.SQL("create schema {}").format(sql.Identifier(HOSTILE_SCHEMA)))
+    table = sql.Identifier(HOSTILE_SCHEMA, HOSTILE_TABLE)
+    conn.execute(
+        sql.SQL(
+            'create table {} ("k""ey" text, "Part 2" int, body text,'
+            ' primary key ("Part 2", "k""ey"))'
+        ).format(table)
+    )
+    keys = [(f"k'{i % 3}", i // 3) for i in range(7)]
+    with conn.cursor() as cursor:
+        cursor.executemany(
+            sql.SQL("insert into {} values (%s, %s, 'text')").format(table),
+            keys,
+        )
+    source = sql.Literal(table.as_string(conn))
+    created = conn.execute(
+        sql.SQL(
+            "select ai.create_vectorizer({}::regclass, name => 'hostile',"
+            " loading => ai.loading_column('body'),"
+            " embedding => ai.embedding_openai('text-embedding-3-small', 8),"
+            " chunking => ai.chunking_none(), destination => ai.destination_column('emb'),"
+            " scheduling => ai.scheduling_none(), indexing => ai.indexing_none())"
+        ).format(source)
+    ).fetchone()
+    assert created is not None
+    vid = created[0]
+    queue = sql.Identifier("ai", f"_vectorizer_q_{vid}")
+    conn.execute(sql.SQL("delete from {}").format(queue))
+    assert one(conn, "select ai._vectorizer_reembed_feed(%s, 3)", (vid,)) == -1  # none running
+    conn.execute(
+        "select ai.alter_vectorizer('hostile', formatting => ai.formatting_python_template('x $chunk'))"
+    )
+    queued: list[tuple[Any, ...]] = []
+    fed = []
+    while (n := one(conn, "select ai._vectorizer_reembed_feed(%s, 3)", (vid,))) > 0:
+        fed.append(n)
+        rows = conn.execute(
+            sql.SQL('select "Part 2", "k""ey" from {} order by 1, 2').format(queue)
+        ).fetchall()
+        queued.extend(rows)
+        conn.execute(sql.SQL("delete from {}").format(queue))  # as if embedded
+    assert fed == [3, 3, 1]
+    assert queued == sorted((part, key) for key, part in keys)  # every key once, in key order
+    assert n == -1  # the last slice was short and the queue is empty: finished
+    assert one(conn, "select finished_at is not null from ai._vectorizer_reembed") is True
+    assert one(conn, "select ai._vectorizer_reembed_feed(%s, 3)", (vid,)) == -1
+
+
+def test_feed_waits_for_queued_keys_before_finishing(conn: psycopg.Connection, docs: int) -> None:
+    conn.execute(sql.SQL("delete from {}").format(sql.Identifier("ai", f"_vectorizer_q_{docs}")))
+    conn.execute(
+        "select ai.alter_vectorizer(%s, chunking => ai.chunking_character_text_splitter(10, 0))",
+        (docs,),
+    )
+    assert one(conn, "select ai._vectorizer_reembed_feed(%s, 10)", (docs,)) == 5
+    assert one(conn, "select ai._vectorizer_reembed_feed(%s, 10)", (docs,)) == 0  # 5 queued
+    done, total = conn.execute(
+        "select reembed_keys_done, reembed_keys_total from ai.vectorizer_status where id = %s",
+        (docs,),
+    ).fetchone() or (None, None)
+    assert (done, total) == (0, 5)

@@ -1,0 +1,49 @@
+"""The worker's side of `ai.alter_vectorizer` (sql/idempotent/055-alter.sql).
+
+A change to what the vectors depend on re-embeds every source key in the background. The
+database keeps the cursor; an executor whose claim came back empty asks it for the next slice
+of keys (`feed`), so live changes always drain first and a killed worker resumes at the cursor.
+Chunk reuse then decides what is really embedded again, and each key's new vectors replace the
+old ones in its batch's transaction, so search never sees a key without vectors.
+
+A batch prepared under a config that was altered meanwhile must not be written: `ensure_current`
+share-locks the catalog row right before the write (the alter's update waits for it, or the batch
+sees the new config and rolls back, uncharged, for the runner to reload).
+"""
+
+from __future__ import annotations
+
+import psycopg
+
+from vectorizer.config import Vectorizer
+
+# what `ai._vectorizer_reembed_feed` answers when there is nothing (more) to re-embed
+NOTHING_TO_FEED = -1
+
+
+class ConfigChanged(Exception):
+    """The vectorizer's config changed since this runner loaded it: reload, then go on."""
+
+
+async def ensure_current(conn: psycopg.AsyncConnection, vectorizer: Vectorizer) -> None:
+    """Raises ConfigChanged unless the catalog still holds the config `vectorizer` was built
+    from; holds a share lock on the catalog row until the caller's transaction ends."""
+    if vectorizer.content_hash is None:
+        return
+    cursor = await conn.execute(
+        "select ai._vectorizer_content_hash(config) from ai.vectorizer where id = %s for share",
+        (vectorizer.id,),
+    )
+    row = await cursor.fetchone()
+    if row is None or row[0] != vectorizer.content_hash:
+        raise ConfigChanged(f"vectorizer {vectorizer.id} was altered during the batch")
+
+
+async def feed(conn: psycopg.AsyncConnection, vectorizer_id: int, max_keys: int) -> int:
+    """Queues up to `max_keys` more keys of a running re-embed; the number queued, 0 while the
+    last ones are still being embedded, NOTHING_TO_FEED when no re-embed is running."""
+    cursor = await conn.execute(
+        "select ai._vectorizer_reembed_feed(%s, %s)", (vectorizer_id, max_keys)
+    )
+    row = await cursor.fetchone()
+    return int(row[0]) if row else NOTHING_TO_FEED
