@@ -13,6 +13,8 @@ from psycopg import errors, sql
 
 from tests.worker_helpers import create_source, create_vectorizer, doc_rows
 
+SMALL_CHUNKS = "ai.chunking_character_text_splitter(10, 0)"
+
 
 def one(conn: psycopg.Connection, query: str, params: Any = None) -> Any:
     row = conn.execute(query, params).fetchone()
@@ -97,7 +99,7 @@ def test_chunking_change_makes_a_version_and_starts_a_reembed(
     assert (
         one(
             conn,
-            "select ai.alter_vectorizer(%s, chunking => ai.chunking_character_text_splitter(10, 0))",
+            f"select ai.alter_vectorizer(%s, chunking => {SMALL_CHUNKS})",
             (docs,),
         )
         == 2
@@ -108,7 +110,8 @@ def test_formatting_change_regenerates_the_watched_columns(
     conn: psycopg.Connection, docs: int
 ) -> None:
     conn.execute(
-        "select ai.alter_vectorizer(%s, formatting => ai.formatting_python_template('$title: $chunk'))",
+        "select ai.alter_vectorizer(%s,"
+        " formatting => ai.formatting_python_template('$title: $chunk'))",
         (docs,),
     )
     queue = sql.Identifier("ai", f"_vectorizer_q_{docs}")
@@ -149,7 +152,7 @@ def test_a_changed_primary_key_is_refused(conn: psycopg.Connection, docs: int) -
     before = snapshot(conn, docs)
     with pytest.raises(psycopg.Error, match="primary key"):
         conn.execute(
-            "select ai.alter_vectorizer(%s, chunking => ai.chunking_character_text_splitter(10, 0))",
+            f"select ai.alter_vectorizer(%s, chunking => {SMALL_CHUNKS})",
             (docs,),
         )
     assert snapshot(conn, docs) == before
@@ -197,7 +200,8 @@ def test_feed_walks_a_composite_key_of_hostile_names(conn: psycopg.Connection) -
     conn.execute(sql.SQL("delete from {}").format(queue))
     assert one(conn, "select ai._vectorizer_reembed_feed(%s, 3)", (vid,)) == -1  # none running
     conn.execute(
-        "select ai.alter_vectorizer('hostile', formatting => ai.formatting_python_template('x $chunk'))"
+        "select ai.alter_vectorizer('hostile',"
+        " formatting => ai.formatting_python_template('x $chunk'))"
     )
     queued: list[tuple[Any, ...]] = []
     fed = []
@@ -218,7 +222,7 @@ def test_feed_walks_a_composite_key_of_hostile_names(conn: psycopg.Connection) -
 def test_feed_waits_for_queued_keys_before_finishing(conn: psycopg.Connection, docs: int) -> None:
     conn.execute(sql.SQL("delete from {}").format(sql.Identifier("ai", f"_vectorizer_q_{docs}")))
     conn.execute(
-        "select ai.alter_vectorizer(%s, chunking => ai.chunking_character_text_splitter(10, 0))",
+        f"select ai.alter_vectorizer(%s, chunking => {SMALL_CHUNKS})",
         (docs,),
     )
     assert one(conn, "select ai._vectorizer_reembed_feed(%s, 10)", (docs,)) == 5
