@@ -130,7 +130,11 @@ def test_formatting_change_regenerates_the_watched_columns(
         ),
         ("formatting => ai.formatting_python_template('no placeholder')", "$chunk placeholder"),
         ('chunking => \'{"implementation": "nope"}\'::jsonb', "chunking"),
-        ("embedding => ai.embedding_openai('text-embedding-3-small', 16)", "dimensions"),
+        (
+            'embedding => \'{"config_type": "embedding", "implementation": "openai",'
+            ' "model": "text-embedding-3-small"}\'',
+            "dimensions",
+        ),
         ("processing => ai.processing_default(batch_size => 5000)", "batch_size"),
         ("loading => ai.loading_column('missing')", "missing"),
         ("destination => ai.destination_column('embedding')", "cannot become a column"),
@@ -232,3 +236,127 @@ def test_feed_waits_for_queued_keys_before_finishing(conn: psycopg.Connection, d
         (docs,),
     ).fetchone() or (None, None)
     assert (done, total) == (0, 5)
+
+
+def column_type(conn: psycopg.Connection, relation: sql.Composable, column: str) -> str | None:
+    return one(
+        conn,
+        "select format_type(atttypid, atttypmod) from pg_attribute"
+        " where attrelid = to_regclass(%s) and attname = %s and not attisdropped",
+        (relation.as_string(conn), column),
+    )
+
+
+@pytest.mark.parametrize("keep_old", [False, True])
+def test_new_dimensions_fill_a_shadow_store_swapped_in_at_the_end(
+    conn: psycopg.Connection, keep_old: bool
+) -> None:
+    """Without a worker: the test plays its part (embeds by inserting into the shadow)."""
+    conn.execute(sql.SQL("create schema {}").format(sql.Identifier(HOSTILE_SCHEMA)))
+    source = sql.Identifier(HOSTILE_SCHEMA, HOSTILE_TABLE)
+    conn.execute(sql.SQL("create table {} (id int primary key, body text)").format(source))
+    conn.execute(sql.SQL("insert into {} values (1, 'a'), (2, 'b'), (3, 'c')").format(source))
+    vid = one(
+        conn,
+        sql.SQL(
+            "select ai.create_vectorizer({}::regclass, name => 'hostile',"
+            " loading => ai.loading_column('body'),"
+            " embedding => ai.embedding_openai('text-embedding-3-small', 3),"
+            " chunking => ai.chunking_none(), scheduling => ai.scheduling_none(),"
+            " indexing => ai.indexing_none())"
+        )
+        .format(sql.Literal(source.as_string(conn)))
+        .as_string(conn),
+    )
+    store = sql.Identifier(HOSTILE_SCHEMA, f"{HOSTILE_TABLE}_embedding_store")
+    shadow = sql.Identifier(HOSTILE_SCHEMA, f"{HOSTILE_TABLE}_embedding_store_v2")
+    view = sql.Identifier(HOSTILE_SCHEMA, f"{HOSTILE_TABLE}_embedding")
+    queue = sql.Identifier("ai", f"_vectorizer_q_{vid}")
+    conn.execute(
+        sql.SQL(
+            "insert into {} (id, chunk_seq, chunk, embedding) select id, 0, body, '[1,2,3]' from {}"
+        ).format(store, source)
+    )
+    conn.execute(sql.SQL("delete from {}").format(queue))
+    conn.execute("create role vz_alter_reader")
+    try:
+        conn.execute(sql.SQL("grant select on {} to vz_alter_reader").format(view))
+        conn.execute(
+            "select ai.alter_vectorizer('hostile',"
+            " embedding => ai.embedding_openai('text-embedding-3-small', 4), keep_old => %s)",
+            (keep_old,),
+        )
+        assert column_type(conn, shadow, "embedding") == "vector(4)"
+        assert column_type(conn, view, "embedding") == "vector(3)"  # still the old store
+        worker = one(conn, "select ai._vectorizer_worker_config(config) from ai.vectorizer")
+        assert worker["destination"]["target_table"] == f"{HOSTILE_TABLE}_embedding_store_v2"
+
+        assert one(conn, "select ai._vectorizer_reembed_feed(%s, 10)", (vid,)) == 3
+        conn.execute(sql.SQL("delete from {}").format(queue))
+        conn.execute(
+            sql.SQL(
+                "insert into {} (id, chunk_seq, chunk, embedding)"
+                " select id, 0, body, '[1,2,3,4]' from {}"
+            ).format(shadow, source)
+        )
+        # a source row deleted meanwhile leaves neither store with its vectors
+        conn.execute(sql.SQL("delete from {} where id = 3").format(source))
+        assert one(conn, sql.SQL("select count(*) from {}").format(shadow).as_string(conn)) == 2
+        assert one(conn, "select ai._vectorizer_reembed_feed(%s, 10)", (vid,)) == -2
+        assert one(conn, "select ai._vectorizer_swap_store(%s)", (vid,)) is True
+
+        assert column_type(conn, view, "embedding") == "vector(4)"
+        assert column_type(conn, store, "embedding") == "vector(4)"
+        assert one(conn, "select to_regclass(%s)", (shadow.as_string(conn),)) is None
+        before = sql.Identifier(HOSTILE_SCHEMA, f"{HOSTILE_TABLE}_embedding_store_before_v2")
+        kept = one(conn, "select to_regclass(%s) is not null", (before.as_string(conn),))
+        assert kept is keep_old
+        assert one(conn, "select config ? 'shadow' from ai.vectorizer") is False
+        assert one(conn, "select finished_at is not null from ai._vectorizer_reembed") is True
+        assert (
+            one(
+                conn,
+                "select count(*) from pg_trigger where tgname like '_vectorizer_shadow_trg_%%'",
+            )
+            == 0
+        )
+        assert one(
+            conn,
+            "select has_table_privilege('vz_alter_reader', %s, 'select')",
+            (view.as_string(conn),),
+        )
+        rows = conn.execute(sql.SQL("select id, embedding::text from {} order by id").format(view))
+        assert rows.fetchall() == [(1, "[1,2,3,4]"), (2, "[1,2,3,4]")]
+        # nothing left to do
+        assert one(conn, "select ai._vectorizer_reembed_feed(%s, 10)", (vid,)) == -1
+    finally:
+        conn.execute("drop owned by vz_alter_reader cascade")
+        conn.execute("drop role vz_alter_reader")
+
+
+def test_altering_back_the_dimensions_drops_the_shadow(conn: psycopg.Connection, docs: int) -> None:
+    small = "ai.embedding_openai('text-embedding-3-small', 8)"
+    conn.execute(
+        "select ai.alter_vectorizer(%s,"
+        " embedding => ai.embedding_openai('text-embedding-3-small', 16))",
+        (docs,),
+    )
+    assert one(conn, "select to_regclass('public.docs_embedding_store_v2') is not null")
+    assert one(conn, f"select ai.alter_vectorizer(%s, embedding => {small})", (docs,)) == 3
+    assert one(conn, "select to_regclass('public.docs_embedding_store_v2')") is None
+    assert one(conn, "select config ? 'shadow' from ai.vectorizer") is False
+    assert (
+        one(conn, "select count(*) from pg_trigger where tgname like '_vectorizer_shadow%%'") == 0
+    )
+
+
+def test_halfvec_is_a_change_of_vector_type_through_a_shadow(
+    conn: psycopg.Connection, docs: int
+) -> None:
+    conn.execute(
+        "select ai.alter_vectorizer(%s,"
+        " destination => ai.destination_table(vector_type => 'halfvec'))",
+        (docs,),
+    )
+    shadow = sql.Identifier("public", "docs_embedding_store_v2")
+    assert column_type(conn, shadow, "embedding") == "halfvec(8)"

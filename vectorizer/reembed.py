@@ -17,8 +17,10 @@ import psycopg
 
 from vectorizer.config import Vectorizer
 
-# what `ai._vectorizer_reembed_feed` answers when there is nothing (more) to re-embed
+# what `ai._vectorizer_reembed_feed` answers when there is nothing (more) to re-embed, and
+# when a shadow store (a change of dimensions) covers every key and waits to be swapped in
 NOTHING_TO_FEED = -1
+SWAP_DUE = -2
 
 
 class ConfigChanged(Exception):
@@ -41,9 +43,17 @@ async def ensure_current(conn: psycopg.AsyncConnection, vectorizer: Vectorizer) 
 
 async def feed(conn: psycopg.AsyncConnection, vectorizer_id: int, max_keys: int) -> int:
     """Queues up to `max_keys` more keys of a running re-embed; the number queued, 0 while the
-    last ones are still being embedded, NOTHING_TO_FEED when no re-embed is running."""
+    last ones are still being embedded, NOTHING_TO_FEED when no re-embed is running, SWAP_DUE
+    when a shadow store is complete."""
     cursor = await conn.execute(
         "select ai._vectorizer_reembed_feed(%s, %s)", (vectorizer_id, max_keys)
     )
     row = await cursor.fetchone()
     return int(row[0]) if row else NOTHING_TO_FEED
+
+
+async def swap(conn: psycopg.AsyncConnection, vectorizer_id: int) -> bool:
+    """Swaps a complete shadow store in for the store (one transaction, in SQL)."""
+    cursor = await conn.execute("select ai._vectorizer_swap_store(%s)", (vectorizer_id,))
+    row = await cursor.fetchone()
+    return bool(row and row[0])

@@ -47,7 +47,8 @@ async def load_vectorizer(conn: psycopg.AsyncConnection, vectorizer_id: int) -> 
             select id, name, source_schema, source_table, source_pk, queue_schema, queue_table,
                    coalesce(queue_failed_table, '_vectorizer_q_failed_' || id)
                        as queue_failed_table,
-                   disabled, config, ai._vectorizer_content_hash(config) as content_hash
+                   disabled, ai._vectorizer_worker_config(config) as config,
+                   ai._vectorizer_content_hash(config) as content_hash
             from ai.vectorizer where id = %s
             """,
             (vectorizer_id,),
@@ -249,7 +250,11 @@ class VectorizerRunner:
         """Whether a slice of a re-embed was queued for this executor to claim."""
         if self._altered:
             return False
-        return await reembed.feed(conn, vectorizer.id, batch_size_for(vectorizer)) > 0
+        fed = await reembed.feed(conn, vectorizer.id, batch_size_for(vectorizer))
+        if fed == reembed.SWAP_DUE and await reembed.swap(conn, vectorizer.id):
+            log.info("vectorizer %s: the new store covers every key; swapped in", self.label)
+            self._altered = True  # the destination moved: reload before writing again
+        return fed > 0
 
     async def _report(self, result: BatchResult) -> None:
         if result.rows_done:
