@@ -17,6 +17,7 @@ from psycopg import sql
 from tests.fake_openai import FakeOpenAI
 from tests.worker_helpers import (
     MODEL,
+    assert_vector,
     create_source,
     create_vectorizer,
     daemon,
@@ -264,3 +265,103 @@ def test_altering_back_cancels_and_redoes_only_the_reembedded_keys(
     # still had small-model vectors and were reused, so fewer than every row was sent again
     small = [t for r in fake.embedded_requests if r.model == MODEL for t in r.inputs]
     assert 0 < len(small) < 2 * rows
+
+
+class DimsSearchLoop(SearchLoop):
+    """A similarity search through the view in a loop, recording (dimensions, rows seen)."""
+
+    def __init__(self, db_url: str, view: str) -> None:
+        super().__init__(db_url, view)
+        name = sql.Identifier("public", view)
+        self._query = sql.SQL(
+            "select min(vector_dims(embedding)), max(vector_dims(embedding)), count(distinct id)"
+            " from (select id, embedding from {name} order by embedding <=>"
+            " (select embedding from {name} order by id limit 1) limit 100000) s"
+        ).format(name=name)
+        self.dims: list[tuple[int, int, int]] = []
+
+    def _run(self) -> None:
+        with psycopg.connect(self._db_url, autocommit=True) as conn:
+            while not self._stop.is_set():
+                try:
+                    row = conn.execute(self._query).fetchone()
+                    assert row is not None
+                    self.dims.append((int(row[0]), int(row[1]), int(row[2])))
+                except psycopg.Error as exc:
+                    self.errors.append(str(exc))
+                time.sleep(0.01)
+
+
+def view_type(conn: psycopg.Connection, relation: str, column: str = "embedding") -> str | None:
+    row = conn.execute(
+        "select format_type(atttypid, atttypmod) from pg_attribute"
+        " where attrelid = to_regclass(%s) and attname = %s and not attisdropped",
+        (relation, column),
+    ).fetchone()
+    return row[0] if row else None
+
+
+def test_new_dimensions_switch_the_view_only_at_the_swap(
+    db_url: str, conn: psycopg.Connection, fake: FakeOpenAI
+) -> None:
+    rows = 300
+    vid = model_alter_setup(db_url, conn, fake, rows)
+    fake.configure(latency=0.05)
+    with (
+        DimsSearchLoop(db_url, "docs_embedding") as search,
+        daemon(db_url, *DAEMON, env=worker_env(fake)) as worker,
+    ):
+        wait_for(lambda: len(search.dims) >= 3, 60, what="the search loop's first queries")
+        conn.execute(
+            "select ai.alter_vectorizer(%s,"
+            " embedding => ai.embedding_openai('text-embedding-3-large', 16))",
+            (vid,),
+        )
+        wait_for(lambda: keys_done(conn, vid) >= 40, REEMBED_TIMEOUT, interval=0.1)
+        # mid-way: the shadow fills, the view still serves the old store
+        assert view_type(conn, "public.docs_embedding") == "vector(8)"
+        assert view_type(conn, "public.docs_embedding_store_v2") == "vector(16)"
+        wait_for(
+            lambda: reembed_finished(conn, vid) or not worker.alive(),
+            REEMBED_TIMEOUT,
+            interval=0.5,
+        )
+        assert worker.alive(), worker.stderr()
+        seen = len(search.dims)
+        wait_for(lambda: len(search.dims) >= seen + 3, 30)
+    assert search.errors == []
+    # each query saw one store whole: every row, all of one size; 8 until the swap, then 16
+    assert {(low, high, n) for low, high, n in search.dims} == {(8, 8, rows), (16, 16, rows)}
+    sizes = [low for low, _, _ in search.dims]
+    assert sizes == sorted(sizes)
+    assert view_type(conn, "public.docs_embedding") == "vector(16)"
+    assert view_type(conn, "public.docs_embedding_store") == "vector(16)"
+    gone = conn.execute(
+        "select to_regclass('public.docs_embedding_store_v2'),"
+        " to_regclass('public.docs_embedding_store_before_v2')"
+    ).fetchone()
+    assert gone == (None, None)  # the shadow took the store's name; the old store is dropped
+    assert_complete(conn, vid, rows)
+
+
+def test_column_destination_new_dimensions_swap_the_column(
+    db_url: str, conn: psycopg.Connection, fake: FakeOpenAI
+) -> None:
+    create_source(conn, "docs", source_rows(40))
+    vid = create_vectorizer(conn, "docs", destination="ai.destination_column('embedding')")
+    run_ok(db_url, env=worker_env(fake))
+    conn.execute(
+        "select ai.alter_vectorizer(%s,"
+        " embedding => ai.embedding_openai('text-embedding-3-small', 16))",
+        (vid,),
+    )
+    assert view_type(conn, "public.docs", "embedding_v2") == "vector(16)"
+    assert view_type(conn, "public.docs") == "vector(8)"
+    run_ok(db_url, env=worker_env(fake))
+    assert reembed_finished(conn, vid)
+    assert view_type(conn, "public.docs") == "vector(16)"
+    assert view_type(conn, "public.docs", "embedding_v2") is None
+    stored = conn.execute("select body, embedding::float4[] from docs order by id").fetchall()
+    assert len(stored) == 40
+    for text, vector in stored:
+        assert_vector(vector, text, 16)

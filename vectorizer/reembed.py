@@ -57,3 +57,19 @@ async def swap(conn: psycopg.AsyncConnection, vectorizer_id: int) -> bool:
     cursor = await conn.execute("select ai._vectorizer_swap_store(%s)", (vectorizer_id,))
     row = await cursor.fetchone()
     return bool(row and row[0])
+
+
+async def changed(conn: psycopg.AsyncConnection, vectorizer: Vectorizer) -> bool:
+    """Whether the catalog's config differs from the one `vectorizer` was built from (asked
+    after a batch failed: an alter may have moved its store away)."""
+    if vectorizer.content_hash is None or conn.closed:
+        return False
+    try:
+        cursor = await conn.execute(
+            "select ai._vectorizer_content_hash(config) from ai.vectorizer where id = %s",
+            (vectorizer.id,),
+        )
+        row = await cursor.fetchone()
+    except psycopg.Error:
+        return False
+    return row is None or row[0] != vectorizer.content_hash

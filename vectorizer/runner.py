@@ -226,6 +226,12 @@ class VectorizerRunner:
                 except reembed.ConfigChanged:
                     self._altered = True  # the batch rolled back uncharged; drain() reloads
                     break
+                except (psycopg.Error, VectorizerError):
+                    # a store swapped in or a shadow dropped under the batch: not a failure
+                    if not await reembed.changed(conn, vectorizer):
+                        raise
+                    self._altered = True
+                    break
                 done += result.rows_done
                 self.chunks_written += result.chunks
                 telemetry.batch_committed(vectorizer.name, result.rows_done, result.chunks)

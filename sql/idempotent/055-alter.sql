@@ -680,11 +680,29 @@ declare
     _view_grants pg_catalog.jsonb;
     _before pg_catalog.text;
 begin
-    -- the catalog row first, as ai.alter_vectorizer locks it: batches writing now finish first
-    select v.* into _vec from ai.vectorizer v where v.id operator(pg_catalog.=) $1 for update;
+    -- Lock order: the view, then the stores, as a search through the view takes them (the
+    -- other way round deadlocks with it); then the catalog row, which batches share-lock right
+    -- before they write, so a batch reading the store is never waited on while it waits on us.
+    select v.* into _vec from ai.vectorizer v where v.id operator(pg_catalog.=) $1;
     _shadow = _vec.config operator(pg_catalog.->) 'shadow';
     if _shadow is null then
         return false;
+    end if;
+    _dest = _vec.config operator(pg_catalog.->) 'destination';
+    if _shadow operator(pg_catalog.?) 'target_table' then
+        _view = pg_catalog.to_regclass(pg_catalog.format('%I.%I', _dest operator(pg_catalog.->>) 'view_schema', _dest operator(pg_catalog.->>) 'view_name'));
+        if _view is not null then
+            execute pg_catalog.format('lock table %s in access exclusive mode', _view);
+        end if;
+        execute pg_catalog.format
+        ( 'lock table %I.%I, %I.%I in access exclusive mode'
+        , _dest operator(pg_catalog.->>) 'target_schema', _dest operator(pg_catalog.->>) 'target_table'
+        , _dest operator(pg_catalog.->>) 'target_schema', _shadow operator(pg_catalog.->>) 'target_table'
+        );
+    end if;
+    select v.* into _vec from ai.vectorizer v where v.id operator(pg_catalog.=) $1 for update;
+    if (_vec.config operator(pg_catalog.->) 'shadow') is distinct from _shadow then
+        return false;  -- altered meanwhile
     end if;
     select r.* into _state from ai._vectorizer_reembed r
     where r.vectorizer_id operator(pg_catalog.=) $1 for update;
@@ -696,15 +714,12 @@ begin
     if _queued then
         return false;
     end if;
-    _dest = _vec.config operator(pg_catalog.->) 'destination';
     _before = pg_catalog.format('%s_before_v%s'
     , coalesce(_dest operator(pg_catalog.->>) 'target_table', _dest operator(pg_catalog.->>) 'embedding_column')
     , _shadow operator(pg_catalog.->>) 'version');
 
     if _shadow operator(pg_catalog.?) 'target_table' then
         _old = pg_catalog.format('%I.%I', _dest operator(pg_catalog.->>) 'target_schema', _dest operator(pg_catalog.->>) 'target_table');
-        _view = pg_catalog.to_regclass(pg_catalog.format('%I.%I', _dest operator(pg_catalog.->>) 'view_schema', _dest operator(pg_catalog.->>) 'view_name'));
-        execute pg_catalog.format('lock table %s in access exclusive mode', _old);
         _store_grants = ai._vectorizer_grants(_old);
         _view_grants = coalesce(ai._vectorizer_grants(_view), '[]');
         if _view is not null then
