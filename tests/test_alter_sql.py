@@ -360,3 +360,17 @@ def test_halfvec_is_a_change_of_vector_type_through_a_shadow(
     )
     shadow = sql.Identifier("public", "docs_embedding_store_v2")
     assert column_type(conn, shadow, "embedding") == "halfvec(8)"
+
+
+def test_drop_vectorizer_drops_a_half_filled_shadow(conn: psycopg.Connection, docs: int) -> None:
+    conn.execute(
+        "select ai.alter_vectorizer(%s,"
+        " embedding => ai.embedding_openai('text-embedding-3-small', 16))",
+        (docs,),
+    )
+    conn.execute("select ai.drop_vectorizer(%s)", (docs,))
+    assert one(conn, "select to_regclass('public.docs_embedding_store_v2')") is None
+    assert (
+        one(conn, "select count(*) from pg_trigger where tgname like '_vectorizer_shadow%%'") == 0
+    )
+    conn.execute("delete from docs")  # no trigger left behind to fail

@@ -406,6 +406,11 @@ declare
     _pending pg_catalog.int8 = 0;
     _elapsed pg_catalog.float8;
 begin
+    -- a viewer who may not read them gets nulls (ai.vectorizer_status stays usable)
+    if not pg_catalog.has_table_privilege(pg_catalog.current_user(), 'ai._vectorizer_config_version', 'select')
+    or not pg_catalog.has_table_privilege(pg_catalog.current_user(), 'ai._vectorizer_reembed', 'select') then
+        return;
+    end if;
     config_version = ai._vectorizer_config_version(vectorizer_id);
     select r.* into _state from ai._vectorizer_reembed r
     where r.vectorizer_id operator(pg_catalog.=) $1 and r.finished_at is null;
