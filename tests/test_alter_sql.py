@@ -11,6 +11,7 @@ import psycopg
 import pytest
 from psycopg import errors, sql
 
+from tests.test_status import cli
 from tests.worker_helpers import create_source, create_vectorizer, doc_rows
 
 SMALL_CHUNKS = "ai.chunking_character_text_splitter(10, 0)"
@@ -374,3 +375,22 @@ def test_drop_vectorizer_drops_a_half_filled_shadow(conn: psycopg.Connection, do
         one(conn, "select count(*) from pg_trigger where tgname like '_vectorizer_shadow%%'") == 0
     )
     conn.execute("delete from docs")  # no trigger left behind to fail
+
+
+def test_status_command_shows_the_version_and_the_reembed(
+    conn: psycopg.Connection, docs: int, db_url: str
+) -> None:
+    assert "Config versions" not in cli("status", "--db-url", db_url).stdout
+    conn.execute(sql.SQL("delete from {}").format(sql.Identifier("ai", f"_vectorizer_q_{docs}")))
+    conn.execute(f"select ai.alter_vectorizer(%s, chunking => {SMALL_CHUNKS})", (docs,))
+    assert one(conn, "select ai._vectorizer_reembed_feed(%s, 2)", (docs,)) == 2
+    conn.execute(sql.SQL("delete from {}").format(sql.Identifier("ai", f"_vectorizer_q_{docs}")))
+    assert one(conn, "select ai._vectorizer_reembed_feed(%s, 1)", (docs,)) == 1
+    eta = one(conn, "select reembed_eta from ai.vectorizer_status where id = %s", (docs,))
+    assert eta is not None  # 2 of 5 done: the pace so far gives the rest
+    result = cli("status", "--db-url", db_url)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    start = lines.index("Config versions")
+    row = lines[start + 2].split()
+    assert row[:5] == [str(docs), "public_docs_embedding_store", "2", "2/5", "40.0%"]
