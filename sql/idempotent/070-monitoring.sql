@@ -75,6 +75,8 @@ begin
         -- search reads the hybrid settings; ai.enable_hybrid_search writes them
         execute pg_catalog.format('grant select, insert, update, delete on ai._vectorizer_fulltext to %I', to_user);
         execute pg_catalog.format('grant select on ai._vectorizer_index_build to %I', to_user);
+        -- the status view's coverage counts keys that had nothing to embed
+        execute pg_catalog.format('grant select on ai._vectorizer_empty_input to %I', to_user);
         -- ai.alter_vectorizer writes both; workers advance the re-embed
         execute pg_catalog.format('grant select, insert, update, delete on ai._vectorizer_config_version to %I', to_user);
         execute pg_catalog.format('grant select, insert, update, delete on ai._vectorizer_reembed to %I', to_user);
@@ -92,6 +94,7 @@ begin
         execute pg_catalog.format('grant all privileges on sequence ai.vectorizer_id_seq to %I', to_user);
         execute pg_catalog.format('grant all privileges on table ai._vectorizer_fulltext to %I', to_user);
         execute pg_catalog.format('grant all privileges on table ai._vectorizer_index_build to %I', to_user);
+        execute pg_catalog.format('grant all privileges on table ai._vectorizer_empty_input to %I', to_user);
         execute pg_catalog.format('grant all privileges on table ai._vectorizer_config_version to %I', to_user);
         execute pg_catalog.format('grant all privileges on table ai._vectorizer_reembed to %I', to_user);
     end if;
