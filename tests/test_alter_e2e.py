@@ -207,6 +207,11 @@ def model_alter_setup(db_url: str, conn: psycopg.Connection, fake: FakeOpenAI, r
     return vid
 
 
+def count_chunks(conn: psycopg.Connection, key: int) -> int:
+    row = conn.execute("select count(*) from docs_embedding_store where id = %s", (key,)).fetchone()
+    return int(row[0]) if row else 0
+
+
 def assert_complete(conn: psycopg.Connection, vid: int, rows: int) -> None:
     """Every source row has its two chunks once, all embedded by the current config."""
     current = provenance(conn, vid)
@@ -224,8 +229,17 @@ def test_kill_9_mid_reembed_then_restart_finishes_without_loss(
     conn.execute(f"select ai.alter_vectorizer(%s, embedding => {LARGE_MODEL})", (vid,))
     with daemon(db_url, *DAEMON, env=worker_env(fake)) as worker:
         wait_for(lambda: keys_done(conn, vid) >= 40, REEMBED_TIMEOUT, interval=0.1)
+        # a live insert goes ahead of the keys the re-embed has not queued yet
+        conn.execute("insert into docs values (%s, 'live', %s)", (rows + 1, body(rows + 1)))
+        wait_for(
+            lambda: count_chunks(conn, rows + 1) == 2 or not worker.alive(),
+            REEMBED_TIMEOUT,
+            interval=0.05,
+        )
+        assert not reembed_finished(conn, vid)
         worker.kill()  # SIGKILL
     assert not reembed_finished(conn, vid)
+    rows += 1
     fake.configure(latency=0.0)
     with daemon(db_url, *DAEMON, env=worker_env(fake)) as worker:
         wait_for(
