@@ -48,7 +48,8 @@ async def load_vectorizer(conn: psycopg.AsyncConnection, vectorizer_id: int) -> 
                    coalesce(queue_failed_table, '_vectorizer_q_failed_' || id)
                        as queue_failed_table,
                    disabled, ai._vectorizer_worker_config(config) as config,
-                   ai._vectorizer_content_hash(config) as content_hash
+                   ai._vectorizer_content_hash(config) as content_hash,
+                   (config -> 'shadow' ->> 'version')::int as shadow_version
             from ai.vectorizer where id = %s
             """,
             (vectorizer_id,),

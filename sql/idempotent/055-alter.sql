@@ -92,6 +92,7 @@ set search_path to pg_catalog, pg_temp;
 
 -------------------------------------------------------------------------------
 -- Starts (or restarts, for a newer version) the background re-embed of every source key.
+-- keys_total is what progress and the time left are measured against.
 create or replace function ai._vectorizer_reembed_start
 ( _vec ai.vectorizer
 , version pg_catalog.int4
@@ -100,8 +101,15 @@ $func$
 declare
     _total pg_catalog.int8;
 begin
-    execute pg_catalog.format('select pg_catalog.count(*) from %I.%I', _vec.source_schema, _vec.source_table)
-    into strict _total;
+    -- exact for small tables; past 100,000 rows the planner's estimate: the alter holds the
+    -- catalog row, and batches waiting on it should not wait for a full count
+    select c.reltuples::pg_catalog.int8 into _total
+    from pg_catalog.pg_class c
+    where c.oid operator(pg_catalog.=) pg_catalog.format('%I.%I', _vec.source_schema, _vec.source_table)::pg_catalog.regclass;
+    if _total operator(pg_catalog.<=) 100000 then
+        execute pg_catalog.format('select pg_catalog.count(*) from %I.%I', _vec.source_schema, _vec.source_table)
+        into strict _total;
+    end if;
     insert into ai._vectorizer_reembed as r (vectorizer_id, version, keys_total)
     values (_vec.id, version, _total)
     on conflict (vectorizer_id) do update
@@ -684,9 +692,12 @@ declare
     _store_grants pg_catalog.jsonb;
     _view_grants pg_catalog.jsonb;
     _before pg_catalog.text;
+    _lock_timeout pg_catalog.text;
 begin
-    -- Lock order: the view, then the stores, as a search through the view takes them (the
-    -- other way round deadlocks with it); then the catalog row, which batches share-lock right
+    -- Lock order: the shadow first, giving up after a moment (a vector index build on it
+    -- or a batch reading it: the next feed retries), so searches never queue behind a long
+    -- wait; then the view and the store, as a search through the view takes them (the other
+    -- way round deadlocks with it); then the catalog row, which batches share-lock right
     -- before they write, so a batch reading the store is never waited on while it waits on us.
     select v.* into _vec from ai.vectorizer v where v.id operator(pg_catalog.=) $1;
     _shadow = _vec.config operator(pg_catalog.->) 'shadow';
@@ -695,14 +706,24 @@ begin
     end if;
     _dest = _vec.config operator(pg_catalog.->) 'destination';
     if _shadow operator(pg_catalog.?) 'target_table' then
+        _lock_timeout = pg_catalog.current_setting('lock_timeout');
+        perform pg_catalog.set_config('lock_timeout', '2s', true);
+        begin
+            execute pg_catalog.format
+            ( 'lock table %I.%I in access exclusive mode'
+            , _dest operator(pg_catalog.->>) 'target_schema', _shadow operator(pg_catalog.->>) 'target_table'
+            );
+        exception when lock_not_available then
+            return false;
+        end;
+        perform pg_catalog.set_config('lock_timeout', _lock_timeout, true);
         _view = pg_catalog.to_regclass(pg_catalog.format('%I.%I', _dest operator(pg_catalog.->>) 'view_schema', _dest operator(pg_catalog.->>) 'view_name'));
         if _view is not null then
             execute pg_catalog.format('lock table %s in access exclusive mode', _view);
         end if;
         execute pg_catalog.format
-        ( 'lock table %I.%I, %I.%I in access exclusive mode'
+        ( 'lock table %I.%I in access exclusive mode'
         , _dest operator(pg_catalog.->>) 'target_schema', _dest operator(pg_catalog.->>) 'target_table'
-        , _dest operator(pg_catalog.->>) 'target_schema', _shadow operator(pg_catalog.->>) 'target_table'
         );
     end if;
     select v.* into _vec from ai.vectorizer v where v.id operator(pg_catalog.=) $1 for update;
