@@ -379,3 +379,40 @@ def test_column_destination_new_dimensions_swap_the_column(
     assert len(stored) == 40
     for text, vector in stored:
         assert_vector(vector, text, 16)
+
+
+def ann_index(conn: psycopg.Connection, table: str) -> str | None:
+    row = conn.execute(
+        "select ai._vectorizer_ann_index('public', %s, 'embedding')", (table,)
+    ).fetchone()
+    return row[0] if row else None
+
+
+def test_indexing_alter_builds_the_index_and_a_swapped_store_gets_one(
+    db_url: str, conn: psycopg.Connection, fake: FakeOpenAI
+) -> None:
+    create_source(conn, "docs", source_rows(30))
+    vid = create_vectorizer(conn, "docs", chunking=OLD)
+    run_ok(db_url, env=worker_env(fake))
+    assert ann_index(conn, "docs_embedding_store") is None
+    conn.execute(
+        "select ai.alter_vectorizer(%s, indexing => ai.indexing_hnsw(min_rows => 5))", (vid,)
+    )
+    fake.reset()
+    run_ok(db_url, env=worker_env(fake))  # once mode waits for the index build
+    assert fake.requests == []
+    assert ann_index(conn, "docs_embedding_store") is not None
+
+    conn.execute(
+        "select ai.alter_vectorizer(%s,"
+        " embedding => ai.embedding_openai('text-embedding-3-small', 16))",
+        (vid,),
+    )
+    run_ok(db_url, env=worker_env(fake))
+    assert reembed_finished(conn, vid)
+    assert view_type(conn, "public.docs_embedding_store") == "vector(16)"
+    assert ann_index(conn, "docs_embedding_store") is not None
+    state = conn.execute(
+        "select index_state from ai.vectorizer_status where id = %s", (vid,)
+    ).fetchone()
+    assert state == ("ready",)
