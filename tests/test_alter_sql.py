@@ -139,6 +139,7 @@ def test_formatting_change_regenerates_the_watched_columns(
         ("processing => ai.processing_default(batch_size => 5000)", "batch_size"),
         ("loading => ai.loading_column('missing')", "missing"),
         ("destination => ai.destination_column('embedding')", "cannot become a column"),
+        ("destination => ai.destination_table(vector_type => 'bitvec')", "invalid vector_type"),
         ("destination => ai.destination_table(target_table => 'other')", "target_table"),
     ],
 )

@@ -208,10 +208,17 @@ begin
         scheduling = ai._resolve_scheduling_default();
     end if;
 
+    -- the destination's names are fixed (checked above); its vector type may change
+    _destination = _old operator(pg_catalog.->) 'destination';
+    if destination is not null and (_destination operator(pg_catalog.->>) 'implementation') operator(pg_catalog.=) 'table' then
+        _destination = _destination operator(pg_catalog.||) pg_catalog.jsonb_build_object
+        ('vector_type', coalesce(destination operator(pg_catalog.->>) 'vector_type', 'vector'));
+    end if;
+
     -- the same validators as ai.create_vectorizer, on the config as it would be
     perform ai._validate_loading(loading, _vec.source_schema, _vec.source_table);
     perform ai._validate_parsing(parsing, loading, _vec.source_schema, _vec.source_table);
-    perform ai._validate_destination(_old operator(pg_catalog.->) 'destination', chunking);
+    perform ai._validate_destination(_destination, chunking);
     perform ai._validate_embedding(embedding);
     if (embedding operator(pg_catalog.->) 'dimensions') is null then
         raise exception 'dimensions argument is required';
@@ -237,11 +244,6 @@ begin
         scheduling = _old operator(pg_catalog.->) 'scheduling';
     end if;
 
-    _destination = _old operator(pg_catalog.->) 'destination';
-    if destination is not null and (_destination operator(pg_catalog.->>) 'implementation') operator(pg_catalog.=) 'table' then
-        _destination = _destination operator(pg_catalog.||) pg_catalog.jsonb_build_object
-        ('vector_type', coalesce(destination operator(pg_catalog.->>) 'vector_type', 'vector'));
-    end if;
     _new = _old operator(pg_catalog.||) pg_catalog.jsonb_build_object
     ( 'destination', _destination
     , 'loading', loading
