@@ -31,8 +31,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 import psycopg
 from psycopg import sql
+from psycopg.types.json import set_json_loads
 from pydantic import TypeAdapter, ValidationError
 
 from vectorizer.config import ColumnDestination, Embedding, TableDestination, Vectorizer
@@ -106,8 +108,9 @@ class RowPlan:
     metadata: Sequence[dict[str, Any] | None] = ()
     # chunk seqs whose stored row already holds this chunk: neither embedded nor written
     kept: frozenset[int] = frozenset()
-    # chunk seq -> the stored row (ctid) of this key whose vector it takes, or None: a row of
-    # another key with the same hash and provenance (looked up again when written)
+    # chunk seq -> the stored row (ctid) of this key that moves to that seq (same text at
+    # another seq), or None: the vector of any stored row with the same hash and provenance
+    # is copied (looked up again when written)
     copies: dict[int, str | None] = field(default_factory=dict)
     # the ctids of the stored rows to delete before writing; None: every stored row of the key
     replaced: list[str] | None = None
@@ -264,7 +267,7 @@ class TableReuse(Reuse):
             " select 0, ctid::text, {pk}, chunk_seq, chunk_hash,"
             " config_hash is not distinct from %(provenance)s, chunk, meta from mine"
             " union all select 1, null, {nulls}, null, h.digest, true, null, null"
-            " from unnest(%(hashes)s::bytea[]) as h(digest)"
+            " from unnest(%(hashes)b::bytea[]) as h(digest)"
             " where not exists (select from mine m where m.chunk_hash = h.digest"
             " and m.config_hash = %(provenance)s)"
             " and exists (select from {target} s where s.chunk_hash = h.digest"
@@ -298,19 +301,24 @@ class TableReuse(Reuse):
                 self._unchanged(row)
                 continue
             row.kept = kept
-            row.replaced = [c.ctid for c in chunks if c.seq not in kept]
             for seq in kept:
                 self._saved(row, seq, same_row=True)
+            # each stored row not kept can move to one new seq; a repeat copies its vector
             own = {c.chunk_hash: c.ctid for c in chunks if c.chunk_hash and c.current}
+            movable = {c.ctid for c in chunks if c.seq not in kept}
             for i, digest in enumerate(row.hashes):
                 if i in kept:
                     continue
                 if digest in own:
-                    row.copies[i] = own[digest]
+                    source = own[digest]
+                    row.copies[i] = source if source in movable else None
+                    movable.discard(source)
                     self._saved(row, i, same_row=True)
                 elif digest in elsewhere:
                     row.copies[i] = None
                     self._saved(row, i, same_row=False)
+            moved = {source for source in row.copies.values() if source is not None}
+            row.replaced = [c.ctid for c in chunks if c.seq not in kept and c.ctid not in moved]
 
     async def _stored(
         self, conn: psycopg.AsyncConnection, plan: BatchPlan
@@ -318,11 +326,15 @@ class TableReuse(Reuse):
         keys, params = _named_keys(self._pk, [row.key for row in plan.rows])
         hashes = sorted({digest for row in plan.rows for digest in row.hashes})
         params.update(hashes=hashes, provenance=plan.provenance)
-        cursor = await conn.execute(self._query(keys), params)
+        async with conn.cursor() as cursor:
+            # orjson: a stored chunk_metadata is parsed for every stored chunk of the batch
+            set_json_loads(orjson.loads, cursor)
+            await cursor.execute(self._query(keys), params)
+            records = await cursor.fetchall()
         width = len(self._pk)
         stored: dict[Key, list[_Stored]] = {}
         elsewhere: set[bytes] = set()
-        for record in await cursor.fetchall():
+        for record in records:
             chunk_hash = _bytes(record[width + 3])
             if record[0] == 1:
                 if chunk_hash is not None:
