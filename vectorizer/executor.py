@@ -73,7 +73,7 @@ class _Item:
     hashes: list[bytes] = field(default_factory=list)
     unchanged: bool = False
     kept: frozenset[int] = frozenset()
-    copies: dict[int, str | None] = field(default_factory=dict)
+    copies: set[int] = field(default_factory=set)
     replaced: list[str] | None = None
     # what the plan saved for this row, counted once the row is done (written or unchanged)
     counts: ReuseCounts = field(default_factory=ReuseCounts)
@@ -297,7 +297,7 @@ class Executor:
                         step="embedding",
                     )
                 item.vectors[seq] = vector
-                del item.copies[seq]
+                item.copies.discard(seq)
                 item.counts.embedded += 1
                 item.counts.other_row -= 1
                 item.counts.tokens_saved -= self._reuse.tokens(item.chunks[seq])

@@ -108,10 +108,9 @@ class RowPlan:
     metadata: Sequence[dict[str, Any] | None] = ()
     # chunk seqs whose stored row already holds this chunk: neither embedded nor written
     kept: frozenset[int] = frozenset()
-    # chunk seq -> the stored row (ctid) of this key that moves to that seq (same text at
-    # another seq), or None: the vector of any stored row with the same hash and provenance
-    # is copied (looked up again when written)
-    copies: dict[int, str | None] = field(default_factory=dict)
+    # chunk seqs whose vector is copied inside Postgres from a stored row (of this key or
+    # another) with the same hash and provenance, looked up by hash when written
+    copies: set[int] = field(default_factory=set)
     # the ctids of the stored rows to delete before writing; None: every stored row of the key
     replaced: list[str] | None = None
     # what this row saved; added to the run's counters only once the row is written
@@ -301,24 +300,19 @@ class TableReuse(Reuse):
                 self._unchanged(row)
                 continue
             row.kept = kept
+            row.replaced = [c.ctid for c in chunks if c.seq not in kept]
             for seq in kept:
                 self._saved(row, seq, same_row=True)
-            # each stored row not kept can move to one new seq; a repeat copies its vector
-            own = {c.chunk_hash: c.ctid for c in chunks if c.chunk_hash and c.current}
-            movable = {c.ctid for c in chunks if c.seq not in kept}
+            own = {c.chunk_hash for c in chunks if c.chunk_hash and c.current}
             for i, digest in enumerate(row.hashes):
                 if i in kept:
                     continue
                 if digest in own:
-                    source = own[digest]
-                    row.copies[i] = source if source in movable else None
-                    movable.discard(source)
+                    row.copies.add(i)
                     self._saved(row, i, same_row=True)
                 elif digest in elsewhere:
-                    row.copies[i] = None
+                    row.copies.add(i)
                     self._saved(row, i, same_row=False)
-            moved = {source for source in row.copies.values() if source is not None}
-            row.replaced = [c.ctid for c in chunks if c.seq not in kept and c.ctid not in moved]
 
     async def _stored(
         self, conn: psycopg.AsyncConnection, plan: BatchPlan
@@ -344,6 +338,10 @@ class TableReuse(Reuse):
             stored.setdefault(tuple(record[2 : 2 + width]), []).append(
                 _Stored(ctid, seq, chunk_hash, bool(current), chunk, metadata)
             )
+            if current and chunk_hash is not None:
+                # a stored chunk of another key of this batch is a source too (the probe
+                # leaves out the hashes these keys hold)
+                elsewhere.add(chunk_hash)
         return stored, elsewhere
 
 

@@ -11,7 +11,8 @@ the vector is the token-weighted, L2-normalised mean of the row's chunk vectors.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -47,7 +48,7 @@ class RowEmbeddings:
     # vector is None), and the ctids of the stored rows to delete first; None deletes every
     # stored row of the key
     kept: frozenset[int] = frozenset()
-    copies: Mapping[int, object] = field(default_factory=dict)
+    copies: AbstractSet[int] = frozenset()
     replaced: Sequence[str] | None = None
     # chunk_metadata per chunk (tokens, offsets, headings, page); empty: stored as NULL
     metadata: Sequence[dict[str, Any]] = field(default_factory=list)
@@ -86,10 +87,11 @@ class TableWriter:
             self._target, sql.SQL(", ").join(map(sql.Identifier, self._columns))
         )
         self._type_oids: list[int] | None = None
-        # built with the column list; ctids travel as binary text[] (%b): psycopg's text
-        # arrays escape element by element
-        self._park_rows = sql.Composed([])
-        self._settle_and_copy = sql.Composed([])
+        # ctids travel as a binary text[] (%b): psycopg's text arrays escape element by element
+        self._delete_ctids = sql.SQL(
+            "delete from {} where ctid = any(%(gone)b::text[]::tid[])"
+        ).format(self._target)
+        self._copy_reused: sql.Composed | None = None
         self._with_metadata = False
         self._extra_columns: list[str] = []
         self._halfvec = False
@@ -123,40 +125,27 @@ class TableWriter:
             self._copy = sql.SQL("copy {} ({}) from stdin with (format binary)").format(
                 self._target, sql.SQL(", ").join(map(sql.Identifier, columns))
             )
-            self._reuse_statements(columns)
+            self._copy_reused = self._copy_reused_statement(columns)
         return self._type_oids
 
-    def _reuse_statements(self, columns: list[str]) -> None:
-        """The statements that write reused chunks. Moving a chunk to another seq updates its
-        row in place (its TOASTed vector is not rewritten), in two steps: parked at a negative
-        seq, then settled. A copied chunk takes the vector of any stored row with its hash and
-        provenance; a row deleted or parked earlier in the batch still counts as a source."""
-        self._park_rows = sql.SQL(
-            "with gone as (delete from {target} where ctid = any(%(gone)b::text[]::tid[]))"
-            " update {target} as s set chunk_seq = -1 - m.i"
-            " from unnest(%(moved)b::text[]::tid[], %(order)b::int4[]) as m(src, i)"
-            " where s.ctid = m.src returning s.ctid::text, m.i"
-        ).format(target=self._target)
-        metadata = self._with_metadata
+    def _copy_reused_statement(self, columns: list[str]) -> sql.Composed:
+        """Deletes the replaced rows by ctid, then inserts the copied chunks with a vector of
+        the store that has the same hash and provenance. The deletes come first (the
+        one-time filter waits for them), so a copied chunk may take the seq of a row deleted
+        here, even one whose vector it takes: the statement still sees that row."""
         names = [c for c in columns if c != "embedding"]
-        self._settle_and_copy = sql.SQL(
-            "with settled as (update {target} as s set chunk_seq = m.seq, chunk = m.chunk{meta}"
-            " from unnest(%(parked)b::text[]::tid[], %(seqs)b::int4[], %(chunks)b::text[]{metas})"
-            " as m(src, seq, chunk{meta_name}) where s.ctid = m.src returning 1)"
+        return sql.SQL(
+            "with gone as (delete from {target}"
+            " where ctid = any(%(gone)b::text[]::tid[]) returning 1)"
             " insert into {target} ({names}, embedding)"
             " select {values}, v.embedding"
             " from jsonb_populate_recordset(null::{target}, %(rows)s) as n"
             " cross join lateral (select s.embedding from {target} as s"
             " where s.chunk_hash = n.chunk_hash and s.config_hash = n.config_hash limit 1) as v"
-            " where (select count(*) from settled) >= 0"
+            " where (select count(*) from gone) >= 0"
             " returning {pk}, chunk_seq"
         ).format(
             target=self._target,
-            meta=sql.SQL(", {} = m.meta").format(sql.Identifier(METADATA_COLUMN))
-            if metadata
-            else sql.SQL(""),
-            metas=sql.SQL(", %(metas)b::jsonb[]") if metadata else sql.SQL(""),
-            meta_name=sql.SQL(", meta") if metadata else sql.SQL(""),
             names=sql.SQL(", ").join(map(sql.Identifier, names)),
             values=sql.SQL(", ").join(sql.Identifier("n", name) for name in names),
             pk=sql.SQL(", ").join(map(sql.Identifier, self._pk)),
@@ -189,35 +178,20 @@ class TableWriter:
         rows: Sequence[RowEmbeddings],
         refill: Refill | None,
     ) -> None:
-        """Deletes the stored chunks `rows` replace (whole keys, or the rows chunk reuse names),
-        moves the stored chunks that only changed seq and writes the chunks whose vectors are
-        copied from the store, without any vector leaving Postgres."""
+        """Deletes the stored chunks `rows` replace (whole keys, or the rows chunk reuse names)
+        and writes the chunks whose vectors are copied from the store, without the vectors
+        leaving Postgres."""
         await self.delete(conn, [row.key for row in rows if row.replaced is None])
         gone = [ctid for row in rows if row.replaced for ctid in row.replaced]
-        moves = [
-            (src, r, seq)
-            for r, row in enumerate(rows)
-            for seq, src in sorted(row.copies.items())
-            if isinstance(src, str)
-        ]
-        copies = [(r, seq) for r, row in enumerate(rows) for seq, src in row.copies.items()]
-        copies = [(r, seq) for r, seq in copies if not isinstance(rows[r].copies[seq], str)]
-        parked: list[str] = []
-        if gone or moves:
-            parked = await self._park(conn, gone, [src for src, _, _ in moves])
-        if not moves and not copies:
+        copies = [(r, seq) for r, row in enumerate(rows) for seq in sorted(row.copies)]
+        if not copies:
+            if gone:
+                await conn.execute(self._delete_ctids, {"gone": gone})
             return
-        params: dict[str, Any] = {
-            "parked": parked,
-            "seqs": [seq for _, _, seq in moves],
-            "chunks": [rows[r].chunks[seq] for _, r, seq in moves],
-            "rows": Jsonb(
-                [self._copy_values(conn, rows[r], seq) for r, seq in copies], dumps=orjson.dumps
-            ),
-        }
-        if self._with_metadata:
-            params["metas"] = [_jsonb(rows[r].metadata_at(seq)) for _, r, seq in moves]
-        cursor = await conn.execute(self._settle_and_copy, params)
+        values = [self._copy_values(conn, rows[r], seq) for r, seq in copies]
+        cursor = await conn.execute(
+            self._copy_reused, {"gone": gone, "rows": Jsonb(values, dumps=orjson.dumps)}
+        )
         width = len(self._pk)
         written = {(tuple(found[:width]), found[width]) for found in await cursor.fetchall()}
         missing = [(r, seq) for r, seq in copies if (rows[r].key, seq) not in written]
@@ -229,24 +203,6 @@ class TableWriter:
             )
         log.info("%d reused vector(s) were deleted meanwhile; embedding them", len(missing))
         await refill(missing)
-
-    async def _park(
-        self, conn: psycopg.AsyncConnection, gone: list[str], moved: list[str]
-    ) -> list[str]:
-        """Deletes `gone` and parks the rows to move at negative seqs, out of the way of the
-        seqs they and others take next (the unique (key, chunk_seq) constraint is checked row
-        by row); returns the parked rows' new ctids, in the order of `moved`."""
-        cursor = await conn.execute(
-            self._park_rows, {"gone": gone, "moved": moved, "order": list(range(len(moved)))}
-        )
-        found = sorted(await cursor.fetchall(), key=lambda record: record[1])
-        if len(found) != len(moved):
-            # the key's rows are ours (the claim's key lock): a missing one is a bug, not a race
-            raise VectorizerError(
-                f"{len(moved) - len(found)} stored chunk(s) to move were not found",
-                step="writing",
-            )
-        return [ctid for ctid, _ in found]
 
     def _copy_values(
         self, conn: psycopg.AsyncConnection, row: RowEmbeddings, seq: int
@@ -278,7 +234,7 @@ class TableWriter:
             for row in rows:
                 extras = self._extras(row)
                 for seq, (chunk, vector) in enumerate(zip(row.chunks, row.vectors, strict=True)):
-                    if seq in row.kept or (seq in row.copies and vector is None):
+                    if seq in row.kept or seq in row.copies:
                         continue
                     values = (*row.key, seq, chunk, HalfVector(vector) if self._halfvec else vector)
                     if self._with_metadata:
