@@ -28,6 +28,7 @@ from vectorizer.observability.telemetry import telemetry
 from vectorizer.queue import ATTEMPTS, FOUND, Claimer, QueueQueries
 from vectorizer.recheck import BUSY_RETRY_SECONDS, SourceRecheck
 from vectorizer.reuse import BatchPlan, Reuse, ReuseCounts, make_reuse
+from vectorizer.settings import RetryPolicy
 from vectorizer.stages.pipeline import RowPipeline
 from vectorizer.stages.writing import Refill, RowEmbeddings, Writer
 
@@ -38,17 +39,6 @@ _DIMENSION_MISMATCH = re.compile(r"expected \d+ dimensions, not \d+")
 
 DEFAULT_BATCH_SIZE = 50
 DOCUMENT_BATCH_SIZE = 1
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Backoff for row-level failures: base, doubling per attempt, capped."""
-
-    base_seconds: float = 180.0
-    max_seconds: float = 3600.0
-
-    def delay(self, attempts_so_far: int) -> float:
-        return min(self.max_seconds, self.base_seconds * (2 ** min(attempts_so_far, 30)))
 
 
 @dataclass

@@ -28,9 +28,8 @@ import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import orjson
 import psycopg
 from psycopg import sql
@@ -38,10 +37,13 @@ from psycopg.types.json import set_json_loads
 from pydantic import TypeAdapter, ValidationError
 
 from vectorizer.config import ColumnDestination, Embedding, TableDestination, Vectorizer
-from vectorizer.embedders import Embedder
-from vectorizer.embedders.base import BadInputError
-from vectorizer.embedders.estimates import estimate_tokens, utf8_size
 from vectorizer.queue import keys_condition
+
+if TYPE_CHECKING:
+    # the counters are imported at start-up (tracking); numpy and the providers only with work
+    import numpy as np
+
+    from vectorizer.embedders import Embedder
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +148,8 @@ class _Stored:
 
 def token_counter(embedder: Embedder) -> Callable[[str], int]:
     """Tokens a text would have cost, by the provider's own count or estimate."""
+    from vectorizer.embedders.base import BadInputError
+    from vectorizer.embedders.estimates import estimate_tokens, utf8_size
 
     def count(text: str) -> int:
         try:
@@ -399,6 +403,8 @@ def make_reuse(vectorizer: Vectorizer, embedder: Embedder) -> Reuse:
 
 def as_array(value: Any) -> np.ndarray:
     """A stored vector (pgvector's Vector or HalfVector, or an array) as float32."""
+    import numpy as np
+
     to_numpy = getattr(value, "to_numpy", None)
     return np.asarray(to_numpy() if to_numpy is not None else value, dtype=np.float32)
 

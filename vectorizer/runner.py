@@ -11,18 +11,17 @@ import random
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import psycopg
 from pgvector.psycopg import register_vector_async
+from psycopg import sql
 from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 from pydantic import ValidationError
 
-from vectorizer import preflight
 from vectorizer.config import Vectorizer
-from vectorizer.embedders import Embedder, make_embedder
 from vectorizer.errors import VectorizerError
-from vectorizer.executor import BatchResult, Executor
 from vectorizer.indexing import IndexBuilder
 from vectorizer.observability import tracing
 from vectorizer.observability.progress import Progress
@@ -30,9 +29,14 @@ from vectorizer.observability.telemetry import telemetry
 from vectorizer.queue import EXECUTOR_SESSION, build_queries
 from vectorizer.reuse import ReuseCounts
 from vectorizer.settings import WorkerSettings
-from vectorizer.stages.pipeline import RowPipeline, token_counter_for
-from vectorizer.stages.writing import make_writer
 from vectorizer.tracking import WorkerTracking
+
+if TYPE_CHECKING:
+    # imported when a vectorizer has work (`_build`): the pipeline, provider SDKs, numpy and
+    # langchain cost a once-run with nothing queued most of its time
+    from vectorizer.embedders import Embedder
+    from vectorizer.executor import BatchResult
+    from vectorizer.stages.pipeline import RowPipeline
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +135,9 @@ class VectorizerRunner:
             return current
         if current is not None:
             await current.embedder.aclose()
+        from vectorizer.embedders import make_embedder
+        from vectorizer.stages.pipeline import RowPipeline, token_counter_for
+
         embedder = make_embedder(vectorizer.config.embedding)
         await embedder.setup()
         # after setup: the model's tokenizer and input limit may come from the embedder
@@ -142,6 +149,8 @@ class VectorizerRunner:
     async def drain(self) -> int:
         """Processes the queue until it is empty; returns the rows embedded."""
         async with self._connections.get() as conn:
+            if self._settings.once and not await _has_queued(conn, self.vectorizer_id):
+                return await self._nothing_queued(conn)
             try:
                 components = await self._build(conn)
             except ValidationError as exc:
@@ -150,6 +159,8 @@ class VectorizerRunner:
                 ) from exc
             if components is None or components.vectorizer.disabled:
                 return 0
+            from vectorizer import preflight
+
             await preflight.check(conn, components.vectorizer)
         vectorizer = components.vectorizer
         concurrency = self._settings.concurrency or vectorizer.config.processing.concurrency or 1
@@ -193,7 +204,21 @@ class VectorizerRunner:
         await self.indexer.after_drain(vectorizer, wait=self._settings.once)
         return items
 
+    async def _nothing_queued(self, conn: psycopg.AsyncConnection) -> int:
+        """A once-run with an empty queue: no pipeline or embedder is built (nor their
+        packages imported), only the vector index is checked, as after any drain."""
+        vectorizer = await load_vectorizer(conn, self.vectorizer_id)
+        if vectorizer is None:
+            self.gone = True
+        elif not vectorizer.disabled:
+            self._loaded = vectorizer
+            await self.indexer.after_drain(vectorizer, wait=True)
+        return 0
+
     async def _executor_loop(self, components: _Components) -> int:
+        from vectorizer.executor import Executor
+        from vectorizer.stages.writing import make_writer
+
         vectorizer = components.vectorizer
         executor = Executor(
             vectorizer,
@@ -357,6 +382,21 @@ async def _pending_estimate(db_url: str, vectorizer_id: int) -> int:
         cursor = await conn.execute("select ai._vectorizer_count_rows(%s, %s)", row)
         counted = await cursor.fetchone()
     return int(counted[0] or 0) if counted else 0
+
+
+async def _has_queued(conn: psycopg.AsyncConnection, vectorizer_id: int) -> bool:
+    """Whether the vectorizer's queue holds any row (one index probe, no count)."""
+    cursor = await conn.execute(
+        "select queue_schema, queue_table from ai.vectorizer where id = %s", (vectorizer_id,)
+    )
+    row = await cursor.fetchone()
+    if row is None:
+        return True  # gone: the normal path says so
+    cursor = await conn.execute(
+        sql.SQL("select exists (select from {})").format(sql.Identifier(*row))
+    )
+    found = await cursor.fetchone()
+    return bool(found and found[0])
 
 
 async def _is_disabled(conn: psycopg.AsyncConnection, vectorizer_id: int) -> bool:
