@@ -231,6 +231,24 @@ def test_rows_sharing_a_body_send_each_distinct_text_once(
     assert facts["chunks_reused_other_row"] == 400 - len(distinct)
 
 
+def test_reuse_is_counted_only_for_rows_that_were_written(
+    conn: psycopg.Connection, db_url: str, fake: FakeOpenAI
+) -> None:
+    shared = "a paragraph that every one of the rows starts with"
+    bodies = {1: "row one's own paragraph", 2: "row two's POISON paragraph", 3: "row three's own"}
+    create_source(conn, rows=[(k, "t", f"{shared}\n\n{tail}") for k, tail in bodies.items()])
+    vid = create_vectorizer(conn, chunking=CHUNKING)
+    run_ok(db_url, env=worker_env(fake))
+
+    assert sorted(key for key, *_ in store(conn)) == [1, 1, 3, 3]
+    facts = status(conn, vid)
+    # row 1 sent the shared text and its own; row 3 reused the shared one and sent its own;
+    # row 2's reuse and its poisoned text do not count: it was not written
+    assert facts["chunks_embedded"] == 3
+    assert facts["chunks_reused_other_row"] == 1
+    assert facts["chunks_reused_same_row"] == 0
+
+
 def test_two_executors_racing_on_the_same_text_lose_no_row(
     conn: psycopg.Connection, db_url: str
 ) -> None:
@@ -341,6 +359,37 @@ def test_column_destination_keeps_hashes_aside_and_skips_unchanged_rows(
     facts = status(conn, vid)
     assert facts["rows_unchanged"] == 4
     assert facts["chunks_older_config"] == 0
+
+
+def test_column_destination_hashes_go_with_their_rows_and_repair_drops_leftovers(
+    conn: psycopg.Connection, db_url: str, fake: FakeOpenAI
+) -> None:
+    create_source(conn, rows=[(i, f"t{i}", f"text {i}") for i in range(1, 5)])
+    vid = create_vectorizer(conn, destination="ai.destination_column('embedding')")
+    run_ok(db_url, env=worker_env(fake))
+
+    def hashed() -> list[Any]:
+        return [
+            row[0]
+            for row in conn.execute(
+                "select pk from ai._vectorizer_column_hash where vectorizer_id = %s order by pk",
+                (vid,),
+            )
+        ]
+
+    assert hashed() == [[1], [2], [3], [4]]
+    conn.execute("delete from docs where id = 2")
+    conn.execute("update docs set id = 40 where id = 4")  # the old key's hash goes too
+    assert hashed() == [[1], [3]]
+
+    # a leftover (a pgai worker's delete, or one from before the trigger did this)
+    conn.execute(
+        "insert into ai._vectorizer_column_hash (vectorizer_id, pk, chunk_hash)"
+        " values (%s, '[99]', '\\x00')",
+        (vid,),
+    )
+    conn.execute("select * from ai.repair_vectorizer(%s)", (vid,))
+    assert hashed() == [[1], [3]]
 
 
 def test_migration_adds_the_columns_to_existing_stores_with_hostile_names(
