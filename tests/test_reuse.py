@@ -449,6 +449,59 @@ def test_migration_adds_the_columns_to_existing_stores_with_hostile_names(
     assert status(conn, vid)["rows_unchanged"] == 2
 
 
+def test_copied_vectors_keep_hostile_names_and_composite_keys_of_any_type(
+    conn: psycopg.Connection, db_url: str, fake: FakeOpenAI
+) -> None:
+    # reused vectors are copied inside Postgres, the key typed by the store's own columns
+    conn.execute('create schema "Odd Schema"')
+    conn.execute(
+        'create table "Odd Schema"."My ""Docs""" ("Doc Key" text, "At" timestamptz,'
+        ' "Body Text" text, primary key ("Doc Key", "At"))'
+    )
+    at = "2024-02-29 12:34:56.789+00"
+    keys = [('it\'s "one"', at), ("two; drop table x", at)]
+    source = sql.SQL('insert into "Odd Schema"."My ""Docs""" values (%s, %s, %s)')
+    for key, text in zip(keys, (body(1, 3), body(2, 3)), strict=True):
+        conn.execute(source, (*key, text))
+    create_vectorizer(
+        conn,
+        source='"Odd Schema"."My ""Docs"""',
+        name="odd_keys",
+        loading="ai.loading_column('Body Text')",
+        chunking=CHUNKING,
+        destination="ai.destination_table(target_table => 'Store \"X\"')",
+    )
+    run_ok(db_url, env=worker_env(fake))
+    fake.reset()
+
+    # key one: a new first paragraph shifts its chunks; key two: key one's old text
+    conn.execute(
+        'update "Odd Schema"."My ""Docs""" set "Body Text" = %s where "Doc Key" = %s',
+        (body(1, 3, first="a brand new opening paragraph"), keys[0][0]),
+    )
+    conn.execute(
+        'update "Odd Schema"."My ""Docs""" set "Body Text" = %s where "Doc Key" = %s',
+        (body(1, 3), keys[1][0]),
+    )
+    run_ok(db_url, env=worker_env(fake))
+
+    assert inputs_sent(fake) == ["a brand new opening paragraph"]
+    stored = conn.execute(
+        'select "Doc Key", "At", chunk_seq, chunk, embedding::float4[] from "Odd Schema".'
+        '"Store ""X""" order by 1, 3'
+    ).fetchall()
+    expected = {
+        keys[0][0]: body(1, 3, first="a brand new opening paragraph").split("\n\n"),
+        keys[1][0]: body(1, 3).split("\n\n"),
+    }
+    assert [(key, seq, chunk) for key, _, seq, chunk, _ in stored] == [
+        (key, seq, chunk) for key in sorted(expected) for seq, chunk in enumerate(expected[key])
+    ]
+    for _, when, _, chunk, embedding in stored:
+        assert when.isoformat() == "2024-02-29T12:34:56.789000+00:00"
+        assert_vector(embedding, chunk)
+
+
 def test_status_command_shows_reuse(
     conn: psycopg.Connection, db_url: str, fake: FakeOpenAI
 ) -> None:
