@@ -287,7 +287,6 @@ class Executor:
                         step="embedding",
                     )
                 item.vectors[seq] = vector
-                item.copies.discard(seq)
                 item.counts.embedded += 1
                 item.counts.other_row -= 1
                 item.counts.tokens_saved -= self._reuse.tokens(item.chunks[seq])

@@ -177,17 +177,18 @@ class TableWriter:
         conn: psycopg.AsyncConnection,
         rows: Sequence[RowEmbeddings],
         refill: Refill | None,
-    ) -> None:
+    ) -> int:
         """Deletes the stored chunks `rows` replace (whole keys, or the rows chunk reuse names)
         and writes the chunks whose vectors are copied from the store, without the vectors
-        leaving Postgres."""
+        leaving Postgres; returns how many were copied. A copy that found no source any more
+        gets its vector from `refill` and is written with the embedded chunks."""
         await self.delete(conn, [row.key for row in rows if row.replaced is None])
         gone = [ctid for row in rows if row.replaced for ctid in row.replaced]
         copies = [(r, seq) for r, row in enumerate(rows) for seq in sorted(row.copies)]
         if not copies:
             if gone:
                 await conn.execute(self._delete_ctids, {"gone": gone})
-            return
+            return 0
         values = [self._copy_values(conn, rows[r], seq) for r, seq in copies]
         cursor = await conn.execute(
             self._copy_reused, {"gone": gone, "rows": Jsonb(values, dumps=orjson.dumps)}
@@ -196,13 +197,14 @@ class TableWriter:
         written = {(tuple(found[:width]), found[width]) for found in await cursor.fetchall()}
         missing = [(r, seq) for r, seq in copies if (rows[r].key, seq) not in written]
         if not missing:
-            return
+            return len(written)
         if refill is None:
             raise VectorizerError(
                 f"{len(missing)} reused vector(s) vanished while being copied", step="writing"
             )
         log.info("%d reused vector(s) were deleted meanwhile; embedding them", len(missing))
         await refill(missing)
+        return len(written)
 
     def _copy_values(
         self, conn: psycopg.AsyncConnection, row: RowEmbeddings, seq: int
@@ -227,14 +229,14 @@ class TableWriter:
         refill: Refill | None = None,
     ) -> int:
         types = await self._types(conn)
-        await self._delete_and_copy(conn, rows, refill)
-        written = sum(len(row.copies) for row in rows)
+        written = await self._delete_and_copy(conn, rows, refill)
         async with conn.cursor() as cursor, cursor.copy(self._copy) as copy:
             copy.set_types(types)
             for row in rows:
                 extras = self._extras(row)
                 for seq, (chunk, vector) in enumerate(zip(row.chunks, row.vectors, strict=True)):
-                    if seq in row.kept or seq in row.copies:
+                    # a copy has no vector here, unless its source vanished and it was refilled
+                    if seq in row.kept or (seq in row.copies and vector is None):
                         continue
                     values = (*row.key, seq, chunk, HalfVector(vector) if self._halfvec else vector)
                     if self._with_metadata:
