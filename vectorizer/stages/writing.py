@@ -184,7 +184,13 @@ class TableWriter:
         gets its vector from `refill` and is written with the embedded chunks."""
         await self.delete(conn, [row.key for row in rows if row.replaced is None])
         gone = [ctid for row in rows if row.replaced for ctid in row.replaced]
-        copies = [(r, seq) for r, row in enumerate(rows) for seq in sorted(row.copies)]
+        # a copy refilled by an earlier attempt at this write (its vector is here) is COPYed
+        copies = [
+            (r, seq)
+            for r, row in enumerate(rows)
+            for seq in sorted(row.copies)
+            if row.vectors[seq] is None
+        ]
         if not copies:
             if gone:
                 await conn.execute(self._delete_ctids, {"gone": gone})
