@@ -6,8 +6,9 @@ A database with the schema installed and one vectorizer (the bench/backfill.py w
 config: OpenAI embeddings, recursive chunking, a `$title: $chunk` template) whose queue is
 empty, as a cron job or a Kubernetes Job finds it most of the time. Each run is the real CLI
 as a subprocess, timed from start to exit (interpreter start-up, imports, connecting, the
-empty-queue check, shutdown), with bytecode caching on as in an installed package. Prints every run and the median. With `--baseline <checkout>`
-the same runs are made with that checkout's code first on PYTHONPATH, alternating.
+empty-queue check, shutdown), with bytecode caching on as in an installed package. Prints
+every run and the median. With `--baseline <checkout>` the same runs are made with that
+checkout's code first on PYTHONPATH, alternating.
 """
 
 from __future__ import annotations
