@@ -236,8 +236,8 @@ def _setting(value: T | None, env_name: str, convert: Callable[[str], T], defaul
 
 def worker_settings(args: argparse.Namespace) -> WorkerSettings:
     from vectorizer.concurrency import DEFAULT_MAX_CONNECTIONS
-    from vectorizer.executor import RetryPolicy
     from vectorizer.install import resolve_db_url
+    from vectorizer.settings import RetryPolicy
     from vectorizer.worker import WorkerSettings
 
     ids = args.vectorizer_id

@@ -29,8 +29,9 @@ from vectorizer.observability.telemetry import telemetry
 from vectorizer.queue import ATTEMPTS, FOUND, Claimer, QueueQueries
 from vectorizer.recheck import BUSY_RETRY_SECONDS, SourceRecheck
 from vectorizer.reuse import BatchPlan, Reuse, ReuseCounts, make_reuse
+from vectorizer.settings import RetryPolicy
 from vectorizer.stages.pipeline import RowPipeline
-from vectorizer.stages.writing import RowEmbeddings, Writer
+from vectorizer.stages.writing import Refill, RowEmbeddings, Writer
 
 log = logging.getLogger(__name__)
 
@@ -39,17 +40,6 @@ _DIMENSION_MISMATCH = re.compile(r"expected \d+ dimensions, not \d+")
 
 DEFAULT_BATCH_SIZE = 50
 DOCUMENT_BATCH_SIZE = 1
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Backoff for row-level failures: base, doubling per attempt, capped."""
-
-    base_seconds: float = 180.0
-    max_seconds: float = 3600.0
-
-    def delay(self, attempts_so_far: int) -> float:
-        return min(self.max_seconds, self.base_seconds * (2 ** min(attempts_so_far, 30)))
 
 
 @dataclass
@@ -74,7 +64,10 @@ class _Item:
     hashes: list[bytes] = field(default_factory=list)
     unchanged: bool = False
     kept: frozenset[int] = frozenset()
-    replaced: list[int] | None = None
+    copies: set[int] = field(default_factory=set)
+    replaced: list[str] | None = None
+    # what the plan saved for this row, counted once the row is done (written or unchanged)
+    counts: ReuseCounts = field(default_factory=ReuseCounts)
     error: RowError | None = None
 
 
@@ -129,7 +122,6 @@ class Executor:
             plan = await self._reuse.plan(
                 conn, [(item.key, item.chunks) for item in ready], [i.metadata for i in ready]
             )
-            result.reuse = plan.counts
             with tracing.span("vectorizer.stage", stage="embed", rows=len(live)):
                 await self._embed(ready, plan)
             live = await self._recheck(conn, live)
@@ -145,6 +137,10 @@ class Executor:
                 conn, [item.key for item in items], [i.key for i in live if _is_empty(i)]
             )
             result.rows_done = sum(1 for item in live if item.error is None)
+            # a row's savings count only if it is done: not one whose embedding or write failed
+            for item in live:
+                if item.error is None:
+                    result.reuse.add(item.counts)
             result.chunks = sum(len(item.chunks) for item in live if item.error is None)
             result.failed = [(item.key, item.error) for item in failed if item.error]
             return result
@@ -190,7 +186,8 @@ class Executor:
         """Embeds what the plan could not reuse; every text once, its vector to each owner."""
         for item, row in zip(items, plan.rows, strict=True):
             item.vectors, item.hashes, item.unchanged = row.vectors, row.hashes, row.unchanged
-            item.kept, item.replaced = row.kept, row.replaced
+            item.kept, item.copies, item.replaced = row.kept, row.copies, row.replaced
+            item.counts = row.counts
         texts = plan.texts
         if not texts:
             return
@@ -245,6 +242,7 @@ class Executor:
             hashes=item.hashes,
             provenance=self._reuse.provenance,
             kept=item.kept,
+            copies=item.copies,
             replaced=item.replaced,
         )
 
@@ -253,7 +251,9 @@ class Executor:
             return
         try:
             async with conn.transaction():
-                await self._writer.write(conn, [self._embeddings(item) for item in items])
+                await self._writer.write(
+                    conn, [self._embeddings(item) for item in items], self._refill(items)
+                )
             return
         except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn) as exc:
             # the store or a column of it was dropped under us: no row could be written
@@ -274,6 +274,27 @@ class Executor:
         middle = len(items) // 2
         await self._write(conn, items[:middle])
         await self._write(conn, items[middle:])
+
+    def _refill(self, items: list[_Item]) -> Refill:
+        """Embeds the chunks whose reused vector vanished before it could be copied (another
+        executor replaced the last stored copy meanwhile): rare, and then paid for once."""
+
+        async def refill(missing: list[tuple[int, int]]) -> None:
+            result = await self._embedder.embed([items[r].chunks[seq] for r, seq in missing])
+            for (r, seq), vector in zip(missing, result.vectors, strict=True):
+                item = items[r]
+                if vector is None:
+                    raise VectorizerError(
+                        "a reused vector vanished and embedding its text again failed: "
+                        f"{result.errors.get(missing.index((r, seq)), 'no vector')}",
+                        step="embedding",
+                    )
+                item.vectors[seq] = vector
+                item.counts.embedded += 1
+                item.counts.other_row -= 1
+                item.counts.tokens_saved -= self._reuse.tokens(item.chunks[seq])
+
+        return refill
 
     async def _forget_failures(self, conn: psycopg.AsyncConnection, items: list[_Item]) -> None:
         if items:

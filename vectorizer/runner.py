@@ -11,19 +11,19 @@ import random
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import psycopg
 from pgvector.psycopg import register_vector_async
+from psycopg import sql
 from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 from pydantic import ValidationError
 
-from vectorizer import preflight, reembed
+from vectorizer import reembed
 from vectorizer.concurrency import AdaptiveConcurrency, ConnectionBudget
 from vectorizer.config import Vectorizer
-from vectorizer.embedders import Embedder, make_embedder
 from vectorizer.errors import VectorizerError
-from vectorizer.executor import BatchResult, Executor, batch_size_for
 from vectorizer.indexing import IndexBuilder
 from vectorizer.observability import tracing
 from vectorizer.observability.progress import Progress
@@ -31,9 +31,14 @@ from vectorizer.observability.telemetry import telemetry
 from vectorizer.queue import EXECUTOR_SESSION, build_queries
 from vectorizer.reuse import ReuseCounts
 from vectorizer.settings import WorkerSettings
-from vectorizer.stages.pipeline import RowPipeline, token_counter_for
-from vectorizer.stages.writing import make_writer
 from vectorizer.tracking import WorkerTracking
+
+if TYPE_CHECKING:
+    # imported when a vectorizer has work (`_build`): the pipeline, provider SDKs, numpy and
+    # langchain cost a once-run with nothing queued most of its time
+    from vectorizer.embedders import Embedder
+    from vectorizer.executor import BatchResult
+    from vectorizer.stages.pipeline import RowPipeline
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +158,9 @@ class VectorizerRunner:
             return current
         if current is not None:
             await current.embedder.aclose()
+        from vectorizer.embedders import make_embedder
+        from vectorizer.stages.pipeline import RowPipeline, token_counter_for
+
         embedder = make_embedder(vectorizer.config.embedding)
         await embedder.setup()
         # after setup: the model's tokenizer and input limit may come from the embedder
@@ -174,6 +182,8 @@ class VectorizerRunner:
 
     async def _drain_pass(self) -> int:
         async with self._connections.get() as conn:
+            if self._settings.once and not await _has_work(conn, self.vectorizer_id):
+                return await self._nothing_queued(conn)
             try:
                 components = await self._build(conn)
             except ValidationError as exc:
@@ -182,6 +192,8 @@ class VectorizerRunner:
                 ) from exc
             if components is None or components.vectorizer.disabled:
                 return 0
+            from vectorizer import preflight
+
             await preflight.check(conn, components.vectorizer)
         vectorizer = components.vectorizer
         fixed = self._settings.concurrency or vectorizer.config.processing.concurrency
@@ -267,7 +279,21 @@ class VectorizerRunner:
         components.embedder.on_pushback = self.concurrency.congested
         return self.concurrency
 
+    async def _nothing_queued(self, conn: psycopg.AsyncConnection) -> int:
+        """A once-run with an empty queue: no pipeline or embedder is built (nor their
+        packages imported), only the vector index is checked, as after any drain."""
+        vectorizer = await load_vectorizer(conn, self.vectorizer_id)
+        if vectorizer is None:
+            self.gone = True
+        elif not vectorizer.disabled:
+            self._loaded = vectorizer
+            await self.indexer.after_drain(vectorizer, wait=True)
+        return 0
+
     async def _executor_loop(self, components: _Components, slot: int, drain: _Drain) -> int:
+        from vectorizer.executor import Executor, batch_size_for
+        from vectorizer.stages.writing import make_writer
+
         vectorizer = components.vectorizer
         executor = Executor(
             vectorizer,
@@ -326,6 +352,8 @@ class VectorizerRunner:
         """Whether a slice of a re-embed was queued for this executor to claim."""
         if self._altered:
             return False
+        from vectorizer.executor import batch_size_for
+
         fed = await reembed.feed(conn, vectorizer.id, batch_size_for(vectorizer))
         if fed == reembed.SWAP_DUE and await reembed.swap(conn, vectorizer.id):
             log.info("vectorizer %s: the new store covers every key; swapped in", self.label)
@@ -460,6 +488,34 @@ async def _pending_estimate(db_url: str, vectorizer_id: int) -> int:
         cursor = await conn.execute("select ai._vectorizer_count_rows(%s, %s)", row)
         counted = await cursor.fetchone()
     return int(counted[0] or 0) if counted else 0
+
+
+async def _has_work(conn: psycopg.AsyncConnection, vectorizer_id: int) -> bool:
+    """Whether the vectorizer's queue holds any row (one index probe, no count) or a re-embed
+    is running (its next slice is queued by a drain). True when in doubt: the normal path
+    then builds the pipeline and finds out."""
+    cursor = await conn.execute(
+        "select queue_schema, queue_table from ai.vectorizer where id = %s", (vectorizer_id,)
+    )
+    row = await cursor.fetchone()
+    if row is None:
+        return True  # gone: the normal path says so
+    try:
+        cursor = await conn.execute(
+            sql.SQL("select exists (select from {})").format(sql.Identifier(*row))
+        )
+        queued = await cursor.fetchone()
+        if queued and queued[0]:
+            return True
+        cursor = await conn.execute(
+            "select exists (select from ai._vectorizer_reembed"
+            " where vectorizer_id = %s and finished_at is null)",
+            (vectorizer_id,),
+        )
+        running = await cursor.fetchone()
+    except psycopg.DatabaseError:
+        return True  # a schema or a grant from before re-embeds: not this check's to judge
+    return bool(running and running[0])
 
 
 async def _is_disabled(conn: psycopg.AsyncConnection, vectorizer_id: int) -> bool:

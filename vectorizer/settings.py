@@ -6,7 +6,18 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from vectorizer.concurrency import DEFAULT_MAX_CONNECTIONS
-from vectorizer.executor import RetryPolicy
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Backoff for row-level failures: base, doubling per attempt, capped. (Here, not in
+    executor.py: settings are imported at start-up, the executor only when there is work.)"""
+
+    base_seconds: float = 180.0
+    max_seconds: float = 3600.0
+
+    def delay(self, attempts_so_far: int) -> float:
+        return min(self.max_seconds, self.base_seconds * (2 ** min(attempts_so_far, 30)))
 
 
 @dataclass

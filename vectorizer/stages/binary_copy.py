@@ -81,7 +81,12 @@ class BinaryRows:
         return b"".join(parts), written
 
     def _encode_row(self, row: RowEmbeddings, parts: list[bytes]) -> int:
-        seqs = [seq for seq in range(len(row.chunks)) if seq not in row.kept]
+        # kept in place, or copied inside Postgres (a copy has a vector only when refilled)
+        seqs = [
+            seq
+            for seq in range(len(row.chunks))
+            if seq not in row.kept and not (seq in row.copies and row.vectors[seq] is None)
+        ]
         if not seqs:
             return 0
         key = self._dump_key(row.key)
