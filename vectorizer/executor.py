@@ -30,7 +30,7 @@ from vectorizer.errors import RowError, VectorizerError, failure_message
 from vectorizer.lease import Lease, LeaseQueries, quietly, unlock
 from vectorizer.observability import tracing
 from vectorizer.observability.telemetry import telemetry
-from vectorizer.queue import ATTEMPTS, FOUND, VERSION, Claimer, QueueQueries
+from vectorizer.queue import ATTEMPTS, FOUND, KEY_PREFIX, VERSION, Claimer, QueueQueries
 from vectorizer.recheck import BUSY_RETRY_SECONDS, SourceRecheck
 from vectorizer.reuse import BatchPlan, Reuse, ReuseCounts, make_reuse
 from vectorizer.stages.pipeline import RowPipeline
@@ -181,7 +181,7 @@ class Executor:
         for row in rows:
             attempts = row.pop(ATTEMPTS) or 0
             version = row.pop(VERSION, None)
-            key = tuple(row.get(c) for c in pk)
+            key = tuple(row.pop(KEY_PREFIX + c) for c in pk)
             items.append(_Item(key=key, attempts=attempts, row=row, version=version))
         return items
 

@@ -20,6 +20,8 @@ FOUND = "__vectorizer_found"
 ATTEMPTS = "__vectorizer_attempts"
 # md5 of the source row's text form at claim time: the write re-checks it (recheck.py)
 VERSION = "__vectorizer_version"
+# the claimed key's columns, also for a deleted row (whose source columns are null)
+KEY_PREFIX = "__vectorizer_key."
 
 
 def _ident_list(names: Sequence[str], prefix: str | None = None) -> sql.Composable:
@@ -218,7 +220,7 @@ def _claim(
                 where l.locked
             ))
         )
-        select l.attempts as {attempts}, s.*
+        select l.attempts as {attempts}, {claimed_key}, s.*
         from locked_items l
         left join lateral (
             select true as {found}, md5(s::text) as {version}, s.*
@@ -247,6 +249,10 @@ def _claim(
         attempts=sql.Identifier(ATTEMPTS),
         found=sql.Identifier(FOUND),
         version=sql.Identifier(VERSION),
+        claimed_key=sql.SQL(", ").join(
+            sql.SQL("{} as {}").format(sql.Identifier("l", name), sql.Identifier(KEY_PREFIX + name))
+            for name in pk
+        ),
     )
 
 
