@@ -136,7 +136,7 @@ def test_rows_changed_or_truncated_while_embedding_are_not_written_stale(
             }
 
         wait_for(landed, 60, what="the current content of every row")
-        for key, _, chunk, vector in store_rows(conn):
+        for _, _, chunk, vector in store_rows(conn):
             assert_vector(vector, chunk)
         wait_for(lambda: queue_count(conn, vid) == 0, 30, what="an empty queue")
 
