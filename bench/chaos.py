@@ -359,13 +359,15 @@ def timed_daemon(source: Source, env: dict[str, str]) -> float:
         stop(process)
 
 
-def hopeless(db_url: str, worker_repo: Path, rows: int) -> Figures:
-    """Persistent 500s, then a config error: one error row each, nothing charged, exit 1."""
+def hopeless(db_url: str, worker_repo: Path, rows: int, retry_budget: str | None = None) -> Figures:
+    """Persistent 500s, then a config error: one error row each, nothing charged, exit 1.
+    `retry_budget` overrides the outage budget (VECTORIZER_TRANSIENT_RETRY_BUDGET, seconds)."""
     figures: Figures = {"rows": rows}
     source = create_source(db_url, rows)
     with FakeOpenAI() as fake:
         fake.configure(storm=Storm(server_error=1.0))
-        env = worker_env(fake, worker_repo, VECTORIZER_TRANSIENT_RETRY_BUDGET="5")
+        extra = {"VECTORIZER_TRANSIENT_RETRY_BUDGET": retry_budget} if retry_budget else {}
+        env = worker_env(fake, worker_repo, **extra)
         figures["outage_exit"], figures["outage_s"] = _hopeless_run(source, env)
         sent = len(fake.requests)
         with psycopg.connect(db_url, autocommit=True) as conn:

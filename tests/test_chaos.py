@@ -34,7 +34,7 @@ def test_a_provider_storm_still_lands_every_row(db_url: str) -> None:
 
 
 def test_hopeless_runs_exit_1_with_one_error_row_and_nothing_charged(db_url: str) -> None:
-    figures = chaos.hopeless(db_url, REPO_ROOT, rows=20)
+    figures = chaos.hopeless(db_url, REPO_ROOT, rows=20, retry_budget="5")
     print(figures)
     assert (figures["outage_exit"], figures["config_exit"]) == (1, 1)
 

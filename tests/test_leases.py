@@ -151,3 +151,47 @@ def test_rows_changed_or_truncated_while_embedding_are_not_written_stale(
         assert store_rows(conn) == []
         assert queue_count(conn, vid) == 0
         assert handle.alive()
+
+
+def test_hostile_names_and_a_composite_key_through_claim_lease_and_write(
+    conn: psycopg.Connection, db_url: str, fake: FakeOpenAI
+) -> None:
+    schema = sql.Identifier('Odd "S"')
+    table = sql.Identifier('Odd "S"', "T 'x'")
+    first, second = sql.Identifier("A b"), sql.Identifier('k"ey')
+    conn.execute(sql.SQL("create schema {}").format(schema))
+    conn.execute(
+        sql.SQL("create table {} ({} text, {} int, body text, primary key ({}, {}))").format(
+            table, second, first, first, second
+        )
+    )
+    quoted = "a'\""
+    rows = [(quoted, 1, "one"), ("b", 1, "two"), (quoted, 2, "three")]
+    with conn.cursor() as cursor:
+        cursor.executemany(sql.SQL("insert into {} values (%s, %s, %s)").format(table), rows)
+    vid = create_vectorizer(conn, table.as_string(conn), name="hostile")
+    fake.fail_next(429, retry_after="2")
+    with daemon(db_url, "--poll-interval", "1", env=worker_env(fake)):
+        wait_for(lambda: paused(fake), 60, what="the provider's 429")
+        # changed while leased: embedded again from its new text
+        conn.execute(sql.SQL("update {} set body = 'TWO' where {} = 'b'").format(table, second))
+        target = conn.execute(
+            "select config->'destination'->>'target_schema', config->'destination'->>'target_table'"
+            " from ai.vectorizer where id = %s",
+            (vid,),
+        ).fetchone()
+        assert target is not None
+        store = sql.Identifier(*target)
+
+        def stored() -> dict[tuple[object, ...], str]:
+            found = conn.execute(
+                sql.SQL("select {}, {}, chunk from {}").format(first, second, store)
+            ).fetchall()
+            return {(a, b): chunk for a, b, chunk in found}
+
+        wait_for(
+            lambda: stored() == {(1, quoted): "one", (1, "b"): "TWO", (2, quoted): "three"},
+            60,
+            what="every row's current text",
+        )
+        wait_for(lambda: queue_count(conn, vid) == 0, 30, what="an empty queue")
