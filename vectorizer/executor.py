@@ -118,21 +118,25 @@ class Executor:
         self._reuse = reuse or make_reuse(vectorizer, embedder)
 
     async def run_batch(self, conn: psycopg.AsyncConnection) -> BatchResult:
-        """One batch on `conn` (autocommit): its own short transactions, none open meanwhile."""
+        """One batch on `conn` (autocommit): its own short transactions, none open meanwhile.
+
+        On any error the runner closes `conn`, which frees the batch's key locks and, its
+        backend gone, its lease too; releasing the lease first only makes that explicit for
+        whoever looks at the queue. A cancelled batch (shutdown) skips even that."""
         lease = Lease()
         items: list[_Item] = []
         try:
             async with conn.transaction():
                 items = await self._claim(conn, lease)
             result = await self._process(conn, lease, items)
+        except asyncio.CancelledError:
+            raise
         except BaseException:
-            # back to the queue now, uncharged; if even this fails the runner closes the
-            # connection, and a lease whose backend is gone is free at once
             keys = [item.key for item in items]
             await quietly("release the batch's lease", self._leases.release(conn, lease, keys))
             raise
-        finally:
-            await quietly("release the batch's key locks", unlock(conn))
+        if items:
+            await unlock(conn)
         return result
 
     async def _process(
@@ -246,9 +250,9 @@ class Executor:
     async def _recheck(
         self, conn: psycopg.AsyncConnection, lease: Lease, items: list[_Item]
     ) -> list[_Item]:
-        """The items still to be written or charged: their lease still held, no newer queue
-        row, the source row still there (locked until commit, see recheck.py) and unchanged
-        since the claim read it."""
+        """The items still to be written or charged: their lease still held, the source row
+        still there (locked until commit, see recheck.py) and unchanged since the claim read
+        it."""
         keys = [item.key for item in items]
         leases = await self._leases.check(conn, lease, keys)
         check = await self._recheck_rows.check(
@@ -257,19 +261,20 @@ class Executor:
         await self._writer.delete(conn, sorted(check.gone))
         kept = []
         for item in items:
-            if item.key in check.gone:
+            if item.key in check.gone or item.key not in leases.held:
+                # gone, or no longer ours (someone cleared its queue rows): nothing to write
                 continue
             if item.key in check.busy:
                 # uncharged: the row did nothing wrong, someone is deleting or re-keying it
                 await self._requeue(conn, item, BUSY_RETRY_SECONDS)
-            elif item.key not in leases.held or item.key in leases.requeued:
-                # lost (someone cleared the queue) or queued anew by a change: the newer queue
-                # row, if any, brings the current content back; stale vectors are not written
-                continue
             elif item.key in check.changed:
-                # changed with no queue row (triggers off, e.g. a bulk load): requeue it
-                await self._requeue(conn, item, 0.0)
+                # stale vectors are not written; the change's own queue row (or, with triggers
+                # off, this one) brings the current content back
+                if item.key not in leases.requeued:
+                    await self._requeue(conn, item, 0.0)
             else:
+                # a queue row for the key without our token (a change committed after this
+                # check, or a duplicate another claim held) is left for a later batch
                 kept.append(item)
         skipped = len(items) - len(kept)
         if skipped:

@@ -13,9 +13,10 @@ keys are held by two things that need no open transaction:
   takes the same key with `pg_try_advisory_xact_lock`) stays off it, and so does any other
   executor of ours even when a lease has expired.
 
-The write transaction settles the lease: it deletes the queue rows that still carry the token,
-and a key with a queue row *not* carrying the token was queued again while it was embedded
-(its row changed), so its vectors are stale and are not written; that newer row stays queued.
+The write transaction settles the lease: it deletes the queue rows that still carry the token
+and leaves any other row of the key queued (a change committed meanwhile, or a duplicate that
+another claim held at the time). Whether the vectors are stale is the source row's digest's
+call (recheck.py), not the queue's: a duplicate says nothing about the content.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ class LeaseCheck:
     """What the queue holds now for a batch's keys."""
 
     held: set[Key] = field(default_factory=set)  # at least one row still carries our token
-    requeued: set[Key] = field(default_factory=set)  # a row without our token: queued anew
+    requeued: set[Key] = field(default_factory=set)  # also queued by a row without our token
 
 
 class LeaseQueries:
@@ -126,8 +127,8 @@ class LeaseQueries:
 
 
 async def unlock(conn: psycopg.AsyncConnection) -> None:
-    """Lets go of the batch's session-level key locks (the executor's connection holds no
-    others). A connection that cannot even do this is closed by its owner, which frees them."""
+    """Lets go of the batch's session-level key locks, after its write committed (the
+    executor's connection holds no others)."""
     await conn.execute("select pg_advisory_unlock_all()")
 
 
