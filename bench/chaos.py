@@ -222,8 +222,8 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
 
 
 def finish(source: Source, env: dict[str, str]) -> None:
-    """Once-mode runs until the queue is empty (a key whose lease outlived its worker may need
-    its expiry to pass first)."""
+    """Once-mode runs until the queue is empty (a once-run may end while keys are still
+    held by another worker's batch)."""
     deadline = time.monotonic() + 300
     while queued(source):
         code = run_once(source.db_url, env, "--concurrency", "2")
