@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import psycopg
 
+from vectorizer import reembed
 from vectorizer.config import UriLoading, Vectorizer
 from vectorizer.embedders import Embedder
 from vectorizer.empty_inputs import EmptyInputs
@@ -116,6 +117,7 @@ class Executor:
         self._leases = LeaseQueries(vectorizer)
         self._empty = EmptyInputs(vectorizer.id, queries.pk_names)
         self._reuse = reuse or make_reuse(vectorizer, embedder)
+        self._config_guard = reembed.ConfigGuard(vectorizer)
 
     async def run_batch(self, conn: psycopg.AsyncConnection) -> BatchResult:
         """One batch on `conn` (autocommit): its own short transactions, none open meanwhile.
@@ -167,6 +169,7 @@ class Executor:
             live = await self._recheck(conn, lease, live)
             # an unchanged row is done without a write: no DELETE, no COPY, no WAL
             good = [item for item in live if item.error is None and not item.unchanged]
+            await self._config_guard.ensure_current(conn)
             with tracing.span("vectorizer.stage", stage="write", rows=len(good)):
                 await self._write(conn, good)
             await self._forget_failures(conn, [item for item in live if item.error is None])

@@ -18,11 +18,11 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 from pydantic import ValidationError
 
-from vectorizer import preflight
+from vectorizer import preflight, reembed
 from vectorizer.config import Vectorizer
 from vectorizer.embedders import Embedder, make_embedder
 from vectorizer.errors import VectorizerError
-from vectorizer.executor import BatchResult, Executor
+from vectorizer.executor import BatchResult, Executor, batch_size_for
 from vectorizer.indexing import IndexBuilder
 from vectorizer.observability import tracing
 from vectorizer.observability.progress import Progress
@@ -47,7 +47,9 @@ async def load_vectorizer(conn: psycopg.AsyncConnection, vectorizer_id: int) -> 
             select id, name, source_schema, source_table, source_pk, queue_schema, queue_table,
                    coalesce(queue_failed_table, '_vectorizer_q_failed_' || id)
                        as queue_failed_table,
-                   disabled, config
+                   disabled, ai._vectorizer_worker_config(config) as config,
+                   ai._vectorizer_content_hash(config) as content_hash,
+                   (config -> 'shadow' ->> 'version')::int as shadow_version
             from ai.vectorizer where id = %s
             """,
             (vectorizer_id,),
@@ -112,6 +114,7 @@ class VectorizerRunner:
         self.reuse_total = ReuseCounts()  # since the worker started
         self.progress: Progress | None = None
         self._loaded: Vectorizer | None = None
+        self._altered = False  # set by an executor whose batch met a newer config
         self._connections = _Connections(
             settings.db_url,
             f"vectorizer-worker[{vectorizer_id}]: executor",
@@ -140,7 +143,17 @@ class VectorizerRunner:
         return self._components
 
     async def drain(self) -> int:
-        """Processes the queue until it is empty; returns the rows embedded."""
+        """Processes the queue (and any re-embed slices) until it is empty; returns the rows
+        embedded. An alter that lands mid-drain ends the pass; the next one reloads."""
+        items = 0
+        while True:
+            self._altered = False
+            items += await self._drain_pass()
+            if not self._altered or self._shutdown.is_set():
+                return items
+            log.info("vectorizer %s was altered; reloading its config", self.label)
+
+    async def _drain_pass(self) -> int:
         async with self._connections.get() as conn:
             try:
                 components = await self._build(conn)
@@ -208,8 +221,18 @@ class VectorizerRunner:
             while not self._shutdown.is_set():
                 if await _is_disabled(conn, vectorizer.id):
                     break
-                with tracing.span("vectorizer.batch", vectorizer_id=vectorizer.id):
-                    result = await executor.run_batch(conn)
+                try:
+                    with tracing.span("vectorizer.batch", vectorizer_id=vectorizer.id):
+                        result = await executor.run_batch(conn)
+                except reembed.ConfigChanged:
+                    self._altered = True  # the batch rolled back uncharged; drain() reloads
+                    break
+                except (psycopg.Error, VectorizerError):
+                    # a store swapped in or a shadow dropped under the batch: not a failure
+                    if not await reembed.changed(conn, vectorizer):
+                        raise
+                    self._altered = True
+                    break
                 done += result.rows_done
                 self.chunks_written += result.chunks
                 telemetry.batch_committed(vectorizer.name, result.rows_done, result.chunks)
@@ -225,9 +248,20 @@ class VectorizerRunner:
                     self.progress.reused += result.reuse.same_row + result.reuse.other_row
                 await self._report(result)
                 self.indexer.poke(vectorizer)  # a queue that never empties still gets its index
-                if result.claimed == 0:
+                # live changes are drained: a running re-embed may queue its next slice
+                if result.claimed == 0 and not await self._feed_reembed(conn, vectorizer):
                     break
         return done
+
+    async def _feed_reembed(self, conn: psycopg.AsyncConnection, vectorizer: Vectorizer) -> bool:
+        """Whether a slice of a re-embed was queued for this executor to claim."""
+        if self._altered:
+            return False
+        fed = await reembed.feed(conn, vectorizer.id, batch_size_for(vectorizer))
+        if fed == reembed.SWAP_DUE and await reembed.swap(conn, vectorizer.id):
+            log.info("vectorizer %s: the new store covers every key; swapped in", self.label)
+            self._altered = True  # the destination moved: reload before writing again
+        return fed > 0
 
     async def _report(self, result: BatchResult) -> None:
         if result.rows_done:
