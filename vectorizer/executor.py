@@ -122,9 +122,10 @@ class Executor:
     async def run_batch(self, conn: psycopg.AsyncConnection) -> BatchResult:
         """One batch on `conn` (autocommit): its own short transactions, none open meanwhile.
 
-        On any error the runner closes `conn`, which frees the batch's key locks and, its
-        backend gone, its lease too; releasing the lease first only makes that explicit for
-        whoever looks at the queue. A cancelled batch (shutdown) skips even that."""
+        A failed batch releases its lease and key locks: the runner may go on using `conn`
+        (an alter met mid-batch). A cancelled one (shutdown) leaves both to the runner, which
+        closes `conn`: its key locks end with the session and a lease whose backend is gone
+        does not hold."""
         lease = Lease()
         items: list[_Item] = []
         try:
@@ -139,6 +140,7 @@ class Executor:
         except BaseException:
             keys = [item.key for item in items]
             await quietly("release the batch's lease", self._leases.release(conn, lease, keys))
+            await quietly("release the batch's key locks", unlock(conn))
             raise
         if items:
             await unlock(conn)
