@@ -28,6 +28,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from vectorizer.backoff import Backoff
 from vectorizer.config import TableDestination, Vectorizer
 from vectorizer.tracking import WorkerTracking
 
@@ -40,8 +41,7 @@ PGAI_TABLE_LOCK = 1982010642
 PGAI_DEFAULT_MIN_ROWS = 100_000
 PROGRESS_PERIOD = 1.0
 LOCK_POLL_SECONDS = 1.0
-RETRY_BASE_SECONDS = 60.0
-RETRY_MAX_SECONDS = 3600.0
+RETRY_BACKOFF = Backoff(60.0, 3600.0)
 BUILDABLE = ("hnsw", "diskann")
 
 
@@ -193,7 +193,7 @@ class IndexBuilder:
 
     def _back_off(self) -> float:
         self._failures += 1
-        delay = min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2 ** (self._failures - 1))
+        delay = RETRY_BACKOFF.delay(self._failures - 1)
         self._retry_at = time.monotonic() + delay
         return delay
 

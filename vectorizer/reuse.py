@@ -35,7 +35,7 @@ from vectorizer.config import ColumnDestination, Embedding, TableDestination, Ve
 from vectorizer.embedders import Embedder
 from vectorizer.embedders.base import BadInputError
 from vectorizer.embedders.estimates import estimate_tokens, utf8_size
-from vectorizer.queue import keys_condition
+from vectorizer.sqlparts import keys_condition
 
 log = logging.getLogger(__name__)
 

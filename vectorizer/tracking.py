@@ -15,7 +15,7 @@ from uuid import UUID
 
 import psycopg
 
-from vectorizer import __version__
+from vectorizer import __version__, catalog
 from vectorizer.reuse import ReuseCounts
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ class WorkerTracking:
                 conn = await self._connection()
                 try:
                     cursor = await conn.execute(query, params)
-                    return await cursor.fetchone()
+                    return await cursor.fetchone() if cursor.description else None
                 except psycopg.OperationalError:
                     await conn.close()
                     # A session lost while idle (server restart, idle timeout) fails only the
@@ -59,7 +59,7 @@ class WorkerTracking:
                         raise
 
     async def start(self) -> UUID:
-        row = await self._call("select ai._worker_start(%s, %s)", (__version__, self._interval))
+        row = await self._call(catalog.WORKER_START, (__version__, self._interval))
         self.worker_id = row[0]
         self._task = asyncio.create_task(self._beat_forever(), name="heartbeat")
         return self.worker_id
@@ -77,7 +77,7 @@ class WorkerTracking:
         self._successes, self._errors, self._last_error = 0, 0, None
         try:
             await self._call(
-                "select ai._worker_heartbeat(%s, %s, %s, %s)",
+                catalog.WORKER_HEARTBEAT,
                 (self.worker_id, successes, errors, message),
             )
         except psycopg.Error:
@@ -101,7 +101,7 @@ class WorkerTracking:
     ) -> None:
         try:
             await self._call(
-                "select ai._worker_progress(%s, %s, %s, %s)",
+                catalog.WORKER_PROGRESS,
                 (self.worker_id, vectorizer_id, successes, error_message),
             )
         except psycopg.errors.ForeignKeyViolation:
@@ -119,7 +119,7 @@ class WorkerTracking:
         for index, (vectorizer_id, counts) in enumerate(pending):
             try:
                 await self._call(
-                    "select ai._vectorizer_record_reuse(%s, %s, %s, %s, %s, %s)",
+                    catalog.RECORD_REUSE,
                     (
                         vectorizer_id,
                         counts.embedded,
@@ -142,8 +142,7 @@ class WorkerTracking:
         """An error row for a failure that charged no row (written outside any batch)."""
         try:
             await self._call(
-                "insert into ai._vectorizer_errors (id, message, details)"
-                " values (%s, %s, %s::jsonb) returning id",
+                catalog.ERROR_ROW,
                 (vectorizer_id, message, json.dumps(details, default=str)),
             )
         except psycopg.errors.ForeignKeyViolation:
@@ -154,7 +153,7 @@ class WorkerTracking:
     async def _mark_stopped(self) -> None:
         # `vectorizer status` then shows this worker as stopped, not stale (a dead one).
         try:
-            await self._call("select ai._worker_stop(%s)", (self.worker_id,))
+            await self._call(catalog.WORKER_STOP, (self.worker_id,))
         except psycopg.errors.UndefinedFunction:
             log.debug("the installed schema has no ai._worker_stop; run vectorizer install")
         except psycopg.Error as exc:

@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+from vectorizer.backoff import Backoff
 from vectorizer.embedders.base import (
     BadInputError,
     Embedder,
@@ -46,8 +47,7 @@ def backoff_delay(
     """
     if retry_after is not None:
         return min(max(retry_after, 0.0), cap)
-    ceiling = min(cap, base * 2 ** min(attempt, 32))
-    return (rng or random).uniform(0.0, ceiling)
+    return Backoff(base, cap, "full").delay(attempt, rng)
 
 
 class EmbedCall:

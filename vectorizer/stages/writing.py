@@ -23,8 +23,8 @@ from psycopg.types.json import Jsonb
 
 from vectorizer.config import ColumnDestination, TableDestination, Vectorizer
 from vectorizer.errors import VectorizerError
-from vectorizer.queue import keys_condition
 from vectorizer.reuse import METADATA_COLUMN, REUSE_COLUMNS
+from vectorizer.sqlparts import keys_condition
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,115 @@
+"""Every static SQL statement of the worker and the CLI, named once, and the catalog reads
+built on them.
+
+Statements composed per vectorizer from its catalog row (claim, requeue, write) live in
+`queue.py` and the stage that runs them; the identifier helpers they share live in
+`sqlparts.py`. What is here takes values only as parameters.
+"""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg.rows import dict_row
+
+from vectorizer.config import Vectorizer
+
+# --- schema and catalog ------------------------------------------------------------------
+
+SCHEMA_PRESENCE = (
+    "select to_regclass('ai._vectorizer_lib_version') is not null,"
+    " to_regclass('ai.pgai_lib_version') is not null"
+)
+INSTALLED_VERSION = "select version from ai._vectorizer_lib_version where name = 'vectorizer'"
+ALL_IDS = "select id from ai.vectorizer order by id"
+ENABLED_IDS = "select id from ai.vectorizer where not disabled order by id"
+IDS_BY_ID_OR_NAME = (
+    "select id, name from ai.vectorizer where id = any(%s) or name = any(%s) order by id"
+)
+VECTORIZER = """
+    select id, name, source_schema, source_table, source_pk, queue_schema, queue_table,
+           coalesce(queue_failed_table, '_vectorizer_q_failed_' || id) as queue_failed_table,
+           disabled, config
+    from ai.vectorizer where id = %s
+"""
+IS_DISABLED = "select disabled from ai.vectorizer where id = %s"
+QUEUE_OF = "select v.queue_schema, v.queue_table from ai.vectorizer v where v.id = %s"
+COUNT_ROWS = "select ai._vectorizer_count_rows(%s, %s)"
+QUEUE_SIZES = (
+    "select v.id, v.name,"
+    " ai._vectorizer_count_rows(v.queue_schema, v.queue_table),"
+    " ai._vectorizer_count_rows(v.queue_schema, v.queue_failed_table)"
+    " from ai.vectorizer v where v.id = any(%s) and not v.disabled"
+)
+# NULL when the relation does not exist; otherwise its live column names.
+RELATION_COLUMNS = """
+    select (
+        select coalesce(array_agg(a.attname::text), '{}')
+        from pg_catalog.pg_attribute a
+        where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
+    )
+    from pg_catalog.pg_class c
+    join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+    where n.nspname = %s and c.relname = %s
+"""
+
+# --- worker tracking -----------------------------------------------------------------------
+
+WORKER_START = "select ai._worker_start(%s, %s)"
+WORKER_HEARTBEAT = "select ai._worker_heartbeat(%s, %s, %s, %s)"
+WORKER_PROGRESS = "select ai._worker_progress(%s, %s, %s, %s)"
+WORKER_STOP = "select ai._worker_stop(%s)"
+RECORD_REUSE = "select ai._vectorizer_record_reuse(%s, %s, %s, %s, %s, %s)"
+# the one INSERT into the error table: row failures (inside a batch) and vectorizer failures
+ERROR_ROW = "insert into ai._vectorizer_errors (id, message, details) values (%s, %s, %s::jsonb)"
+
+# --- status (the operator's view) ------------------------------------------------------------
+
+VECTORIZER_STATUS = """
+select id, name, source_table, disabled, pending_items_estimate, failed_items,
+       oldest_pending_age, source_rows, embedded_rows, errors_last_hour,
+       last_error_at, last_error_message, last_success_at, empty_rows,
+       chunks_embedded, chunks_reused_same_row, chunks_reused_other_row, rows_unchanged,
+       tokens_saved, chunks_older_config, index_state
+from ai.vectorizer_status order by id
+"""
+WORKERS = """
+select id, version, started, last_heartbeat, expected_heartbeat_interval,
+       success_count, error_count, last_error_message, stopped_at, now() as now
+from ai.vectorizer_worker_process
+where last_heartbeat > now() - interval '1 day'
+order by last_heartbeat desc
+limit 20
+"""
+INTEGRITY = "select orphan_keys, orphan_chunks, missing_rows from ai.vectorizer_integrity(%s)"
+# {} is the argument, typed by the caller (int4 id or text name)
+REPAIR = "select orphan_keys, orphan_chunks, queued_rows from ai.repair_vectorizer({})"
+
+
+async def load_vectorizer(conn: psycopg.AsyncConnection, vectorizer_id: int) -> Vectorizer | None:
+    """The vectorizer's catalog row, validated; None when it was dropped."""
+    async with conn.cursor(row_factory=dict_row) as cursor:
+        await cursor.execute(VECTORIZER, (vectorizer_id,))
+        row = await cursor.fetchone()
+    return Vectorizer.model_validate(row) if row else None
+
+
+async def is_disabled(conn: psycopg.AsyncConnection, vectorizer_id: int) -> bool:
+    """True when the vectorizer was disabled or dropped."""
+    row = await (await conn.execute(IS_DISABLED, (vectorizer_id,))).fetchone()
+    return row is None or bool(row[0])
+
+
+async def pending_estimate(conn: psycopg.AsyncConnection, vectorizer_id: int) -> int:
+    row = await (await conn.execute(QUEUE_OF, (vectorizer_id,))).fetchone()
+    if row is None:
+        return 0
+    counted = await (await conn.execute(COUNT_ROWS, row)).fetchone()
+    return int(counted[0] or 0) if counted else 0
+
+
+async def relation_columns(
+    conn: psycopg.AsyncConnection, schema: str, table: str
+) -> frozenset[str] | None:
+    """A table's live column names; None when it does not exist."""
+    row = await (await conn.execute(RELATION_COLUMNS, (schema, table))).fetchone()
+    return None if row is None else frozenset(row[0])
