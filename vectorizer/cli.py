@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, TypeVar
 from vectorizer import __version__
 
 if TYPE_CHECKING:
-    from vectorizer.worker import WorkerSettings
+    from vectorizer.settings import WorkerSettings
 
 T = TypeVar("T")
 D = TypeVar("D")
@@ -227,29 +227,37 @@ def _setting(value: T | None, env_name: str, convert: Callable[[str], T], defaul
 
 
 def worker_settings(args: argparse.Namespace) -> WorkerSettings:
-    from vectorizer.executor import RetryPolicy
+    from vectorizer.backoff import Backoff
     from vectorizer.install import resolve_db_url
-    from vectorizer.worker import WorkerSettings
+    from vectorizer.settings import WorkerSettings
+
+    default = WorkerSettings(db_url="")  # the defaults are written there, once
 
     ids = args.vectorizer_id
     if ids is None and _env("VECTORIZER_ID"):
         # ours is comma-separated, pgai's (a click list) space-separated: accept both
         ids = (_env("VECTORIZER_ID") or "").replace(",", " ").split()
-    retry = RetryPolicy(
-        base_seconds=_setting(args.retry_backoff, "RETRY_BACKOFF", parse_duration, 180.0),
-        max_seconds=_setting(args.retry_backoff_max, "RETRY_BACKOFF_MAX", parse_duration, 3600.0),
+    row_retry = Backoff(
+        _setting(args.retry_backoff, "RETRY_BACKOFF", parse_duration, default.row_retry.base),
+        _setting(
+            args.retry_backoff_max, "RETRY_BACKOFF_MAX", parse_duration, default.row_retry.cap
+        ),
     )
     return WorkerSettings(
         db_url=resolve_db_url(args.db_url),
         vectorizer_ids=list(ids or []),
         concurrency=_setting(args.concurrency, "CONCURRENCY", positive_int, None),
-        once=_setting(args.once, "ONCE", parse_bool, False),
-        poll_interval=_setting(args.poll_interval, "POLL_INTERVAL", parse_duration, 5.0),
+        once=_setting(args.once, "ONCE", parse_bool, default.once),
+        poll_interval=_setting(
+            args.poll_interval, "POLL_INTERVAL", parse_duration, default.poll_interval
+        ),
         exit_on_error=_setting(args.exit_on_error, "EXIT_ON_ERROR", parse_bool, None),
-        retry=retry,
-        metrics_port=_setting(args.metrics_port, "METRICS_PORT", int, None),
-        metrics_host=_setting(args.metrics_host, "METRICS_HOST", str, "127.0.0.1"),
-        stuck_after=_setting(args.health_stuck_after, "HEALTH_STUCK_AFTER", parse_duration, 300.0),
+        row_retry=row_retry,
+        metrics_port=_setting(args.metrics_port, "METRICS_PORT", int, default.metrics_port),
+        metrics_host=_setting(args.metrics_host, "METRICS_HOST", str, default.metrics_host),
+        stuck_after=_setting(
+            args.health_stuck_after, "HEALTH_STUCK_AFTER", parse_duration, default.stuck_after
+        ),
     )
 
 

@@ -30,6 +30,7 @@ from psycopg import sql
 
 from vectorizer.backoff import Backoff
 from vectorizer.config import TableDestination, Vectorizer
+from vectorizer.reporting import error_row
 from vectorizer.tracking import WorkerTracking
 
 log = logging.getLogger(__name__)
@@ -217,11 +218,8 @@ class IndexBuilder:
             return
         self._reported = reason
         log.error("vector index of vectorizer %s: %s", self._vectorizer_id, reason)
-        await self._tracking.vectorizer_error(
-            self._vectorizer_id,
-            "vector index build failed",
-            {"error_reason": reason, "step": "indexing"},
-        )
+        message, details = error_row(None, "indexing", reason)
+        await self._tracking.error_row(self._vectorizer_id, message, details)
 
     async def _build(self, target: IndexTarget) -> None:
         async with await _connect(self._db_url, "vectorizer-worker-index-build") as conn:

@@ -47,7 +47,6 @@ class QueueQueries:
     index_order: tuple[str, ...]
     requeue: sql.Composed
     fail: sql.Composed
-    record_error: sql.Composed
     pk_names: tuple[str, ...]
     failed_table: sql.Identifier
 
@@ -114,9 +113,6 @@ def build_queries(vectorizer: Vectorizer) -> QueueQueries:
             failed=failed,
             pk=ident_list(pk),
             values=sql.SQL(", ").join(sql.Placeholder(f"k{i}") for i in range(len(pk))),
-        ),
-        record_error=sql.SQL(
-            "insert into ai._vectorizer_errors (id, message, details) values (%s, %s, %s)"
         ),
         pk_names=tuple(pk),
         failed_table=failed,

@@ -7,7 +7,6 @@ tracking failure (database briefly unreachable) is logged and retried, never fat
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from datetime import timedelta
 from typing import Any
@@ -67,7 +66,7 @@ class WorkerTracking:
     def record_success(self, items: int) -> None:
         self._successes += items
 
-    def record_error(self, message: str) -> None:
+    def count_error(self, message: str) -> None:
         """Counts an error once, for the next heartbeat."""
         self._errors += 1
         self._last_error = message
@@ -136,14 +135,13 @@ class WorkerTracking:
                     self.record_reuse(*unsent)
                 raise
 
-    async def vectorizer_error(
-        self, vectorizer_id: int, message: str, details: dict[str, Any]
-    ) -> None:
-        """An error row for a failure that charged no row (written outside any batch)."""
+    async def error_row(self, vectorizer_id: int, message: str, details: str) -> None:
+        """An error row (details: JSON) for a failure that charged no row (written outside
+        any batch): see `reporting.error_row`."""
         try:
             await self._call(
                 catalog.ERROR_ROW,
-                (vectorizer_id, message, json.dumps(details, default=str)),
+                (vectorizer_id, message, details),
             )
         except psycopg.errors.ForeignKeyViolation:
             log.info("vectorizer %s was dropped; error not recorded", vectorizer_id)
