@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
-from vectorizer import __version__
+from vectorizer.version import __version__
 
 if TYPE_CHECKING:
     from vectorizer.settings import WorkerSettings

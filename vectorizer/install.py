@@ -19,7 +19,7 @@ from importlib.resources.abc import Traversable
 import psycopg
 from psycopg import sql
 
-from vectorizer import PGAI_COMPAT_VERSION, __version__
+from vectorizer.version import PGAI_COMPAT_VERSION, __version__
 
 log = logging.getLogger(__name__)
 

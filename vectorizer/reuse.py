@@ -35,6 +35,7 @@ from vectorizer.config import ColumnDestination, Embedding, TableDestination, Ve
 from vectorizer.embedders import Embedder
 from vectorizer.embedders.base import BadInputError
 from vectorizer.embedders.estimates import estimate_tokens, utf8_size
+from vectorizer.registry import Registry
 from vectorizer.sqlparts import keys_condition
 
 log = logging.getLogger(__name__)
@@ -362,10 +363,7 @@ class ColumnReuse(Reuse):
 
 def make_reuse(vectorizer: Vectorizer, embedder: Embedder) -> Reuse:
     destination = vectorizer.config.destination
-    tokens = token_counter(embedder)
-    if isinstance(destination, TableDestination):
-        return TableReuse(vectorizer, destination, tokens)
-    return ColumnReuse(vectorizer, destination, tokens)
+    return _REUSE.lookup(destination)(vectorizer, destination, token_counter(embedder))
 
 
 def as_array(value: Any) -> np.ndarray:
@@ -421,3 +419,9 @@ def _metadata_at(row: RowPlan, seq: int) -> dict[str, Any] | None:
 
 def _bytes(value: Any) -> bytes | None:
     return None if value is None else bytes(value)
+
+
+# One line per destination: its config class and how its stored chunks are reused.
+_REUSE: Registry[Callable[[Vectorizer, Any, Callable[[str], int]], Reuse]] = Registry(
+    "writing", {TableDestination: TableReuse, ColumnDestination: ColumnReuse}
+)

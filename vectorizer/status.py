@@ -12,7 +12,8 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from vectorizer import __version__, catalog
+from vectorizer import catalog
+from vectorizer.version import __version__
 
 # A worker is alive while its last heartbeat is younger than this many expected intervals.
 STALE_AFTER_INTERVALS = 3

@@ -14,8 +14,9 @@ from uuid import UUID
 
 import psycopg
 
-from vectorizer import __version__, catalog
+from vectorizer import catalog
 from vectorizer.reuse import ReuseCounts
+from vectorizer.version import __version__
 
 log = logging.getLogger(__name__)
 

@@ -26,10 +26,11 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
-import numpy as np
-
+from vectorizer.embedders.driver import EmbedCall
 from vectorizer.embedders.ratelimit import RateLimiter, ThrottledError, shared_limiter
+from vectorizer.embedders.results import BadInputError, EmbedResult, Vectors
 from vectorizer.errors import VectorizerError
 from vectorizer.observability.logging import register_secret
 
@@ -49,18 +50,6 @@ __all__ = [
     "resolve_api_key",
 ]
 
-# What `_request` returns: an (n x d) float32 matrix, or n 1-D vectors when a server may hand
-# back vectors of different lengths (the driver then charges only the odd ones).
-Vectors = np.ndarray | Sequence[np.ndarray]
-
-
-class BadInputError(Exception):
-    """The provider rejected a request in a way one of its inputs may have caused (HTTP 400)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
 
 class ApiKeyNotFoundError(VectorizerError):
     """The environment variable that should hold the provider's API key is unset or empty."""
@@ -73,16 +62,6 @@ class ApiKeyNotFoundError(VectorizerError):
             f"set the environment variable {api_key_name} for the worker"
         )
         self.api_key_name = api_key_name
-
-
-@dataclass
-class EmbedResult:
-    """The outcome of one `Embedder.embed` call, in input order."""
-
-    vectors: list[np.ndarray | None]
-    errors: dict[int, str]
-    tokens: int
-    requests: int
 
 
 @dataclass(frozen=True)
@@ -161,6 +140,16 @@ def _env_number(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+class ModelConfig(Protocol):
+    """What every embedding config has (config.py's `*Embedding` classes)."""
+
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def dimensions(self) -> int: ...
+
+
 class Embedder(ABC):
     """One configured embedding model. Subclasses implement `_request` and maybe the hooks."""
 
@@ -175,15 +164,29 @@ class Embedder(ABC):
     # requests.
     lazy_imports: tuple[str, ...] = ()
 
-    def __init__(self, *, model: str, dimensions: int, policy: RequestPolicy | None = None) -> None:
-        self.model = model
-        self.dimensions = dimensions
+    def __init__(
+        self,
+        config: ModelConfig,
+        *,
+        api_key: str | None = None,
+        policy: RequestPolicy | None = None,
+    ) -> None:
+        """`api_key` overrides the one the config names; `policy` the environment's."""
+        self._config = config
+        self._api_key = api_key
+        self.model = config.model
+        self.dimensions = config.dimensions
         self.policy = policy or RequestPolicy.from_env()
         self._secrets: tuple[str, ...] = ()
         # Unshared and unlimited until `_setup` knows the key and endpoint (`use_limiter`).
         self.limiter = RateLimiter()
         self._ready = False
         self._setup_lock = asyncio.Lock()
+        self._configure()
+
+    def _configure(self) -> None:
+        """The provider's own state, derived from `self._config` (no I/O: that is `_setup`)."""
+        return  # a provider without state of its own has nothing to derive
 
     def __repr__(self) -> str:
         # Never include keys or clients here: reprs end up in logs and tracebacks.
@@ -204,9 +207,6 @@ class Embedder(ABC):
         if not texts:
             return EmbedResult(vectors=[], errors={}, tokens=0, requests=0)
         await self.setup()
-        # Imported here: the driver imports this module, and only embedding needs it.
-        from vectorizer.embedders.driver import EmbedCall
-
         return await EmbedCall(self, texts).run()
 
     async def aclose(self) -> None:

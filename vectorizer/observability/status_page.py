@@ -25,10 +25,10 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from vectorizer import __version__
 from vectorizer.observability.history import RateHistory
 from vectorizer.observability.logging import redact
 from vectorizer.observability.metrics import Health, Response, Route
+from vectorizer.version import __version__
 
 log = logging.getLogger(__name__)
 

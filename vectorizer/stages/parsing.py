@@ -28,10 +28,11 @@ from vectorizer.config import (
     PyMuPDFParsing,
 )
 from vectorizer.errors import RowError, VectorizerError
+from vectorizer.registry import Registry
 from vectorizer.stages import document_settings, parse_docling, parse_pool
 from vectorizer.stages.filetypes import describe_guess
-from vectorizer.stages.loading import Document, Payload
 from vectorizer.stages.parse_pymupdf import PYMUPDF_TYPES
+from vectorizer.stages.payload import Document, Payload
 
 log = logging.getLogger(__name__)
 
@@ -146,19 +147,14 @@ def parse(payload: Payload, config: Parsing) -> str:
 
 def make_parser(config: Parsing) -> Parser:
     """The parser for a vectorizer's `parsing` config, reusable across rows."""
-    factory = _PARSERS.get(type(config))
-    if factory is None:
-        raise VectorizerError(
-            f"parsing implementation {config.implementation!r} is not supported", step="parsing"
-        )
-    return factory()
+    return _PARSERS.build(config)
 
 
-def _installed(implementation: str) -> Callable[[], Parser]:
+def _installed(implementation: str) -> Callable[[Parsing], Parser]:
     """A parser factory that refuses, at build time, a parser this worker does not have:
     every document row would fail on it."""
 
-    def build() -> Parser:
+    def build(_: Parsing) -> Parser:
         if not parse_docling.has_module(_PARSER_MODULES[implementation]):
             raise VectorizerError(
                 f"parsing_{implementation} is configured but the {implementation} parser is "
@@ -249,9 +245,12 @@ def _decode_text(document: Document) -> str:
         ) from exc
 
 
-_PARSERS: dict[type, Callable[[], Parser]] = {
-    AutoParsing: lambda: Parser("auto"),
-    NoParsing: lambda: Parser("none"),
-    PyMuPDFParsing: _installed(PYMUPDF),
-    DoclingParsing: _installed(DOCLING),
-}
+_PARSERS: Registry[Callable[[Parsing], Parser]] = Registry(
+    "parsing",
+    {
+        AutoParsing: lambda _: Parser("auto"),
+        NoParsing: lambda _: Parser("none"),
+        PyMuPDFParsing: _installed(PYMUPDF),
+        DoclingParsing: _installed(DOCLING),
+    },
+)

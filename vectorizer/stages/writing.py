@@ -10,7 +10,7 @@ mean of the row's chunk vectors.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -23,6 +23,7 @@ from psycopg.types.json import Jsonb
 
 from vectorizer.config import ColumnDestination, TableDestination, Vectorizer
 from vectorizer.errors import VectorizerError
+from vectorizer.registry import Registry
 from vectorizer.reuse import METADATA_COLUMN, REUSE_COLUMNS
 from vectorizer.sqlparts import keys_condition
 
@@ -219,9 +220,7 @@ def _weight(meta: dict[str, Any] | None) -> float:
 
 def make_writer(vectorizer: Vectorizer) -> TableWriter | ColumnWriter:
     destination = vectorizer.config.destination
-    if isinstance(destination, TableDestination):
-        return TableWriter(vectorizer, destination)
-    return ColumnWriter(vectorizer, destination)
+    return _WRITERS.lookup(destination)(vectorizer, destination)
 
 
 class ColumnHashes:
@@ -267,3 +266,9 @@ class ColumnHashes:
                 await cursor.executemany(self._upsert, hashed)
             if blank:
                 await cursor.executemany(self._delete, blank)
+
+
+# One line per destination: its config class and its writer.
+_WRITERS: Registry[Callable[[Vectorizer, Any], TableWriter | ColumnWriter]] = Registry(
+    "writing", {TableDestination: TableWriter, ColumnDestination: ColumnWriter}
+)
