@@ -7,7 +7,6 @@ propagates: the transaction rolls back and every claimed key is queued again, un
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import time
@@ -45,7 +44,6 @@ class _Item:
     key: tuple[Any, ...]
     attempts: int
     row: dict[str, Any]
-    payload: Any = None
     chunks: list[str] = field(default_factory=list)
     metadata: list[dict[str, Any]] = field(default_factory=list)
     # the reuse plan's row: hashes, the vectors filled in by reuse and embedding, kept seqs
@@ -98,10 +96,7 @@ class Executor:
             if not live:
                 await self._empty.record(conn, [item.key for item in items], [])
                 return result
-            with tracing.span("vectorizer.stage", stage="load_parse", rows=len(live)):
-                await self._load(live)
-            with tracing.span("vectorizer.stage", stage="chunk_format", rows=len(live)):
-                await asyncio.to_thread(self._transform, live)
+            await self._prepare(live)
             # read in this transaction, under the claim's key locks: what is reused is current
             ready = [item for item in live if item.error is None]
             plan = await self._reuse.plan(
@@ -134,33 +129,13 @@ class Executor:
             items.append(_Item(key=tuple(row.get(c) for c in pk), attempts=attempts, row=row))
         return items
 
-    async def _load(self, items: list[_Item]) -> None:
-        payloads = await asyncio.gather(
-            *(self._load_and_parse(item.row) for item in items), return_exceptions=True
-        )
-        for item, payload in zip(items, payloads, strict=True):
-            if isinstance(payload, RowError):
-                item.error = payload
-            elif isinstance(payload, BaseException):
-                raise payload
+    async def _prepare(self, items: list[_Item]) -> None:
+        prepared = await self._pipeline.prepare([item.row for item in items])
+        for item, chunks in zip(items, prepared, strict=True):
+            if isinstance(chunks, RowError):
+                item.error = chunks
             else:
-                item.payload = payload
-
-    async def _load_and_parse(self, row: dict[str, Any]) -> str:
-        # Parsing is awaited here, not in the transform thread: a document goes to a parser
-        # process with a time limit, and several rows' documents may parse at once.
-        payload = await self._pipeline.load(row)
-        return await self._pipeline.parse(payload)
-
-    def _transform(self, items: list[_Item]) -> None:
-        for item in items:
-            if item.error is not None:
-                continue
-            try:
-                prepared = self._pipeline.prepare_chunks(item.payload, item.row)
-                item.chunks, item.metadata = prepared.texts, prepared.metadata
-            except RowError as exc:
-                item.error = exc
+                item.chunks, item.metadata = chunks.texts, chunks.metadata
 
     async def _embed(self, items: list[_Item], plan: BatchPlan) -> None:
         """Embeds what the plan could not reuse; every text once, its vector to each owner."""

@@ -74,10 +74,8 @@ class _Job:
 
 
 class Parser:
-    """The parse step of one vectorizer: `parser(payload)` blocks, `parse_async` awaits.
-
-    Both decide the same way; only where a document's parse is waited for differs.
-    """
+    """The parse step of one vectorizer: text passes through (or is refused), a document is
+    parsed in a parser process under a time limit, awaited without blocking the loop."""
 
     def __init__(self, implementation: str) -> None:
         self.implementation = implementation
@@ -87,17 +85,7 @@ class Parser:
         # Read when a document needs it, so text-only vectorizers never depend on it.
         return document_settings.parse_timeout()
 
-    def __call__(self, payload: Payload) -> str:
-        planned = self._plan(payload)
-        if isinstance(planned, str):
-            return planned
-        function, args = planned.call()
-        try:
-            return parse_pool.get_pool().run(function, args, self.timeout)
-        except parse_pool.ParserFailure as exc:
-            raise self._failure(planned, exc) from exc
-
-    async def parse_async(self, payload: Payload) -> str:
+    async def parse(self, payload: Payload) -> str:
         planned = self._plan(payload)
         if isinstance(planned, str):
             return planned
@@ -138,11 +126,6 @@ class Parser:
         else:
             message = f"{job.implementation} could not parse {what}: {exc.message}"
         return RowError("parsing", message)
-
-
-def parse(payload: Payload, config: Parsing) -> str:
-    """Return the text to chunk for `payload`, or raise RowError("parsing", ...)."""
-    return make_parser(config)(payload)
 
 
 def make_parser(config: Parsing) -> Parser:
