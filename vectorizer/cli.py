@@ -510,7 +510,7 @@ def _download_models_command(models: argparse.ArgumentParser) -> None:
 
 
 def _download_models(args: argparse.Namespace) -> int:
-    from vectorizer.models import download_models
+    from vectorizer.model_download import download_models
 
     return download_models(args)
 

@@ -28,6 +28,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from vectorizer import env
 from vectorizer.embedders.driver import EmbedCall
 from vectorizer.embedders.ratelimit import RateLimiter, ThrottledError, shared_limiter
 from vectorizer.embedders.results import BadInputError, EmbedResult, Vectors
@@ -82,62 +83,30 @@ class RequestPolicy:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> RequestPolicy:
-        env = os.environ if environ is None else environ
+        """The defaults, each overridden by its VECTORIZER_* variable when set (`env`)."""
         defaults = cls()
+
+        def number(name: str, default: float) -> float:
+            found = env.positive_number(name, environ)
+            return default if found is None else found
+
         return cls(
             max_concurrent_requests=int(
-                _env_number(
-                    env, "VECTORIZER_MAX_CONCURRENT_REQUESTS", defaults.max_concurrent_requests
-                )
+                number("VECTORIZER_MAX_CONCURRENT_REQUESTS", defaults.max_concurrent_requests)
             ),
-            retry_budget=_env_number(
-                env, "VECTORIZER_TRANSIENT_RETRY_BUDGET", defaults.retry_budget
-            ),
+            retry_budget=number("VECTORIZER_TRANSIENT_RETRY_BUDGET", defaults.retry_budget),
             transient_attempts=env_limit(
-                ["VECTORIZER_TRANSIENT_MAX_ATTEMPTS"], defaults.transient_attempts, env
+                ["VECTORIZER_TRANSIENT_MAX_ATTEMPTS"], defaults.transient_attempts, environ
             ),
-            throttle_budget=_env_number(
-                env, "VECTORIZER_THROTTLE_RETRY_BUDGET", defaults.throttle_budget
-            ),
-            request_timeout=_env_number(
-                env, "VECTORIZER_REQUEST_TIMEOUT", defaults.request_timeout
-            ),
+            throttle_budget=number("VECTORIZER_THROTTLE_RETRY_BUDGET", defaults.throttle_budget),
+            request_timeout=number("VECTORIZER_REQUEST_TIMEOUT", defaults.request_timeout),
         )
 
 
 def env_limit(names: Sequence[str], default: int, environ: Mapping[str, str] | None = None) -> int:
-    """The first of `names` set in the environment, as a positive whole number, else `default`.
-
-    Several names let our variable and pgai's spelling of the same setting both work.
-    """
-    env = os.environ if environ is None else environ
-    for name in names:
-        raw = env.get(name, "").strip()
-        if not raw:
-            continue
-        try:
-            value = int(raw)
-        except ValueError:
-            value = 0
-        if value >= 1:
-            return value
-        log.warning("ignoring %s=%r: expected a positive whole number", name, raw)
-    return default
-
-
-def _env_number(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value <= 0:
-        # A typo in one setting should not stop the worker; say so and carry on.
-        log.warning("ignoring %s=%r: expected a positive number, using %s", name, raw, default)
-        return default
-    return value
+    """The first of `names` set in the environment, as a positive whole number, else `default`."""
+    found = env.positive_int(names, environ)
+    return default if found is None else found
 
 
 class ModelConfig(Protocol):

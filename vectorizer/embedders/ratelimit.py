@@ -41,6 +41,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+from vectorizer import env
 from vectorizer.backoff import Backoff
 from vectorizer.errors import TransientError
 
@@ -475,17 +476,8 @@ def static_budgets(
 
 
 def _budget(environ: Mapping[str, str], name: str) -> Budget | None:
-    raw = environ.get(name, "").strip()
-    if not raw:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value <= 0:
-        log.warning("ignoring %s=%r: expected a positive number per minute", name, raw)
-        return None
-    return Budget(value)
+    value = env.positive_number(name, environ, " per minute")
+    return None if value is None else Budget(value)
 
 
 def _fingerprint(api_key: str | None) -> str:
