@@ -294,30 +294,41 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _retry_failed(args: argparse.Namespace) -> int:
-    from vectorizer.install import resolve_db_url
     from vectorizer.status import retry_failed
 
-    try:
-        moved = retry_failed(resolve_db_url(args.db_url), args.vectorizer)
-    except Exception as exc:
-        return _fail(exc)
-    print(f"requeued {moved} failed key(s) of vectorizer {args.vectorizer}")
-    return 0
+    return _on_vectorizer(
+        args,
+        retry_failed,
+        lambda moved: f"requeued {moved} failed key(s) of vectorizer {args.vectorizer}",
+    )
 
 
 def _repair(args: argparse.Namespace) -> int:
-    from vectorizer.install import resolve_db_url
     from vectorizer.status import repair
 
+    return _on_vectorizer(
+        args,
+        repair,
+        lambda done: (
+            f"vectorizer {args.vectorizer}: deleted {done['orphan_chunks']} orphan chunk(s) of "
+            f"{done['orphan_keys']} key(s) without a source row; queued {done['queued_rows']} "
+            "row(s) without embeddings"
+        ),
+    )
+
+
+def _on_vectorizer(
+    args: argparse.Namespace, action: Callable[[str, str], T], report: Callable[[T], str]
+) -> int:
+    """Runs `action(db_url, vectorizer)` and prints `report` of its result; a failure is one
+    line on stderr and exit status 1."""
+    from vectorizer.install import resolve_db_url
+
     try:
-        done = repair(resolve_db_url(args.db_url), args.vectorizer)
+        result = action(resolve_db_url(args.db_url), args.vectorizer)
     except Exception as exc:
         return _fail(exc)
-    print(
-        f"vectorizer {args.vectorizer}: deleted {done['orphan_chunks']} orphan chunk(s) of "
-        f"{done['orphan_keys']} key(s) without a source row; queued {done['queued_rows']} "
-        "row(s) without embeddings"
-    )
+    print(report(result))
     return 0
 
 

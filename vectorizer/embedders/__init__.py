@@ -7,14 +7,8 @@ one `_PROVIDERS` entry pointing at a class constructed as `cls(config, api_key=,
 
 from __future__ import annotations
 
-from vectorizer.config import (
-    Embedding,
-    LiteLLMEmbedding,
-    OllamaEmbedding,
-    OpenAIEmbedding,
-    SentenceTransformersEmbedding,
-    VoyageAIEmbedding,
-)
+from vectorizer import config as configs
+from vectorizer.config import Embedding
 from vectorizer.embedders.base import (
     ApiKeyNotFoundError,
     BadInputError,
@@ -40,11 +34,11 @@ __all__ = [
 PROVIDERS: Registry[type[Embedder]] = Registry(
     "embedding",
     {
-        OpenAIEmbedding: "vectorizer.embedders.openai:OpenAIEmbedder",
-        OllamaEmbedding: "vectorizer.embedders.ollama:OllamaEmbedder",
-        VoyageAIEmbedding: "vectorizer.embedders.voyageai:VoyageAIEmbedder",
-        LiteLLMEmbedding: "vectorizer.embedders.litellm:LiteLLMEmbedder",
-        SentenceTransformersEmbedding: (
+        configs.OpenAIEmbedding: "vectorizer.embedders.openai:OpenAIEmbedder",
+        configs.OllamaEmbedding: "vectorizer.embedders.ollama:OllamaEmbedder",
+        configs.VoyageAIEmbedding: "vectorizer.embedders.voyageai:VoyageAIEmbedder",
+        configs.LiteLLMEmbedding: "vectorizer.embedders.litellm:LiteLLMEmbedder",
+        configs.SentenceTransformersEmbedding: (
             "vectorizer.embedders.sentence_transformers:SentenceTransformersEmbedder"
         ),
     },

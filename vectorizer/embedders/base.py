@@ -30,26 +30,14 @@ from typing import Protocol
 
 from vectorizer import env
 from vectorizer.embedders.driver import EmbedCall
-from vectorizer.embedders.ratelimit import RateLimiter, ThrottledError, shared_limiter
-from vectorizer.embedders.results import BadInputError, EmbedResult, Vectors
+from vectorizer.embedders.ratelimit import RateLimiter, shared_limiter
+from vectorizer.embedders.ratelimit import ThrottledError as ThrottledError  # for providers
+from vectorizer.embedders.results import BadInputError as BadInputError  # for providers
+from vectorizer.embedders.results import EmbedResult, Vectors
 from vectorizer.errors import VectorizerError
 from vectorizer.observability.logging import register_secret
 
 log = logging.getLogger(__name__)
-
-__all__ = [
-    "ApiKeyNotFoundError",
-    "BadInputError",
-    "EmbedResult",
-    "Embedder",
-    "RequestPolicy",
-    "ThrottledError",
-    "Vectors",
-    "env_limit",
-    "parse_retry_after",
-    "redact",
-    "resolve_api_key",
-]
 
 
 class ApiKeyNotFoundError(VectorizerError):

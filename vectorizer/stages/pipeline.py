@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import ChainMap
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -110,24 +110,14 @@ class RowPipeline:
         return prepared
 
     async def load(self, row: Mapping[str, Any]) -> Payload:
-        try:
-            return await self._loader.load(row)
-        except _CLASSIFIED:
-            raise
-        except Exception as exc:
-            raise _row_error("loading", exc) from exc
+        return await _guarded_async("loading", self._loader.load(row))
 
     async def parse(self, payload: Payload) -> str:
         """The text to chunk; a document waits for a parser process without blocking the loop."""
         # An empty payload (NULL or empty column) is skipped without error, as in pgai.
         if isinstance(payload, str) and not payload:
             return ""
-        try:
-            return await self._parse.parse(payload)
-        except _CLASSIFIED:
-            raise
-        except Exception as exc:
-            raise _row_error("parsing", exc) from exc
+        return await _guarded_async("parsing", self._parse.parse(payload))
 
     def prepare_chunks(self, text: str, row: Mapping[str, Any]) -> PreparedChunks:
         """Chunk and format parsed text, with each chunk's metadata (tokens, offsets, headings,
@@ -171,6 +161,15 @@ def _context(meta: dict[str, Any]) -> dict[str, str]:
 def _guarded(step: str, stage: Callable[..., T], *args: Any) -> T:
     try:
         return stage(*args)
+    except _CLASSIFIED:
+        raise
+    except Exception as exc:
+        raise _row_error(step, exc) from exc
+
+
+async def _guarded_async(step: str, stage: Awaitable[T]) -> T:
+    try:
+        return await stage
     except _CLASSIFIED:
         raise
     except Exception as exc:
