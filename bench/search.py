@@ -1,7 +1,7 @@
 """Search benchmark: the worker-built HNSW index against exact search, vector and halfvec.
 
-    python bench/search.py                         # 100,000 chunks of 384-d vectors
-    python bench/search.py --rows 20000 --dims 1536 --queries 50
+    python bench/search.py                         # 100,000 chunks of 1536-d vectors
+    python bench/search.py --rows 20000 --dims 384 --queries 50
     python bench/search.py --data isotropic        # the hard case: near-tied neighbours
 
 Starts an embedded Postgres (or uses DATABASE_URL), writes a synthetic store of clustered unit
@@ -225,7 +225,7 @@ def table_size(db_url: str, name: str) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=100_000)
-    parser.add_argument("--dims", type=int, default=384)
+    parser.add_argument("--dims", type=int, default=1536)
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("-k", type=int, default=10)
     parser.add_argument("--seed", type=int, default=7)

@@ -453,6 +453,28 @@ def test_grant_vectorizer_usage_non_admin(
     )
 
 
+# Our status view reads these besides pgai's tables; without select on them a granted viewer
+# would see NULL for empty_rows, chunks_reused, index_state and hybrid settings.
+OUR_STATUS_TABLES = [
+    "ai._vectorizer_empty_input",
+    "ai._vectorizer_reuse_stats",
+    "ai._vectorizer_index_build",
+    "ai._vectorizer_fulltext",
+    "ai._vectorizer_column_hash",
+]
+
+
+def test_grant_vectorizer_usage_covers_our_status_tables(
+    conn: psycopg.Connection, make_role: Callable[[], str]
+) -> None:
+    viewer, admin = make_role(), make_role()
+    conn.execute("select ai.grant_vectorizer_usage(%s)", (viewer,))
+    conn.execute("select ai.grant_vectorizer_usage(%s, admin => true)", (admin,))
+    for table in OUR_STATUS_TABLES:
+        assert one(conn, "select has_table_privilege(%s, %s, 'select')", (viewer, table)), table
+        assert one(conn, "select has_table_privilege(%s, %s, 'delete')", (admin, table)), table
+
+
 def test_grant_vectorizer_usage_admin(
     conn: psycopg.Connection, make_role: Callable[[], str]
 ) -> None:

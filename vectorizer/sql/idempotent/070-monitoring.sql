@@ -75,6 +75,8 @@ begin
         -- search reads the hybrid settings; ai.enable_hybrid_search writes them
         execute pg_catalog.format('grant select, insert, update, delete on ai._vectorizer_fulltext to %I', to_user);
         execute pg_catalog.format('grant select on ai._vectorizer_index_build to %I', to_user);
+        -- the status view's coverage counts keys that had nothing to embed
+        execute pg_catalog.format('grant select on ai._vectorizer_empty_input to %I', to_user);
     else
         execute pg_catalog.format('grant all privileges on schema ai to %I', to_user);
         execute pg_catalog.format('grant all privileges on table ai.pgai_lib_migration to %I', to_user);
@@ -89,6 +91,7 @@ begin
         execute pg_catalog.format('grant all privileges on sequence ai.vectorizer_id_seq to %I', to_user);
         execute pg_catalog.format('grant all privileges on table ai._vectorizer_fulltext to %I', to_user);
         execute pg_catalog.format('grant all privileges on table ai._vectorizer_index_build to %I', to_user);
+        execute pg_catalog.format('grant all privileges on table ai._vectorizer_empty_input to %I', to_user);
     end if;
 end
 $func$ language plpgsql volatile security invoker
