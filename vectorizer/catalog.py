@@ -83,6 +83,22 @@ limit 20
 INTEGRITY = "select orphan_keys, orphan_chunks, missing_rows from ai.vectorizer_integrity(%s)"
 # {} is the argument, typed by the caller (int4 id or text name)
 REPAIR = "select orphan_keys, orphan_chunks, queued_rows from ai.repair_vectorizer({})"
+VECTORIZER_EXISTS = "select 1 from ai.vectorizer where id = %s"
+RETRY_FAILED_BY_ID = "select ai.retry_failed(%s::int4)"
+RETRY_FAILED_BY_NAME = "select ai.retry_failed(%s::text)"
+NOW = "select now()"
+# the status page: the served vectorizers' status rows and their latest error rows
+PAGE_VECTORIZERS = "select * from ai.vectorizer_status where id = any(%s) order by id"
+PAGE_ERRORS = """
+    select e.id, v.name, e.message, e.recorded,
+           e.details ->> 'step' as step, e.details -> 'pk' as key,
+           e.details ->> 'error_reason' as reason, e.details ->> 'provider' as provider,
+           e.details ->> 'attempts' as attempts
+    from ai._vectorizer_errors e left join ai.vectorizer v on v.id = e.id
+    where e.id = any(%s)
+    order by e.recorded desc
+    limit %s
+    """
 
 
 async def load_vectorizer(conn: psycopg.AsyncConnection, vectorizer_id: int) -> Vectorizer | None:

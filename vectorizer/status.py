@@ -253,7 +253,7 @@ def show_status(db_url: str, out: TextIO, watch: float | None = None, check: boo
     with psycopg.connect(db_url, autocommit=True) as conn:
         while True:
             data = snapshot(conn, check)
-            now = conn.execute("select now()").fetchone()[0]  # type: ignore[index]
+            now = conn.execute(catalog.NOW).fetchone()[0]  # type: ignore[index]
             text = render(data, now)
             if watch:
                 out.write("\x1b[H\x1b[2J")  # clear the terminal between refreshes
@@ -268,14 +268,12 @@ def retry_failed(db_url: str, vectorizer: str) -> int:
     """Requeues the failed keys of a vectorizer (id or name); returns how many."""
     with psycopg.connect(db_url, autocommit=True) as conn:
         if vectorizer.isdigit():
-            exists = conn.execute(
-                "select 1 from ai.vectorizer where id = %s", (int(vectorizer),)
-            ).fetchone()
+            exists = conn.execute(catalog.VECTORIZER_EXISTS, (int(vectorizer),)).fetchone()
             if not exists:
                 raise LookupError(f"no vectorizer with id {vectorizer}")
-            row = conn.execute("select ai.retry_failed(%s::int4)", (int(vectorizer),)).fetchone()
+            row = conn.execute(catalog.RETRY_FAILED_BY_ID, (int(vectorizer),)).fetchone()
         else:
-            row = conn.execute("select ai.retry_failed(%s::text)", (vectorizer,)).fetchone()
+            row = conn.execute(catalog.RETRY_FAILED_BY_NAME, (vectorizer,)).fetchone()
             if row is None or row[0] is None:
                 raise LookupError(f"no vectorizer named {vectorizer!r}")
     assert row is not None

@@ -22,9 +22,9 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
-from psycopg import sql
 from psycopg.rows import dict_row
 
+from vectorizer import catalog
 from vectorizer.observability.history import RateHistory
 from vectorizer.observability.logging import redact
 from vectorizer.observability.metrics import Health, Response, Route
@@ -41,20 +41,6 @@ ERROR_ROWS = 20
 CACHE_SECONDS = 1.0
 DB_SHARE_INVERSE = 10
 MAX_CACHE_SECONDS = 10.0  # never staler than this, however slow the view
-
-STATUS_QUERY = sql.SQL("select * from ai.vectorizer_status where id = any(%s) order by id")
-ERRORS_QUERY = sql.SQL(
-    """
-    select e.id, v.name, e.message, e.recorded,
-           e.details ->> 'step' as step, e.details -> 'pk' as key,
-           e.details ->> 'error_reason' as reason, e.details ->> 'provider' as provider,
-           e.details ->> 'attempts' as attempts
-    from ai._vectorizer_errors e left join ai.vectorizer v on v.id = e.id
-    where e.id = any(%s)
-    order by e.recorded desc
-    limit %s
-    """
-)
 
 
 class StatusPage:
@@ -138,9 +124,9 @@ class StatusPage:
             ) as conn,
             conn.cursor(row_factory=dict_row) as cursor,
         ):
-            await cursor.execute(STATUS_QUERY, (served,))
+            await cursor.execute(catalog.PAGE_VECTORIZERS, (served,))
             vectorizers = [_plain(row) for row in await cursor.fetchall()]
-            await cursor.execute(ERRORS_QUERY, (served, ERROR_ROWS))
+            await cursor.execute(catalog.PAGE_ERRORS, (served, ERROR_ROWS))
             errors = [_plain(row) for row in await cursor.fetchall()]
         return vectorizers, errors
 
