@@ -15,32 +15,37 @@ from collections.abc import Mapping, Sequence
 log = logging.getLogger(__name__)
 
 
+def raw(name: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """`name`'s value, stripped; None when unset or blank."""
+    value = (os.environ if environ is None else environ).get(name, "").strip()
+    return value or None
+
+
 def positive_number(
     name: str, environ: Mapping[str, str] | None = None, unit: str = ""
 ) -> float | None:
     """`name`'s value as a positive finite number; None when unset or invalid (logged)."""
-    raw = (os.environ if environ is None else environ).get(name, "").strip()
-    if not raw:
+    text = raw(name, environ)
+    if text is None:
         return None
     try:
-        value = float(raw)
+        value = float(text)
     except ValueError:
         value = math.nan
     if math.isfinite(value) and value > 0:
         return value
-    log.warning("ignoring %s=%r: expected a positive number%s", name, raw, unit)
+    log.warning("ignoring %s=%r: expected a positive number%s", name, text, unit)
     return None
 
 
 def positive_int(names: Sequence[str], environ: Mapping[str, str] | None = None) -> int | None:
     """The first of `names` set to a positive whole number; None when none is (invalid ones
     are logged). Several names let our variable and pgai's spelling of it both work."""
-    env = os.environ if environ is None else environ
     for name in names:
-        raw = env.get(name, "").strip()
-        if not raw:
+        text = raw(name, environ)
+        if text is None:
             continue
-        if raw.isdigit() and int(raw) >= 1:
-            return int(raw)
-        log.warning("ignoring %s=%r: expected a positive whole number", name, raw)
+        if text.isdigit() and int(text) >= 1:
+            return int(text)
+        log.warning("ignoring %s=%r: expected a positive whole number", name, text)
     return None
