@@ -25,8 +25,8 @@ import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field, fields
+from typing import Any, Protocol
 
 from vectorizer import env
 from vectorizer.embedders.driver import EmbedCall
@@ -53,42 +53,43 @@ class ApiKeyNotFoundError(VectorizerError):
         self.api_key_name = api_key_name
 
 
+def _setting(variable: str, default: float) -> Any:
+    """A policy field that VECTORIZER_<variable> may override (see `RequestPolicy.from_env`)."""
+    return field(default=default, metadata={"env": f"VECTORIZER_{variable}"})
+
+
 @dataclass(frozen=True)
 class RequestPolicy:
     """How hard the driver pushes one provider: concurrency, timeouts and in-place retries."""
 
-    max_concurrent_requests: int = 4
+    max_concurrent_requests: int = _setting("MAX_CONCURRENT_REQUESTS", 4)
     # An outage (5xx, timeouts, resets) is retried in place for at most this many tries or
     # seconds, whichever comes first; then it is the vectorizer's error (nothing charged, the
     # breaker backs off), so a dead provider neither holds a batch open nor stalls a once-run.
-    retry_budget: float = 30.0
-    transient_attempts: int = 5
+    retry_budget: float = _setting("TRANSIENT_RETRY_BUDGET", 30.0)
+    transient_attempts: int = _setting("TRANSIENT_MAX_ATTEMPTS", 5)
     # 429s only slow the worker down; a quota that never recovers still ends after this long.
-    throttle_budget: float = 300.0
+    throttle_budget: float = _setting("THROTTLE_RETRY_BUDGET", 300.0)
     max_wait: float = 60.0
     base_wait: float = 1.0
-    request_timeout: float = 120.0
+    request_timeout: float = _setting("REQUEST_TIMEOUT", 120.0)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> RequestPolicy:
-        """The defaults, each overridden by its VECTORIZER_* variable when set (`env`)."""
-        defaults = cls()
-
-        def number(name: str, default: float) -> float:
-            found = env.positive_number(name, environ)
-            return default if found is None else found
-
-        return cls(
-            max_concurrent_requests=int(
-                number("VECTORIZER_MAX_CONCURRENT_REQUESTS", defaults.max_concurrent_requests)
-            ),
-            retry_budget=number("VECTORIZER_TRANSIENT_RETRY_BUDGET", defaults.retry_budget),
-            transient_attempts=env_limit(
-                ["VECTORIZER_TRANSIENT_MAX_ATTEMPTS"], defaults.transient_attempts, environ
-            ),
-            throttle_budget=number("VECTORIZER_THROTTLE_RETRY_BUDGET", defaults.throttle_budget),
-            request_timeout=number("VECTORIZER_REQUEST_TIMEOUT", defaults.request_timeout),
-        )
+        """The defaults, each overridden by its VECTORIZER_* variable when set to a positive
+        number (a whole one for counts); anything else is logged and ignored (`env`)."""
+        values: dict[str, Any] = {}
+        for setting in fields(cls):
+            variable = setting.metadata.get("env")
+            if variable is None:
+                continue
+            if isinstance(setting.default, int):
+                found: float | None = env.positive_int([variable], environ)
+            else:
+                found = env.positive_number(variable, environ)
+            if found is not None:
+                values[setting.name] = found
+        return cls(**values)
 
 
 def env_limit(names: Sequence[str], default: int, environ: Mapping[str, str] | None = None) -> int:

@@ -15,6 +15,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from importlib import resources
@@ -43,24 +44,20 @@ DB_SHARE_INVERSE = 10
 MAX_CACHE_SECONDS = 10.0  # never staler than this, however slow the view
 
 
+@dataclass(eq=False)  # identity, as any service object
 class StatusPage:
-    def __init__(
-        self,
-        db_url: str,
-        served: Callable[[], list[int]],
-        health: Health,
-        history: RateHistory,
-        worker_id: Callable[[], UUID | None],
-    ) -> None:
-        self._db_url = db_url
-        self._served = served
-        self._health = health
-        self._history = history
-        self._worker_id = worker_id
-        self._lock = asyncio.Lock()
-        # (when read, seconds it took, served ids, vectorizer rows, error rows, database error)
-        self._read_cache: tuple[float, float, list[int], list[Any], list[Any], str | None] | None
-        self._read_cache = None
+    """The worker's status page and its JSON, for the vectorizers it serves."""
+
+    db_url: str
+    served: Callable[[], list[int]]
+    health: Health
+    history: RateHistory
+    worker_id: Callable[[], UUID | None]
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
+    # (when read, seconds it took, served ids, vectorizer rows, error rows, database error)
+    _read_cache: tuple[float, float, list[int], list[Any], list[Any], str | None] | None = field(
+        default=None, init=False
+    )
 
     def routes(self) -> dict[str, Route]:
         return {"/": self.page, "/index.html": self.page, "/status.json": self.status_json}
@@ -72,28 +69,28 @@ class StatusPage:
         return "200 OK", "application/json", json.dumps(await self.snapshot()).encode()
 
     async def snapshot(self) -> dict[str, Any]:
-        served = sorted(self._served())
+        served = sorted(self.served())
         async with self._lock:
             vectorizers, errors, database_error = await self._database_part(served)
         vectorizers = [dict(row) for row in vectorizers]  # the cached rows stay as read
-        health = self._health.report()
+        health = self.health.report()
         for row in vectorizers:
             row["state"] = health["vectorizers"].get(row["name"], {}).get("state", "unknown")
         names = [row["name"] for row in vectorizers]
-        worker_id = self._worker_id()
+        worker_id = self.worker_id()
         return {
             "generated_at": datetime.now().astimezone().isoformat(),
             "worker": {
                 "id": str(worker_id) if worker_id else None,
                 "version": __version__,
-                "uptime_seconds": round(time.monotonic() - self._health.started),
+                "uptime_seconds": round(time.monotonic() - self.health.started),
                 "serves": served,
                 "health": health,
             },
             "database_error": database_error,
             "vectorizers": vectorizers,
             "errors": errors,
-            "throughput": self._history.series(names),
+            "throughput": self.history.series(names),
         }
 
     async def _database_part(
@@ -120,7 +117,7 @@ class StatusPage:
     async def _read(self, served: list[int]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         async with (
             await psycopg.AsyncConnection.connect(
-                self._db_url, autocommit=True, application_name="vectorizer-worker-status-page"
+                self.db_url, autocommit=True, application_name="vectorizer-worker-status-page"
             ) as conn,
             conn.cursor(row_factory=dict_row) as cursor,
         ):
