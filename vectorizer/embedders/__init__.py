@@ -2,7 +2,8 @@
 
 Provider modules are imported only when a vectorizer uses them: some SDKs take seconds to
 import (litellm ~3 s), and `import vectorizer.embedders` must stay cheap. Adding a provider is
-one `_PROVIDERS` entry pointing at a class constructed as `cls(config, api_key=, policy=)`.
+one `PROVIDERS` line: its config class and "module:Class", built as `cls(config, api_key=,
+policy=)`.
 """
 
 from __future__ import annotations
