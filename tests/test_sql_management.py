@@ -461,6 +461,8 @@ OUR_STATUS_TABLES = [
     "ai._vectorizer_index_build",
     "ai._vectorizer_fulltext",
     "ai._vectorizer_column_hash",
+    "ai._vectorizer_config_version",
+    "ai._vectorizer_reembed",
 ]
 
 

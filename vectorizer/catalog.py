@@ -25,10 +25,14 @@ ENABLED_IDS = "select id from ai.vectorizer where not disabled order by id"
 IDS_BY_ID_OR_NAME = (
     "select id, name from ai.vectorizer where id = any(%s) or name = any(%s) order by id"
 )
+# the config as workers see it (a shadow store in place of the destination while an alter
+# re-embeds), and what a batch compares right before it writes (reembed.ConfigGuard)
 VECTORIZER = """
     select id, name, source_schema, source_table, source_pk, queue_schema, queue_table,
            coalesce(queue_failed_table, '_vectorizer_q_failed_' || id) as queue_failed_table,
-           disabled, config
+           disabled, ai._vectorizer_worker_config(config) as config,
+           ai._vectorizer_content_hash(config) as content_hash,
+           (config -> 'shadow' ->> 'version')::int as shadow_version
     from ai.vectorizer where id = %s
 """
 IS_DISABLED = "select disabled from ai.vectorizer where id = %s"
@@ -52,6 +56,13 @@ RELATION_COLUMNS = """
     where n.nspname = %s and c.relname = %s
 """
 
+# --- altering (reembed.py) ----------------------------------------------------------------
+
+CONTENT_HASH = "select ai._vectorizer_content_hash(config) from ai.vectorizer where id = %s"
+MAY_LOCK_CATALOG = "select has_table_privilege('ai.vectorizer', 'update')"
+REEMBED_FEED = "select ai._vectorizer_reembed_feed(%s, %s)"
+SWAP_STORE = "select ai._vectorizer_swap_store(%s)"
+
 # --- worker tracking -----------------------------------------------------------------------
 
 WORKER_START = "select ai._worker_start(%s, %s)"
@@ -69,7 +80,8 @@ select id, name, source_table, disabled, pending_items_estimate, failed_items,
        oldest_pending_age, source_rows, embedded_rows, errors_last_hour,
        last_error_at, last_error_message, last_success_at, empty_rows,
        chunks_embedded, chunks_reused_same_row, chunks_reused_other_row, rows_unchanged,
-       tokens_saved, chunks_older_config, index_state
+       tokens_saved, chunks_older_config, index_state,
+       config_version, reembed_keys_done, reembed_keys_total, reembed_eta
 from ai.vectorizer_status order by id
 """
 WORKERS = """

@@ -278,6 +278,10 @@ class Vectorizer(_Model):
     queue_failed_table: str
     disabled: bool = False
     config: Config
+    # ai._vectorizer_content_hash(config) when loaded: what a batch checks before it writes
+    content_hash: str | None = None
+    # the config version whose shadow store the destination points at (ai.alter_vectorizer)
+    shadow_version: int | None = None
 
     @model_validator(mode="after")
     def _pk_in_table_order(self) -> Vectorizer:

@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg
 
-from vectorizer import catalog
+from vectorizer import catalog, reembed
 from vectorizer.backoff import Backoff
 from vectorizer.config import UriLoading, Vectorizer
 from vectorizer.embedders import Embedder
@@ -87,6 +87,7 @@ class Executor:
         self._recheck_rows = SourceRecheck(vectorizer)
         self._empty = EmptyInputs(vectorizer.id, queries.pk_names)
         self._reuse = reuse or make_reuse(vectorizer, embedder)
+        self._config_guard = reembed.ConfigGuard(vectorizer)
 
     async def run_batch(self, conn: psycopg.AsyncConnection) -> BatchResult:
         async with conn.transaction():
@@ -108,6 +109,7 @@ class Executor:
             live = await self._recheck(conn, live)
             # an unchanged row is done without a write: no DELETE, no COPY, no WAL
             good = [item for item in live if item.error is None and not item.unchanged]
+            await self._config_guard.ensure_current(conn)
             with tracing.span("vectorizer.stage", stage="write", rows=len(good)):
                 await self._write(conn, good)
             await self._forget_failures(conn, [item for item in live if item.error is None])

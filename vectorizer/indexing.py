@@ -91,6 +91,9 @@ def index_target(vectorizer: Vectorizer) -> IndexTarget | None:
         return None
     destination = vectorizer.config.destination
     name = f"_vectorizer_ann_{vectorizer.id}"
+    if vectorizer.shadow_version is not None:
+        # the store's own index still has the plain name; this one moves with the shadow
+        name += f"_v{vectorizer.shadow_version}"
     config = indexing.model_dump()
     if isinstance(destination, TableDestination):
         return IndexTarget(

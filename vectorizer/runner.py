@@ -18,12 +18,12 @@ from pgvector.psycopg import register_vector_async
 from psycopg.pq import TransactionStatus
 from pydantic import ValidationError
 
-from vectorizer import catalog, preflight
+from vectorizer import catalog, preflight, reembed
 from vectorizer.backoff import Backoff
 from vectorizer.config import Vectorizer
 from vectorizer.embedders import Embedder, make_embedder
 from vectorizer.errors import VectorizerError
-from vectorizer.executor import Executor
+from vectorizer.executor import Executor, batch_size_for
 from vectorizer.indexing import IndexBuilder
 from vectorizer.observability import tracing
 from vectorizer.observability.progress import Progress
@@ -91,6 +91,7 @@ class VectorizerRunner:
         self.gone = False
         self.reporter = Reporter(vectorizer_id, tracking, progress)
         self._loaded: Vectorizer | None = None
+        self._altered = False  # set by an executor whose batch met a newer config
         self._connections = _Connections(
             settings.db_url,
             f"vectorizer-worker[{vectorizer_id}]: executor",
@@ -168,7 +169,17 @@ class VectorizerRunner:
         return self._components
 
     async def drain(self) -> int:
-        """Processes the queue until it is empty; returns the rows embedded."""
+        """Processes the queue (and any re-embed slices) until it is empty; returns the rows
+        embedded. An alter that lands mid-drain ends the pass; the next one reloads."""
+        items = 0
+        while True:
+            self._altered = False
+            items += await self._drain_pass()
+            if not self._altered or self._shutdown.is_set():
+                return items
+            log.info("vectorizer %s was altered; reloading its config", self.label)
+
+    async def _drain_pass(self) -> int:
         async with self._connections.get() as conn:
             try:
                 components = await self._build(conn)
@@ -237,14 +248,35 @@ class VectorizerRunner:
             while not self._shutdown.is_set():
                 if await catalog.is_disabled(conn, vectorizer.id):
                     break
-                with tracing.span("vectorizer.batch", vectorizer_id=vectorizer.id):
-                    result = await executor.run_batch(conn)
+                try:
+                    with tracing.span("vectorizer.batch", vectorizer_id=vectorizer.id):
+                        result = await executor.run_batch(conn)
+                except reembed.ConfigChanged:
+                    self._altered = True  # the batch rolled back uncharged; drain() reloads
+                    break
+                except (psycopg.Error, VectorizerError):
+                    # a store swapped in or a shadow dropped under the batch: not a failure
+                    if not await reembed.changed(conn, vectorizer):
+                        raise
+                    self._altered = True
+                    break
                 done += result.rows_done
                 await self.reporter.report(vectorizer, result)
                 self.indexer.poke(vectorizer)  # a queue that never empties still gets its index
-                if result.claimed == 0:
+                # live changes are drained: a running re-embed may queue its next slice
+                if result.claimed == 0 and not await self._feed_reembed(conn, vectorizer):
                     break
         return done
+
+    async def _feed_reembed(self, conn: psycopg.AsyncConnection, vectorizer: Vectorizer) -> bool:
+        """Whether a slice of a re-embed was queued for this executor to claim."""
+        if self._altered:
+            return False
+        fed = await reembed.feed(conn, vectorizer.id, batch_size_for(vectorizer))
+        if fed == reembed.SWAP_DUE and await reembed.swap(conn, vectorizer.id):
+            log.info("vectorizer %s: the new store covers every key; swapped in", self.label)
+            self._altered = True  # the destination moved: reload before writing again
+        return fed > 0
 
     async def _failed(self, exc: Exception) -> None:
         """Once per breaker trip."""

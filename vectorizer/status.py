@@ -178,6 +178,25 @@ def _reuse_table(vectorizers: Sequence[dict[str, Any]]) -> list[str]:
     return _table(headers, rows)
 
 
+def _versions_table(vectorizers: Sequence[dict[str, Any]]) -> list[str]:
+    """Config versions (ai.alter_vectorizer) and re-embeds in progress; nothing when every
+    vectorizer is still at the config it was created with."""
+    altered = [v for v in vectorizers if (v.get("config_version") or 1) > 1]
+    if not altered:
+        return []
+    rows = []
+    for v in altered:
+        done, total = v.get("reembed_keys_done"), v.get("reembed_keys_total")
+        if total is None:
+            progress, left = "done", "-"
+        else:
+            progress = f"{done}/{total} {percent(done or 0, total)}"
+            left = _age(v.get("reembed_eta")) if v.get("reembed_eta") is not None else "?"
+        rows.append([str(v["id"]), v["name"], str(v["config_version"]), progress, left])
+    headers = ["id", "name", "version", "re-embed keys", "time left"]
+    return ["", "Config versions", *["  " + line for line in _table(headers, rows)]]
+
+
 def render(data: Snapshot, now: datetime) -> str:
     lines = ["Vectorizers"]
     rows = []
@@ -225,6 +244,7 @@ def render(data: Snapshot, now: datetime) -> str:
     else:
         lines += ["", "Reuse (chunks not sent to the provider)"]
         lines += ["  " + line for line in _reuse_table(data.vectorizers)]
+    lines += _versions_table(data.vectorizers)
     lines += ["", "Workers (last 24h)"]
     worker_rows = [
         [

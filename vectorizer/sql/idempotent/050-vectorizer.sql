@@ -386,6 +386,9 @@ declare
 begin
     select v.* into strict _vec from ai.vectorizer v where v.id operator(pg_catalog.=) vectorizer_id;
 
+    -- a half-filled shadow store of an unfinished ai.alter_vectorizer (055-alter.sql)
+    perform ai._vectorizer_shadow_drop(_vec);
+
     if (_vec.config operator(pg_catalog.->) 'scheduling' operator(pg_catalog.->>) 'implementation')
         operator(pg_catalog.=) 'timescaledb' then
         perform ai._vectorizer_unschedule_job(_vec.config operator(pg_catalog.->) 'scheduling');

@@ -77,6 +77,9 @@ begin
         execute pg_catalog.format('grant select on ai._vectorizer_index_build to %I', to_user);
         -- the status view's coverage counts keys that had nothing to embed
         execute pg_catalog.format('grant select on ai._vectorizer_empty_input to %I', to_user);
+        -- ai.alter_vectorizer writes both; workers advance the re-embed
+        execute pg_catalog.format('grant select, insert, update, delete on ai._vectorizer_config_version to %I', to_user);
+        execute pg_catalog.format('grant select, insert, update, delete on ai._vectorizer_reembed to %I', to_user);
     else
         execute pg_catalog.format('grant all privileges on schema ai to %I', to_user);
         execute pg_catalog.format('grant all privileges on table ai.pgai_lib_migration to %I', to_user);
@@ -92,6 +95,8 @@ begin
         execute pg_catalog.format('grant all privileges on table ai._vectorizer_fulltext to %I', to_user);
         execute pg_catalog.format('grant all privileges on table ai._vectorizer_index_build to %I', to_user);
         execute pg_catalog.format('grant all privileges on table ai._vectorizer_empty_input to %I', to_user);
+        execute pg_catalog.format('grant all privileges on table ai._vectorizer_config_version to %I', to_user);
+        execute pg_catalog.format('grant all privileges on table ai._vectorizer_reembed to %I', to_user);
     end if;
 end
 $func$ language plpgsql volatile security invoker

@@ -193,7 +193,12 @@ select
 , coalesce(r.tokens_saved, 0) as tokens_saved
 , ai._vectorizer_chunks_older_config(v.id) as chunks_older_config
 , ai._vectorizer_index_state(v, b) as index_state
+, rp.config_version
+, rp.reembed_keys_done
+, rp.reembed_keys_total
+, rp.reembed_eta
 from ai.vectorizer v
+cross join lateral ai._vectorizer_reembed_progress(v.id) rp
 left outer join ai._vectorizer_index_build b on (b.vectorizer_id operator(pg_catalog.=) v.id)
 cross join lateral
 ( select
