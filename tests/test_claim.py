@@ -23,9 +23,9 @@ from tests.worker_helpers import (
     wait_for,
     worker_env,
 )
+from vectorizer.catalog import load_vectorizer
 from vectorizer.lease import Lease
 from vectorizer.queue import EXECUTOR_SESSION, build_queries
-from vectorizer.runner import load_vectorizer
 
 
 @pytest.fixture

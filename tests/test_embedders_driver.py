@@ -11,6 +11,7 @@ import email.utils
 import logging
 import random
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -148,6 +149,12 @@ def vector_for(text: str, dimensions: int) -> np.ndarray:
     return np.full(dimensions, float(len(text)), dtype=np.float32)
 
 
+@dataclass(frozen=True)
+class LocalModel:
+    model: str
+    dimensions: int
+
+
 class LocalEmbedder(Embedder):
     """Embeds locally; behaviours are switched by markers in the input text."""
 
@@ -156,7 +163,7 @@ class LocalEmbedder(Embedder):
     def __init__(self, dimensions: int = 4, **policy: float) -> None:
         defaults = {"base_wait": 0.001, "max_wait": 0.01, "retry_budget": 1.0}
         super().__init__(
-            model="local", dimensions=dimensions, policy=RequestPolicy(**(defaults | policy))
+            LocalModel("local", dimensions), policy=RequestPolicy(**(defaults | policy))
         )
         self.calls: list[list[str]] = []
         self.flaky = 0

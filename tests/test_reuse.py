@@ -231,6 +231,24 @@ def test_rows_sharing_a_body_send_each_distinct_text_once(
     assert facts["chunks_reused_other_row"] == 400 - len(distinct)
 
 
+def test_reuse_is_counted_only_for_rows_that_were_written(
+    conn: psycopg.Connection, db_url: str, fake: FakeOpenAI
+) -> None:
+    shared = "a paragraph that every one of the rows starts with"
+    bodies = {1: "row one's own paragraph", 2: "row two's POISON paragraph", 3: "row three's own"}
+    create_source(conn, rows=[(k, "t", f"{shared}\n\n{tail}") for k, tail in bodies.items()])
+    vid = create_vectorizer(conn, chunking=CHUNKING)
+    run_ok(db_url, env=worker_env(fake))
+
+    assert sorted(key for key, *_ in store(conn)) == [1, 1, 3, 3]
+    facts = status(conn, vid)
+    # row 1 sent the shared text and its own; row 3 reused the shared one and sent its own;
+    # row 2's reuse and its poisoned text do not count: it was not written
+    assert facts["chunks_embedded"] == 3
+    assert facts["chunks_reused_other_row"] == 1
+    assert facts["chunks_reused_same_row"] == 0
+
+
 def test_two_executors_racing_on_the_same_text_lose_no_row(
     conn: psycopg.Connection, db_url: str
 ) -> None:
@@ -343,6 +361,37 @@ def test_column_destination_keeps_hashes_aside_and_skips_unchanged_rows(
     assert facts["chunks_older_config"] == 0
 
 
+def test_column_destination_hashes_go_with_their_rows_and_repair_drops_leftovers(
+    conn: psycopg.Connection, db_url: str, fake: FakeOpenAI
+) -> None:
+    create_source(conn, rows=[(i, f"t{i}", f"text {i}") for i in range(1, 5)])
+    vid = create_vectorizer(conn, destination="ai.destination_column('embedding')")
+    run_ok(db_url, env=worker_env(fake))
+
+    def hashed() -> list[Any]:
+        return [
+            row[0]
+            for row in conn.execute(
+                "select pk from ai._vectorizer_column_hash where vectorizer_id = %s order by pk",
+                (vid,),
+            )
+        ]
+
+    assert hashed() == [[1], [2], [3], [4]]
+    conn.execute("delete from docs where id = 2")
+    conn.execute("update docs set id = 40 where id = 4")  # the old key's hash goes too
+    assert hashed() == [[1], [3]]
+
+    # a leftover (a pgai worker's delete, or one from before the trigger did this)
+    conn.execute(
+        "insert into ai._vectorizer_column_hash (vectorizer_id, pk, chunk_hash)"
+        " values (%s, '[99]', '\\x00')",
+        (vid,),
+    )
+    conn.execute("select * from ai.repair_vectorizer(%s)", (vid,))
+    assert hashed() == [[1], [3]]
+
+
 def test_migration_adds_the_columns_to_existing_stores_with_hostile_names(
     conn: psycopg.Connection, db_url: str, fake: FakeOpenAI
 ) -> None:
@@ -398,6 +447,59 @@ def test_migration_adds_the_columns_to_existing_stores_with_hostile_names(
     assert fake.requests == []
     assert status(conn, vid)["chunks_older_config"] == 0
     assert status(conn, vid)["rows_unchanged"] == 2
+
+
+def test_copied_vectors_keep_hostile_names_and_composite_keys_of_any_type(
+    conn: psycopg.Connection, db_url: str, fake: FakeOpenAI
+) -> None:
+    # reused vectors are copied inside Postgres, the key typed by the store's own columns
+    conn.execute('create schema "Odd Schema"')
+    conn.execute(
+        'create table "Odd Schema"."My ""Docs""" ("Doc Key" text, "At" timestamptz,'
+        ' "Body Text" text, primary key ("Doc Key", "At"))'
+    )
+    at = "2024-02-29 12:34:56.789+00"
+    keys = [('it\'s "one"', at), ("two; drop table x", at)]
+    source = sql.SQL('insert into "Odd Schema"."My ""Docs""" values (%s, %s, %s)')
+    for key, text in zip(keys, (body(1, 3), body(2, 3)), strict=True):
+        conn.execute(source, (*key, text))
+    create_vectorizer(
+        conn,
+        source='"Odd Schema"."My ""Docs"""',
+        name="odd_keys",
+        loading="ai.loading_column('Body Text')",
+        chunking=CHUNKING,
+        destination="ai.destination_table(target_table => 'Store \"X\"')",
+    )
+    run_ok(db_url, env=worker_env(fake))
+    fake.reset()
+
+    # key one: a new first paragraph shifts its chunks; key two: key one's old text
+    conn.execute(
+        'update "Odd Schema"."My ""Docs""" set "Body Text" = %s where "Doc Key" = %s',
+        (body(1, 3, first="a brand new opening paragraph"), keys[0][0]),
+    )
+    conn.execute(
+        'update "Odd Schema"."My ""Docs""" set "Body Text" = %s where "Doc Key" = %s',
+        (body(1, 3), keys[1][0]),
+    )
+    run_ok(db_url, env=worker_env(fake))
+
+    assert inputs_sent(fake) == ["a brand new opening paragraph"]
+    stored = conn.execute(
+        'select "Doc Key", "At", chunk_seq, chunk, embedding::float4[] from "Odd Schema".'
+        '"Store ""X""" order by 1, 3'
+    ).fetchall()
+    expected = {
+        keys[0][0]: body(1, 3, first="a brand new opening paragraph").split("\n\n"),
+        keys[1][0]: body(1, 3).split("\n\n"),
+    }
+    assert [(key, seq, chunk) for key, _, seq, chunk, _ in stored] == [
+        (key, seq, chunk) for key in sorted(expected) for seq, chunk in enumerate(expected[key])
+    ]
+    for _, when, _, chunk, embedding in stored:
+        assert when.isoformat() == "2024-02-29T12:34:56.789000+00:00"
+        assert_vector(embedding, chunk)
 
 
 def test_status_command_shows_reuse(

@@ -12,30 +12,29 @@ again at once, uncharged.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import psycopg
 
-from vectorizer import reembed
+from vectorizer import catalog, reembed
+from vectorizer.backoff import Backoff
 from vectorizer.config import UriLoading, Vectorizer
 from vectorizer.embedders import Embedder
 from vectorizer.empty_inputs import EmptyInputs
-from vectorizer.errors import RowError, VectorizerError, failure_message
+from vectorizer.errors import RowError, VectorizerError
 from vectorizer.lease import Lease, LeaseQueries, quietly, unlock
 from vectorizer.observability import tracing
 from vectorizer.observability.telemetry import telemetry
 from vectorizer.queue import ATTEMPTS, FOUND, KEY_PREFIX, VERSION, Claimer, QueueQueries
 from vectorizer.recheck import BUSY_RETRY_SECONDS, SourceRecheck
-from vectorizer.reuse import BatchPlan, Reuse, ReuseCounts, make_reuse
+from vectorizer.reporting import BatchResult, FailedRow, error_row, key_fields
+from vectorizer.reuse import BatchPlan, Reuse, RowPlan, make_reuse
 from vectorizer.stages.pipeline import RowPipeline
-from vectorizer.stages.writing import RowEmbeddings, Writer
+from vectorizer.stages.writing import Refill, RowEmbeddings, Writer
 
 log = logging.getLogger(__name__)
 
@@ -46,42 +45,21 @@ DEFAULT_BATCH_SIZE = 50
 DOCUMENT_BATCH_SIZE = 1
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Backoff for row-level failures: base, doubling per attempt, capped."""
-
-    base_seconds: float = 180.0
-    max_seconds: float = 3600.0
-
-    def delay(self, attempts_so_far: int) -> float:
-        return min(self.max_seconds, self.base_seconds * (2 ** min(attempts_so_far, 30)))
-
-
-@dataclass
-class BatchResult:
-    claimed: int = 0
-    rows_done: int = 0
-    chunks: int = 0
-    empty: int = 0  # rows with nothing to embed (no chunk, no error)
-    failed: list[tuple[tuple[Any, ...], RowError]] = field(default_factory=list)
-    reuse: ReuseCounts = field(default_factory=ReuseCounts)
-
-
 @dataclass
 class _Item:
     key: tuple[Any, ...]
     attempts: int
     row: dict[str, Any]
     version: str | None = None  # digest of the source row when claimed (None: deleted)
-    payload: Any = None
     chunks: list[str] = field(default_factory=list)
-    vectors: list[np.ndarray | None] = field(default_factory=list)
     metadata: list[dict[str, Any]] = field(default_factory=list)
-    hashes: list[bytes] = field(default_factory=list)
-    unchanged: bool = False
-    kept: frozenset[int] = frozenset()
-    replaced: list[int] | None = None
+    # the reuse plan's row: hashes, the vectors filled in by reuse and embedding, kept seqs
+    plan: RowPlan | None = None
     error: RowError | None = None
+
+    @property
+    def unchanged(self) -> bool:
+        return self.plan is not None and self.plan.unchanged
 
 
 def batch_size_for(vectorizer: Vectorizer) -> int:
@@ -103,7 +81,7 @@ class Executor:
         embedder: Embedder,
         writer: Writer,
         queries: QueueQueries,
-        retry: RetryPolicy,
+        retry: Backoff,
         reuse: Reuse | None = None,
     ) -> None:
         self.vectorizer = vectorizer
@@ -154,17 +132,13 @@ class Executor:
             return result
         live = [item for item in items if item.row.pop(FOUND, None)]
         if live:
-            with tracing.span("vectorizer.stage", stage="load_parse", rows=len(live)):
-                await self._load(live)
-            with tracing.span("vectorizer.stage", stage="chunk_format", rows=len(live)):
-                await asyncio.to_thread(self._transform, live)
+            await self._prepare(live)
         ready = [item for item in live if item.error is None]
         # outside a transaction: the keys are ours (lease.py), so no other worker of ours
         # writes them meanwhile, and the write re-checks that the rows are what was read
         plan = await self._reuse.plan(
             conn, [(item.key, item.chunks) for item in ready], [i.metadata for i in ready]
         )
-        result.reuse = plan.counts
         with tracing.span("vectorizer.stage", stage="embed", rows=len(ready)):
             await self._embed(ready, plan)
         async with conn.transaction():
@@ -176,14 +150,17 @@ class Executor:
                 await self._write(conn, good)
             await self._forget_failures(conn, [item for item in live if item.error is None])
             failed = [item for item in live if item.error is not None]
-            await self._charge(conn, failed)
+            result.failed = await self._charge(conn, failed)
             await self._leases.settle(conn, lease, [item.key for item in items])
             result.empty = await self._empty.record(
                 conn, [item.key for item in items], [i.key for i in live if _is_empty(i)]
             )
         result.rows_done = sum(1 for item in live if item.error is None)
+        # a row's savings count only if it is done: not one whose embedding or write failed
+        for item in live:
+            if item.error is None and item.plan is not None:
+                result.reuse.add(item.plan.counts)
         result.chunks = sum(len(item.chunks) for item in live if item.error is None)
-        result.failed = [(item.key, item.error) for item in failed if item.error]
         return result
 
     async def _claim(self, conn: psycopg.AsyncConnection, lease: Lease) -> list[_Item]:
@@ -197,39 +174,18 @@ class Executor:
             items.append(_Item(key=key, attempts=attempts, row=row, version=version))
         return items
 
-    async def _load(self, items: list[_Item]) -> None:
-        payloads = await asyncio.gather(
-            *(self._load_and_parse(item.row) for item in items), return_exceptions=True
-        )
-        for item, payload in zip(items, payloads, strict=True):
-            if isinstance(payload, RowError):
-                item.error = payload
-            elif isinstance(payload, BaseException):
-                raise payload
+    async def _prepare(self, items: list[_Item]) -> None:
+        prepared = await self._pipeline.prepare([item.row for item in items])
+        for item, chunks in zip(items, prepared, strict=True):
+            if isinstance(chunks, RowError):
+                item.error = chunks
             else:
-                item.payload = payload
-
-    async def _load_and_parse(self, row: dict[str, Any]) -> str:
-        # Parsing is awaited here, not in the transform thread: a document goes to a parser
-        # process with a time limit, and several rows' documents may parse at once.
-        payload = await self._pipeline.load(row)
-        return await self._pipeline.parse(payload)
-
-    def _transform(self, items: list[_Item]) -> None:
-        for item in items:
-            if item.error is not None:
-                continue
-            try:
-                prepared = self._pipeline.prepare_chunks(item.payload, item.row)
-                item.chunks, item.metadata = prepared.texts, prepared.metadata
-            except RowError as exc:
-                item.error = exc
+                item.chunks, item.metadata = chunks.texts, chunks.metadata
 
     async def _embed(self, items: list[_Item], plan: BatchPlan) -> None:
         """Embeds what the plan could not reuse; every text once, its vector to each owner."""
         for item, row in zip(items, plan.rows, strict=True):
-            item.vectors, item.hashes, item.unchanged = row.vectors, row.hashes, row.unchanged
-            item.kept, item.replaced = row.kept, row.replaced
+            item.plan = row
         texts = plan.texts
         if not texts:
             return
@@ -252,8 +208,8 @@ class Executor:
                 owner = items[row_index]
                 if message is not None and owner.error is None:
                     owner.error = RowError("embedding", message)
-                if vector is not None:
-                    owner.vectors[chunk_index] = vector
+                if vector is not None and owner.plan is not None:
+                    owner.plan.vectors[chunk_index] = vector
 
     async def _recheck(
         self, conn: psycopg.AsyncConnection, lease: Lease, items: list[_Item]
@@ -300,15 +256,18 @@ class Executor:
         await conn.execute(self._queries.requeue, (*item.key, item.attempts, delay))
 
     def _embeddings(self, item: _Item) -> RowEmbeddings:
+        plan = item.plan
+        assert plan is not None  # every written item went through the reuse plan
         return RowEmbeddings(
             key=item.key,
             chunks=item.chunks,
-            vectors=item.vectors,  # type: ignore[arg-type]  # complete once error is None
+            vectors=plan.vectors,  # type: ignore[arg-type]  # complete once error is None
             metadata=item.metadata,
-            hashes=item.hashes,
+            hashes=plan.hashes,
             provenance=self._reuse.provenance,
-            kept=item.kept,
-            replaced=item.replaced,
+            kept=plan.kept,
+            copies=plan.copies,
+            replaced=plan.replaced,
         )
 
     async def _write(self, conn: psycopg.AsyncConnection, items: list[_Item]) -> None:
@@ -316,7 +275,9 @@ class Executor:
             return
         try:
             async with conn.transaction():
-                await self._writer.write(conn, [self._embeddings(item) for item in items])
+                await self._writer.write(
+                    conn, [self._embeddings(item) for item in items], self._refill(items)
+                )
             return
         except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn) as exc:
             # the store or a column of it was dropped under us: no row could be written
@@ -338,13 +299,38 @@ class Executor:
         await self._write(conn, items[:middle])
         await self._write(conn, items[middle:])
 
+    def _refill(self, items: list[_Item]) -> Refill:
+        """Embeds the chunks whose reused vector vanished before it could be copied (another
+        executor replaced the last stored copy meanwhile): rare, and then paid for once."""
+
+        async def refill(missing: list[tuple[int, int]]) -> None:
+            result = await self._embedder.embed([items[r].chunks[seq] for r, seq in missing])
+            for (r, seq), vector in zip(missing, result.vectors, strict=True):
+                plan = items[r].plan
+                assert plan is not None  # a refill is asked for rows the plan covered
+                if vector is None:
+                    raise VectorizerError(
+                        "a reused vector vanished and embedding its text again failed: "
+                        f"{result.errors.get(missing.index((r, seq)), 'no vector')}",
+                        step="embedding",
+                    )
+                plan.vectors[seq] = vector
+                plan.counts.embedded += 1
+                plan.counts.other_row -= 1
+                plan.counts.tokens_saved -= self._reuse.tokens(items[r].chunks[seq])
+
+        return refill
+
     async def _forget_failures(self, conn: psycopg.AsyncConnection, items: list[_Item]) -> None:
         if items:
             query, params = self._queries.forget_failures([item.key for item in items])
             await conn.execute(query, params)
 
-    async def _charge(self, conn: psycopg.AsyncConnection, items: list[_Item]) -> None:
+    async def _charge(self, conn: psycopg.AsyncConnection, items: list[_Item]) -> list[FailedRow]:
+        """Requeues each failed key with backoff, or moves it to the failed queue once its
+        retries are spent, with its error row: all in the batch's transaction."""
         retries = self.vectorizer.config.loading.retries
+        charged = []
         for item in items:
             error = item.error
             assert error is not None
@@ -355,37 +341,18 @@ class Executor:
             else:
                 delay = self._retry.delay(item.attempts)
                 await conn.execute(self._queries.requeue, (*item.key, item.attempts + 1, delay))
-            message, details = self.error_row(error, item.key, item.attempts + 1, not give_up)
-            await conn.execute(
-                self._queries.record_error,
-                (self.vectorizer.id, message, json.dumps(details, default=str)),
-            )
-            log.warning(
-                "vectorizer %s key %s failed at %s (attempt %s%s): %s",
-                self.vectorizer.id,
-                _key_repr(self._queries.pk_names, item.key),
+            failed = FailedRow(item.key, error, item.attempts + 1, give_up)
+            message, details = error_row(
+                self.vectorizer,
                 error.step,
-                item.attempts + 1,
-                ", moved to the failed queue" if give_up else "",
                 error.message,
+                pk=key_fields(self._queries.pk_names, item.key),
+                is_retryable=not give_up,
+                attempts=failed.attempts,
             )
-
-    def error_row(
-        self, error: RowError, key: tuple[Any, ...], attempts: int, retryable: bool
-    ) -> tuple[str, dict[str, Any]]:
-        """The reference's message and details keys, plus the key, step and attempt."""
-        config = self.vectorizer.config
-        message = failure_message(error.step)
-        details: dict[str, Any] = {"error_reason": error.message}
-        if error.step == "loading":
-            details["loader"] = config.loading.implementation
-        elif error.step == "embedding":
-            details["provider"] = config.embedding.implementation
-        details["is_retryable"] = retryable
-        details["step"] = error.step
-        details["pk"] = dict(zip(self._queries.pk_names, key, strict=True))
-        details["attempts"] = attempts
-        return message, details
+            await conn.execute(catalog.ERROR_ROW, (self.vectorizer.id, message, details))
+            charged.append(failed)
+        return charged
 
 
 def _is_empty(item: _Item) -> bool:
@@ -395,7 +362,3 @@ def _is_empty(item: _Item) -> bool:
 def _db_message(exc: psycopg.Error) -> str:
     diag = exc.diag
     return diag.message_primary or str(exc).strip()
-
-
-def _key_repr(names: Sequence[str], key: tuple[Any, ...]) -> str:
-    return json.dumps(dict(zip(names, key, strict=True)), default=str)

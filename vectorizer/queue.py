@@ -15,6 +15,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from vectorizer.config import Vectorizer
+from vectorizer.sqlparts import ident_list, keys_condition, placeholders
 
 FOUND = "__vectorizer_found"
 ATTEMPTS = "__vectorizer_attempts"
@@ -22,12 +23,6 @@ ATTEMPTS = "__vectorizer_attempts"
 VERSION = "__vectorizer_version"
 # the claimed key's columns, also for a deleted row (whose source columns are null)
 KEY_PREFIX = "__vectorizer_key."
-
-
-def _ident_list(names: Sequence[str], prefix: str | None = None) -> sql.Composable:
-    if prefix is None:
-        return sql.SQL(", ").join(sql.Identifier(name) for name in names)
-    return sql.SQL(", ").join(sql.Identifier(prefix, name) for name in names)
 
 
 def _join(names: Sequence[str], left: str, right: str) -> sql.Composable:
@@ -56,7 +51,6 @@ class QueueQueries:
     index_order: tuple[str, ...]
     requeue: sql.Composed
     fail: sql.Composed
-    record_error: sql.Composed
     pk_names: tuple[str, ...]
     failed_table: sql.Identifier
 
@@ -104,17 +98,6 @@ class Claimer:
             return await cursor.fetchall()
 
 
-def keys_condition(
-    pk_names: Sequence[str], keys: Sequence[tuple[object, ...]], prefix: str | None = None
-) -> tuple[sql.Composed, list[object]]:
-    """`(pk1, pk2) in ((%s, %s), ...)` for `keys`, and its parameters."""
-    one_key = sql.SQL("({})").format(sql.SQL(", ").join(sql.Placeholder() * len(pk_names)))
-    condition = sql.SQL("({}) in ({})").format(
-        _ident_list(pk_names, prefix), sql.SQL(", ").join([one_key] * len(keys))
-    )
-    return condition, [value for key in keys for value in key]
-
-
 def build_queries(vectorizer: Vectorizer) -> QueueQueries:
     pk = vectorizer.pk_names
     # the queue's key index lists the columns in primary-key order, which may differ from
@@ -130,18 +113,15 @@ def build_queries(vectorizer: Vectorizer) -> QueueQueries:
         requeue=sql.SQL(
             "insert into {} ({}, loading_retries, loading_retry_after)"
             " values ({}, %s, now() + make_interval(secs => %s))"
-        ).format(queue, _ident_list(pk), sql.SQL(", ").join(sql.Placeholder() * len(pk))),
+        ).format(queue, ident_list(pk), placeholders(len(pk))),
         # a key stands in the failed queue once, with its latest failure
         fail=sql.SQL(
             "with gone as (delete from {failed} where ({pk}) = ({values}))"
             " insert into {failed} ({pk}, failure_step) values ({values}, %(step)s)"
         ).format(
             failed=failed,
-            pk=_ident_list(pk),
+            pk=ident_list(pk),
             values=sql.SQL(", ").join(sql.Placeholder(f"k{i}") for i in range(len(pk))),
-        ),
-        record_error=sql.SQL(
-            "insert into ai._vectorizer_errors (id, message, details) values (%s, %s, %s)"
         ),
         pk_names=tuple(pk),
         failed_table=failed,
@@ -232,16 +212,16 @@ def _claim(
         order by {l_pk}
         """
     ).format(
-        pk=_ident_list(pk),
+        pk=ident_list(pk),
         queue=queue,
         source=source,
         vectorizer_id=sql.Literal(vectorizer_id),
         lock_key=_lock_key(pk),
         join_ql=_join(pk, "q", "l"),
         join_sl=_join(pk, "s", "l"),
-        l_pk=_ident_list(pk, "l"),
+        l_pk=ident_list(pk, "l"),
         after=sql.SQL(" and ({}) > ({})").format(
-            _ident_list(pk),
+            ident_list(pk),
             sql.SQL(", ").join(sql.Placeholder(f"after_{i}") for i in range(len(pk))),
         )
         if after

@@ -32,7 +32,7 @@ import psycopg
 from psycopg import sql
 
 from vectorizer.config import TableDestination, Vectorizer
-from vectorizer.queue import keys_condition
+from vectorizer.sqlparts import keys_condition
 
 Key = tuple[Any, ...]
 

@@ -3,19 +3,23 @@
 Every chunk is identified by a hash of its formatted text (what the provider is sent) and
 stored with the provenance of the embedding config that embedded it (a hash computed by
 `ai._vectorizer_embedding_provenance`, so SQL and worker always agree). Before a batch is
-embedded, inside the batch transaction, a plan decides per chunk:
+embedded, inside the batch transaction, one query reads the keys' stored chunks and which of
+the batch's other hashes the store holds; then a plan decides per chunk:
 
 * the key's stored chunks are all equal to the new ones (same seq, text, hash, provenance):
   the row is unchanged, nothing is embedded and nothing is written;
 * a stored chunk equal to the new one at the same seq stays where it is: only the other seqs
   of the key are deleted and written again (an edit rewrites the chunks it touched);
 * a stored chunk of this key, or of any other key of the store, has the hash and the current
-  provenance: its vector is reused (table destinations look other keys up by the hash index);
+  provenance: the writer copies its vector inside Postgres (`INSERT ... SELECT`), so reused
+  vectors never travel to the worker and back;
 * otherwise the text is embedded, once per batch however many chunks share it.
 
 A NULL hash or provenance (chunks written by pgai's worker or before the upgrade) never
 matches. Two executors may embed the same new text at once: both write their own keys' rows,
-so nothing is lost; the per-key lock of the claim keeps one key to one executor.
+so nothing is lost; the per-key lock of the claim keeps one key to one executor. A vector of
+another key is looked up by its hash again when it is copied: if every copy was deleted in the
+meantime, the text is embedded then (`TableWriter.write`'s `embed`).
 """
 
 from __future__ import annotations
@@ -24,18 +28,23 @@ import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+import orjson
 import psycopg
 from psycopg import sql
+from psycopg.types.json import set_json_loads
 from pydantic import TypeAdapter, ValidationError
 
 from vectorizer.config import ColumnDestination, Embedding, TableDestination, Vectorizer
-from vectorizer.embedders import Embedder
-from vectorizer.embedders.base import BadInputError
-from vectorizer.embedders.estimates import estimate_tokens, utf8_size
-from vectorizer.queue import keys_condition
+from vectorizer.registry import Registry
+from vectorizer.sqlparts import keys_condition, named_keys_condition
+
+if TYPE_CHECKING:
+    # the counters are imported at start-up (tracking); numpy and the providers only with work
+    import numpy as np
+
+    from vectorizer.embedders import Embedder
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +98,8 @@ class ReuseCounts:
 
 @dataclass
 class RowPlan:
-    """One key's new chunks; `vectors[i]` is None until chunk i is reused or embedded."""
+    """One key's new chunks; `vectors[i]` is None until chunk i is embedded (kept and copied
+    chunks never get one: their vectors stay in Postgres)."""
 
     key: Key
     chunks: Sequence[str]
@@ -101,8 +111,13 @@ class RowPlan:
     metadata: Sequence[dict[str, Any] | None] = ()
     # chunk seqs whose stored row already holds this chunk: neither embedded nor written
     kept: frozenset[int] = frozenset()
-    # the stored seqs to delete before writing; None: every stored row of the key
-    replaced: list[int] | None = None
+    # chunk seqs whose vector is copied inside Postgres from a stored row (of this key or
+    # another) with the same hash and provenance, looked up by hash when written
+    copies: set[int] = field(default_factory=set)
+    # the ctids of the stored rows to delete before writing; None: every stored row of the key
+    replaced: list[str] | None = None
+    # what this row saved; added to the run's counters only once the row is written
+    counts: ReuseCounts = field(default_factory=ReuseCounts)
 
 
 @dataclass
@@ -112,20 +127,30 @@ class BatchPlan:
     # the distinct texts to send, and for each the (row, chunk) positions it fills
     texts: list[str] = field(default_factory=list)
     targets: list[list[tuple[int, int]]] = field(default_factory=list)
-    counts: ReuseCounts = field(default_factory=ReuseCounts)
+
+    @property
+    def counts(self) -> ReuseCounts:
+        """The plan's counts over every row (what it would save if every row is written)."""
+        total = ReuseCounts()
+        for row in self.rows:
+            total.add(row.counts)
+        return total
 
 
 @dataclass(frozen=True)
 class _Stored:
+    ctid: str
     seq: int
     chunk_hash: bytes | None
-    config_hash: bytes | None
+    current: bool  # embedded by the current config (provenance equal)
     chunk: str | None = None
     metadata: dict[str, Any] | None = None
 
 
 def token_counter(embedder: Embedder) -> Callable[[str], int]:
     """Tokens a text would have cost, by the provider's own count or estimate."""
+    from vectorizer.embedders.base import BadInputError
+    from vectorizer.embedders.estimates import estimate_tokens, utf8_size
 
     def count(text: str) -> int:
         try:
@@ -169,6 +194,10 @@ class Reuse:
         self._dedupe(plan)
         return plan
 
+    def tokens(self, text: str) -> int:
+        """What embedding `text` costs, by the count the savings are estimated with."""
+        return self._tokens(text)
+
     async def _check(self, conn: psycopg.AsyncConnection) -> None:
         self._checked = True
         self.provenance = await _provenance(conn, self.vectorizer)
@@ -186,40 +215,37 @@ class Reuse:
     async def _reuse_stored(self, conn: psycopg.AsyncConnection, plan: BatchPlan) -> None:
         return  # the base class reuses only within the batch
 
-    def _unchanged(self, row: RowPlan, plan: BatchPlan) -> None:
+    def _unchanged(self, row: RowPlan) -> None:
         row.unchanged = True
-        plan.counts.rows_unchanged += 1
-        plan.counts.same_row += len(row.chunks)
-        plan.counts.tokens_saved += sum(self._tokens(chunk) for chunk in row.chunks)
+        row.counts.rows_unchanged += 1
+        row.counts.same_row += len(row.chunks)
+        row.counts.tokens_saved += sum(self._tokens(chunk) for chunk in row.chunks)
 
-    def _keep(
-        self, row: RowPlan, kept: frozenset[int], replaced: list[int], plan: BatchPlan
-    ) -> None:
-        row.kept, row.replaced = kept, replaced
-        plan.counts.same_row += len(kept)
-        plan.counts.tokens_saved += sum(self._tokens(row.chunks[i]) for i in kept)
+    def _saved(self, row: RowPlan, index: int, same_row: bool) -> None:
+        if same_row:
+            row.counts.same_row += 1
+        else:
+            row.counts.other_row += 1
+        row.counts.tokens_saved += self._tokens(row.chunks[index])
 
     def _dedupe(self, plan: BatchPlan) -> None:
-        """Collects the texts still to embed, each once; repeats count as reused."""
+        """Collects the texts still to embed, each once; repeats count as reused (the row that
+        sends a text counts it as embedded)."""
         first: dict[bytes, int] = {}
         for r, row in enumerate(plan.rows):
             if row.unchanged:
                 continue
-            for i, (digest, vector) in enumerate(zip(row.hashes, row.vectors, strict=True)):
-                if vector is not None or i in row.kept:
+            for i, digest in enumerate(row.hashes):
+                if i in row.kept or i in row.copies:
                     continue
                 index = first.get(digest)
                 if index is None:
                     first[digest] = len(plan.texts)
                     plan.texts.append(row.chunks[i])
                     plan.targets.append([(r, i)])
-                    plan.counts.embedded += 1
+                    row.counts.embedded += 1
                     continue
-                if plan.targets[index][0][0] == r:
-                    plan.counts.same_row += 1
-                else:
-                    plan.counts.other_row += 1
-                plan.counts.tokens_saved += self._tokens(row.chunks[i])
+                self._saved(row, i, same_row=plan.targets[index][0][0] == r)
                 plan.targets[index].append((r, i))
 
 
@@ -232,23 +258,30 @@ class TableReuse(Reuse):
         super().__init__(vectorizer, tokens)
         self._pk = vectorizer.pk_names
         self._target = sql.Identifier(destination.target_schema, destination.target_table)
-        self._stored_query = self._stored_select(sql.SQL("null::jsonb"))
         self._with_metadata = False
-        # one index probe per hash; LIMIT 1 because boilerplate may be stored thousands of times
-        self._vectors_query = sql.SQL(
-            "select h.chunk_hash, e.embedding from unnest(%s::bytea[]) as h(chunk_hash)"
-            " cross join lateral (select s.embedding from {} s"
-            " where s.chunk_hash = h.chunk_hash and s.config_hash = %s limit 1) e"
-        ).format(self._target)
+        self._metadata: sql.Composable = sql.SQL("null::jsonb")
 
-    def _stored_select(self, metadata: sql.Composable) -> sql.Composed:
+    def _query(self, keys: sql.Composable) -> sql.Composed:
+        """One round trip: the keys' stored chunks (kind 0), then those of the batch's other
+        hashes that some other row of the store holds with the current provenance (kind 1)."""
+        pk = sql.SQL(", ").join(map(sql.Identifier, self._pk))
         return sql.SQL(
-            "select {pk}, chunk_seq, chunk_hash, config_hash, chunk, {metadata}"
-            " from {target} where "
+            "with mine as materialized (select ctid, {pk}, chunk_seq, chunk_hash, config_hash,"
+            " chunk, {metadata} as meta from {target} where {keys})"
+            " select 0, ctid::text, {pk}, chunk_seq, chunk_hash,"
+            " config_hash is not distinct from %(provenance)s, chunk, meta from mine"
+            " union all select 1, null, {nulls}, null, h.digest, true, null, null"
+            " from unnest(%(hashes)b::bytea[]) as h(digest)"
+            " where not exists (select from mine m where m.chunk_hash = h.digest"
+            " and m.config_hash = %(provenance)s)"
+            " and exists (select from {target} s where s.chunk_hash = h.digest"
+            " and s.config_hash = %(provenance)s)"
         ).format(
-            pk=sql.SQL(", ").join(map(sql.Identifier, self._pk)),
-            metadata=metadata,
+            pk=pk,
+            metadata=self._metadata,
             target=self._target,
+            nulls=sql.SQL(", ").join([sql.NULL] * len(self._pk)),
+            keys=keys,
         )
 
     async def _supported(self, conn: psycopg.AsyncConnection) -> bool:
@@ -259,61 +292,62 @@ class TableReuse(Reuse):
         )
         columns = {row[0] for row in await cursor.fetchall()}
         if METADATA_COLUMN in columns:
-            self._stored_query = self._stored_select(sql.Identifier(METADATA_COLUMN))
+            self._metadata = sql.Identifier(METADATA_COLUMN)
             self._with_metadata = True
         return all(column in columns for column in REUSE_COLUMNS)
 
     async def _reuse_stored(self, conn: psycopg.AsyncConnection, plan: BatchPlan) -> None:
-        stored = await self._stored(conn, [row.key for row in plan.rows])
-        own: list[set[bytes]] = []
-        wanted: set[bytes] = set()
+        stored, elsewhere = await self._stored(conn, plan)
         for row in plan.rows:
             chunks = stored.get(row.key, [])
-            kept = _kept_in_place(chunks, row, plan.provenance, self._with_metadata)
+            kept = _kept_in_place(chunks, row, self._with_metadata)
             if len(kept) == len(chunks) == len(row.chunks):
-                self._unchanged(row, plan)
-                own.append(set())
+                self._unchanged(row)
                 continue
-            self._keep(row, kept, [c.seq for c in chunks if c.seq not in kept], plan)
-            own.append(
-                {c.chunk_hash for c in chunks if c.chunk_hash and c.config_hash == plan.provenance}
-            )
-            wanted.update(h for i, h in enumerate(row.hashes) if i not in kept)
-        vectors = await self._vectors(conn, wanted, plan.provenance) if wanted else {}
-        for row, own_hashes in zip(plan.rows, own, strict=True):
-            if row.unchanged:
-                continue
+            row.kept = kept
+            row.replaced = [c.ctid for c in chunks if c.seq not in kept]
+            for seq in kept:
+                self._saved(row, seq, same_row=True)
+            own = {c.chunk_hash for c in chunks if c.chunk_hash and c.current}
             for i, digest in enumerate(row.hashes):
-                vector = vectors.get(digest)
-                if vector is None or i in row.kept:
+                if i in kept:
                     continue
-                row.vectors[i] = vector
-                if digest in own_hashes:
-                    plan.counts.same_row += 1
-                else:
-                    plan.counts.other_row += 1
-                plan.counts.tokens_saved += self._tokens(row.chunks[i])
+                if digest in own:
+                    row.copies.add(i)
+                    self._saved(row, i, same_row=True)
+                elif digest in elsewhere:
+                    row.copies.add(i)
+                    self._saved(row, i, same_row=False)
 
     async def _stored(
-        self, conn: psycopg.AsyncConnection, keys: Sequence[Key]
-    ) -> dict[Key, list[_Stored]]:
-        condition, params = keys_condition(self._pk, keys)
-        cursor = await conn.execute(self._stored_query + condition, params)
+        self, conn: psycopg.AsyncConnection, plan: BatchPlan
+    ) -> tuple[dict[Key, list[_Stored]], set[bytes]]:
+        keys, params = named_keys_condition(self._pk, [row.key for row in plan.rows])
+        hashes = sorted({digest for row in plan.rows for digest in row.hashes})
+        params.update(hashes=hashes, provenance=plan.provenance)
+        async with conn.cursor() as cursor:
+            # orjson: a stored chunk_metadata is parsed for every stored chunk of the batch
+            set_json_loads(orjson.loads, cursor)
+            await cursor.execute(self._query(keys), params)
+            records = await cursor.fetchall()
         width = len(self._pk)
         stored: dict[Key, list[_Stored]] = {}
-        for record in await cursor.fetchall():
-            seq, chunk_hash, config_hash, chunk, metadata = record[width:]
-            stored.setdefault(tuple(record[:width]), []).append(
-                _Stored(seq, _bytes(chunk_hash), _bytes(config_hash), chunk, metadata)
+        elsewhere: set[bytes] = set()
+        for record in records:
+            chunk_hash = _bytes(record[width + 3])
+            if record[0] == 1:
+                if chunk_hash is not None:
+                    elsewhere.add(chunk_hash)
+                continue
+            ctid, seq, current, chunk, metadata = (record[1], record[width + 2], *record[-3:])
+            stored.setdefault(tuple(record[2 : 2 + width]), []).append(
+                _Stored(ctid, seq, chunk_hash, bool(current), chunk, metadata)
             )
-        return stored
-
-    async def _vectors(
-        self, conn: psycopg.AsyncConnection, hashes: set[bytes], provenance: bytes | None
-    ) -> dict[bytes, np.ndarray]:
-        async with conn.cursor(binary=True) as cursor:
-            await cursor.execute(self._vectors_query, (sorted(hashes), provenance))
-            return {bytes(digest): as_array(value) for digest, value in await cursor.fetchall()}
+            if current and chunk_hash is not None:
+                # a stored chunk of another key of this batch is a source too (the probe
+                # leaves out the hashes these keys hold)
+                elsewhere.add(chunk_hash)
+        return stored, elsewhere
 
 
 class ColumnReuse(Reuse):
@@ -357,19 +391,18 @@ class ColumnReuse(Reuse):
                 continue
             chunk_hash, config_hash, has_vector = found
             if has_vector and chunk_hash == row.hashes[0] and config_hash == plan.provenance:
-                self._unchanged(row, plan)
+                self._unchanged(row)
 
 
 def make_reuse(vectorizer: Vectorizer, embedder: Embedder) -> Reuse:
     destination = vectorizer.config.destination
-    tokens = token_counter(embedder)
-    if isinstance(destination, TableDestination):
-        return TableReuse(vectorizer, destination, tokens)
-    return ColumnReuse(vectorizer, destination, tokens)
+    return _REUSE.lookup(destination)(vectorizer, destination, token_counter(embedder))
 
 
 def as_array(value: Any) -> np.ndarray:
     """A stored vector (pgvector's Vector or HalfVector, or an array) as float32."""
+    import numpy as np
+
     to_numpy = getattr(value, "to_numpy", None)
     return np.asarray(to_numpy() if to_numpy is not None else value, dtype=np.float32)
 
@@ -398,9 +431,7 @@ async def _provenance(conn: psycopg.AsyncConnection, vectorizer: Vectorizer) -> 
     return bytes(row[0])
 
 
-def _kept_in_place(
-    stored: list[_Stored], row: RowPlan, provenance: bytes | None, with_metadata: bool
-) -> frozenset[int]:
+def _kept_in_place(stored: list[_Stored], row: RowPlan, with_metadata: bool) -> frozenset[int]:
     """The seqs whose stored chunk is the new one: same text, hash, provenance and (where the
     store keeps it) chunk_metadata."""
     return frozenset(
@@ -409,7 +440,7 @@ def _kept_in_place(
         if old.seq < len(row.chunks)
         and old.chunk_hash is not None
         and old.chunk_hash == row.hashes[old.seq]
-        and old.config_hash == provenance
+        and old.current
         and old.chunk == row.chunks[old.seq]
         and (not with_metadata or old.metadata == _metadata_at(row, old.seq))
     )
@@ -421,3 +452,9 @@ def _metadata_at(row: RowPlan, seq: int) -> dict[str, Any] | None:
 
 def _bytes(value: Any) -> bytes | None:
     return None if value is None else bytes(value)
+
+
+# One line per destination: its config class and how its stored chunks are reused.
+_REUSE: Registry[Callable[[Vectorizer, Any, Callable[[str], int]], Reuse]] = Registry(
+    "writing", {TableDestination: TableReuse, ColumnDestination: ColumnReuse}
+)

@@ -12,34 +12,12 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from vectorizer import __version__
+from vectorizer import catalog
+from vectorizer.version import __version__
 
 # A worker is alive while its last heartbeat is younger than this many expected intervals.
 STALE_AFTER_INTERVALS = 3
 STALE_SLACK = timedelta(seconds=30)
-
-VECTORIZER_QUERY = """
-select id, name, source_table, disabled, pending_items_estimate, failed_items,
-       oldest_pending_age, source_rows, embedded_rows, errors_last_hour,
-       last_error_at, last_error_message, last_success_at, empty_rows,
-       chunks_embedded, chunks_reused_same_row, chunks_reused_other_row, rows_unchanged,
-       tokens_saved, chunks_older_config, index_state,
-       config_version, reembed_keys_done, reembed_keys_total, reembed_eta
-from ai.vectorizer_status order by id
-"""
-
-WORKER_QUERY = """
-select id, version, started, last_heartbeat, expected_heartbeat_interval,
-       success_count, error_count, last_error_message, stopped_at, now() as now
-from ai.vectorizer_worker_process
-where last_heartbeat > now() - interval '1 day'
-order by last_heartbeat desc
-limit 20
-"""
-
-
-INTEGRITY_QUERY = "select orphan_keys, orphan_chunks, missing_rows from ai.vectorizer_integrity(%s)"
-REPAIR_QUERY = "select orphan_keys, orphan_chunks, queued_rows from ai.repair_vectorizer({})"
 
 
 @dataclass(frozen=True)
@@ -57,8 +35,8 @@ class SchemaTooOld(RuntimeError):
 def snapshot(conn: psycopg.Connection, check: bool = False) -> Snapshot:
     try:
         with conn.cursor(row_factory=dict_row) as cursor:
-            vectorizers = cursor.execute(VECTORIZER_QUERY).fetchall()
-            workers = cursor.execute(WORKER_QUERY).fetchall()
+            vectorizers = cursor.execute(catalog.VECTORIZER_STATUS).fetchall()
+            workers = cursor.execute(catalog.WORKERS).fetchall()
     except (psycopg.errors.UndefinedColumn, psycopg.errors.UndefinedFunction) as exc:
         raise SchemaTooOld(
             f"the ai schema in this database is older than vectorizer {__version__} "
@@ -77,7 +55,7 @@ def integrity_counts(
         try:
             with conn.cursor(row_factory=dict_row) as cursor:
                 counts[vectorizer_id] = (
-                    cursor.execute(INTEGRITY_QUERY, (vectorizer_id,)).fetchone() or "no answer"
+                    cursor.execute(catalog.INTEGRITY, (vectorizer_id,)).fetchone() or "no answer"
                 )
         except psycopg.Error as exc:
             counts[vectorizer_id] = " ".join(str(exc).split())
@@ -295,7 +273,7 @@ def show_status(db_url: str, out: TextIO, watch: float | None = None, check: boo
     with psycopg.connect(db_url, autocommit=True) as conn:
         while True:
             data = snapshot(conn, check)
-            now = conn.execute("select now()").fetchone()[0]  # type: ignore[index]
+            now = conn.execute(catalog.NOW).fetchone()[0]  # type: ignore[index]
             text = render(data, now)
             if watch:
                 out.write("\x1b[H\x1b[2J")  # clear the terminal between refreshes
@@ -310,14 +288,12 @@ def retry_failed(db_url: str, vectorizer: str) -> int:
     """Requeues the failed keys of a vectorizer (id or name); returns how many."""
     with psycopg.connect(db_url, autocommit=True) as conn:
         if vectorizer.isdigit():
-            exists = conn.execute(
-                "select 1 from ai.vectorizer where id = %s", (int(vectorizer),)
-            ).fetchone()
+            exists = conn.execute(catalog.VECTORIZER_EXISTS, (int(vectorizer),)).fetchone()
             if not exists:
                 raise LookupError(f"no vectorizer with id {vectorizer}")
-            row = conn.execute("select ai.retry_failed(%s::int4)", (int(vectorizer),)).fetchone()
+            row = conn.execute(catalog.RETRY_FAILED_BY_ID, (int(vectorizer),)).fetchone()
         else:
-            row = conn.execute("select ai.retry_failed(%s::text)", (vectorizer,)).fetchone()
+            row = conn.execute(catalog.RETRY_FAILED_BY_NAME, (vectorizer,)).fetchone()
             if row is None or row[0] is None:
                 raise LookupError(f"no vectorizer named {vectorizer!r}")
     assert row is not None
@@ -329,6 +305,6 @@ def repair(db_url: str, vectorizer: str) -> dict[str, int]:
     argument = sql.SQL("%s::int4" if vectorizer.isdigit() else "%s::text")
     value: int | str = int(vectorizer) if vectorizer.isdigit() else vectorizer
     with psycopg.connect(db_url, autocommit=True) as conn, conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(sql.SQL(REPAIR_QUERY).format(argument), (value,)).fetchone()
+        row = cur.execute(sql.SQL(catalog.REPAIR).format(argument), (value,)).fetchone()
     assert row is not None
     return {name: int(count) for name, count in row.items()}

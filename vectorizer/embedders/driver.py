@@ -13,20 +13,19 @@ import logging
 import random
 import time
 from collections.abc import Coroutine, Iterable, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 
-from vectorizer.embedders.base import (
-    BadInputError,
-    Embedder,
-    EmbedResult,
-    ThrottledError,
-    Vectors,
-)
+from vectorizer.backoff import Backoff
 from vectorizer.embedders.batching import pack
+from vectorizer.embedders.ratelimit import ThrottledError
+from vectorizer.embedders.results import BadInputError, EmbedResult, Vectors
 from vectorizer.errors import TransientError, VectorizerError
 from vectorizer.observability import tracing
+
+if TYPE_CHECKING:  # the provider base class imports this module to run its calls
+    from vectorizer.embedders.base import Embedder
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +45,7 @@ def backoff_delay(
     """
     if retry_after is not None:
         return min(max(retry_after, 0.0), cap)
-    ceiling = min(cap, base * 2 ** min(attempt, 32))
-    return (rng or random).uniform(0.0, ceiling)
+    return Backoff(base, cap, "full").delay(attempt, rng)
 
 
 class EmbedCall:

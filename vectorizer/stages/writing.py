@@ -1,16 +1,18 @@
 """Destination writers: replace a batch's embeddings inside the batch transaction.
 
-Table destination: delete the keys' old rows, then binary COPY the new ones, with each chunk's
-`chunk_metadata` when the store has that column (a store made elsewhere without it is written
-without it, said once in the log). Column destination: one UPDATE per row of the source's
-embedding column; with `aggregate => 'mean'` the vector is the token-weighted, L2-normalised
-mean of the row's chunk vectors.
+Table destination: delete the keys' old rows (all of them, or those chunk reuse replaces), copy
+reused vectors inside Postgres (`INSERT ... SELECT` by hash, in the same statement), then binary
+COPY the newly embedded ones, with each chunk's `chunk_metadata` when the store has that column
+(a store made elsewhere without it is written without it, said once in the log). Column
+destination: one UPDATE per row of the source's embedding column; with `aggregate => 'mean'`
+the vector is the token-weighted, L2-normalised mean of the row's chunk vectors.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -19,12 +21,14 @@ import orjson
 import psycopg
 from pgvector import HalfVector
 from psycopg import sql
+from psycopg.adapt import PyFormat
 from psycopg.types.json import Jsonb
 
 from vectorizer.config import ColumnDestination, TableDestination, Vectorizer
 from vectorizer.errors import VectorizerError
-from vectorizer.queue import keys_condition
+from vectorizer.registry import Registry
 from vectorizer.reuse import METADATA_COLUMN, REUSE_COLUMNS
+from vectorizer.sqlparts import keys_condition
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +45,12 @@ class RowEmbeddings:
     hashes: Sequence[bytes] = ()
     provenance: bytes | None = None
     # seqs whose stored row already holds this chunk (left alone; their vector may be None),
-    # and the stored seqs to delete first; None deletes every stored row of the key
+    # seqs whose vector is copied from a stored row with the same hash and provenance (their
+    # vector is None), and the ctids of the stored rows to delete first; None deletes every
+    # stored row of the key
     kept: frozenset[int] = frozenset()
-    replaced: Sequence[int] | None = None
+    copies: AbstractSet[int] = frozenset()
+    replaced: Sequence[str] | None = None
     # chunk_metadata per chunk (tokens, offsets, headings, page); empty: stored as NULL
     metadata: Sequence[dict[str, Any]] = field(default_factory=list)
 
@@ -51,8 +58,18 @@ class RowEmbeddings:
         return self.metadata[seq] if seq < len(self.metadata) else None
 
 
+# Fills the vectors of chunks whose copy found no stored vector any more (another executor
+# deleted the last copy since the plan): (row index, seq) pairs, embedded then.
+Refill = Callable[[list[tuple[int, int]]], Awaitable[None]]
+
+
 class Writer(Protocol):
-    async def write(self, conn: psycopg.AsyncConnection, rows: Sequence[RowEmbeddings]) -> int:
+    async def write(
+        self,
+        conn: psycopg.AsyncConnection,
+        rows: Sequence[RowEmbeddings],
+        refill: Refill | None = None,
+    ) -> int:
         """Replaces the embeddings of `rows`; returns the number of chunks written."""
         ...
 
@@ -71,6 +88,11 @@ class TableWriter:
             self._target, sql.SQL(", ").join(map(sql.Identifier, self._columns))
         )
         self._type_oids: list[int] | None = None
+        # ctids travel as a binary text[] (%b): psycopg's text arrays escape element by element
+        self._delete_ctids = sql.SQL(
+            "delete from {} where ctid = any(%(gone)b::text[]::tid[])"
+        ).format(self._target)
+        self._copy_reused: sql.Composed | None = None
         self._with_metadata = False
         self._extra_columns: list[str] = []
         self._halfvec = False
@@ -104,7 +126,31 @@ class TableWriter:
             self._copy = sql.SQL("copy {} ({}) from stdin with (format binary)").format(
                 self._target, sql.SQL(", ").join(map(sql.Identifier, columns))
             )
+            self._copy_reused = self._copy_reused_statement(columns)
         return self._type_oids
+
+    def _copy_reused_statement(self, columns: list[str]) -> sql.Composed:
+        """Deletes the replaced rows by ctid, then inserts the copied chunks with a vector of
+        the store that has the same hash and provenance. The deletes come first (the
+        one-time filter waits for them), so a copied chunk may take the seq of a row deleted
+        here, even one whose vector it takes: the statement still sees that row."""
+        names = [c for c in columns if c != "embedding"]
+        return sql.SQL(
+            "with gone as (delete from {target}"
+            " where ctid = any(%(gone)b::text[]::tid[]) returning 1)"
+            " insert into {target} ({names}, embedding)"
+            " select {values}, v.embedding"
+            " from jsonb_populate_recordset(null::{target}, %(rows)s) as n"
+            " cross join lateral (select s.embedding from {target} as s"
+            " where s.chunk_hash = n.chunk_hash and s.config_hash = n.config_hash limit 1) as v"
+            " where (select count(*) from gone) >= 0"
+            " returning {pk}, chunk_seq"
+        ).format(
+            target=self._target,
+            names=sql.SQL(", ").join(map(sql.Identifier, names)),
+            values=sql.SQL(", ").join(sql.Identifier("n", name) for name in names),
+            pk=sql.SQL(", ").join(map(sql.Identifier, self._pk)),
+        )
 
     def _use_metadata_column(self, present: bool, conn: psycopg.AsyncConnection) -> None:
         self._with_metadata = present
@@ -127,28 +173,77 @@ class TableWriter:
             sql.SQL("delete from {} where {}").format(self._target, condition), params
         )
 
-    async def _delete_replaced(
-        self, conn: psycopg.AsyncConnection, rows: Sequence[RowEmbeddings]
-    ) -> None:
-        """Deletes the stored chunks `rows` replace: whole keys, or only some of their seqs."""
+    async def _delete_and_copy(
+        self,
+        conn: psycopg.AsyncConnection,
+        rows: Sequence[RowEmbeddings],
+        refill: Refill | None,
+    ) -> int:
+        """Deletes the stored chunks `rows` replace (whole keys, or the rows chunk reuse names)
+        and writes the chunks whose vectors are copied from the store, without the vectors
+        leaving Postgres; returns how many were copied. A copy that found no source any more
+        gets its vector from `refill` and is written with the embedded chunks."""
         await self.delete(conn, [row.key for row in rows if row.replaced is None])
-        pairs = [(*row.key, seq) for row in rows if row.replaced for seq in row.replaced]
-        if pairs:
-            condition, params = keys_condition([*self._pk, "chunk_seq"], pairs)
-            await conn.execute(
-                sql.SQL("delete from {} where {}").format(self._target, condition), params
+        gone = [ctid for row in rows if row.replaced for ctid in row.replaced]
+        # a copy refilled by an earlier attempt at this write (its vector is here) is COPYed
+        copies = [
+            (r, seq)
+            for r, row in enumerate(rows)
+            for seq in sorted(row.copies)
+            if row.vectors[seq] is None
+        ]
+        if not copies:
+            if gone:
+                await conn.execute(self._delete_ctids, {"gone": gone})
+            return 0
+        values = [self._copy_values(conn, rows[r], seq) for r, seq in copies]
+        cursor = await conn.execute(
+            self._copy_reused, {"gone": gone, "rows": Jsonb(values, dumps=orjson.dumps)}
+        )
+        width = len(self._pk)
+        written = {(tuple(found[:width]), found[width]) for found in await cursor.fetchall()}
+        missing = [(r, seq) for r, seq in copies if (rows[r].key, seq) not in written]
+        if not missing:
+            return len(written)
+        if refill is None:
+            raise VectorizerError(
+                f"{len(missing)} reused vector(s) vanished while being copied", step="writing"
             )
+        log.info("%d reused vector(s) were deleted meanwhile; embedding them", len(missing))
+        await refill(missing)
+        return len(written)
 
-    async def write(self, conn: psycopg.AsyncConnection, rows: Sequence[RowEmbeddings]) -> int:
+    def _copy_values(
+        self, conn: psycopg.AsyncConnection, row: RowEmbeddings, seq: int
+    ) -> dict[str, Any]:
+        """One copied chunk as the JSON object `jsonb_populate_recordset` turns into a store
+        row: every value in its Postgres text form, typed by the store's own columns."""
+        values: dict[str, Any] = {
+            name: _pg_text(conn, value) for name, value in zip(self._pk, row.key, strict=True)
+        }
+        values["chunk_seq"] = seq
+        values["chunk"] = row.chunks[seq]
+        values["chunk_hash"] = "\\x" + row.hashes[seq].hex()
+        values["config_hash"] = None if row.provenance is None else "\\x" + row.provenance.hex()
+        if self._with_metadata:
+            values[METADATA_COLUMN] = row.metadata_at(seq)
+        return values
+
+    async def write(
+        self,
+        conn: psycopg.AsyncConnection,
+        rows: Sequence[RowEmbeddings],
+        refill: Refill | None = None,
+    ) -> int:
         types = await self._types(conn)
-        await self._delete_replaced(conn, rows)
-        written = 0
+        written = await self._delete_and_copy(conn, rows, refill)
         async with conn.cursor() as cursor, cursor.copy(self._copy) as copy:
             copy.set_types(types)
             for row in rows:
                 extras = self._extras(row)
                 for seq, (chunk, vector) in enumerate(zip(row.chunks, row.vectors, strict=True)):
-                    if seq in row.kept:
+                    # a copy has no vector here, unless its source vanished and it was refilled
+                    if seq in row.kept or (seq in row.copies and vector is None):
                         continue
                     values = (*row.key, seq, chunk, HalfVector(vector) if self._halfvec else vector)
                     if self._with_metadata:
@@ -180,7 +275,13 @@ class ColumnWriter:
     async def delete(self, conn: psycopg.AsyncConnection, keys: Sequence[tuple[Any, ...]]) -> None:
         """Nothing to do: the embedding lived in the source row and went with it."""
 
-    async def write(self, conn: psycopg.AsyncConnection, rows: Sequence[RowEmbeddings]) -> int:
+    async def write(
+        self,
+        conn: psycopg.AsyncConnection,
+        rows: Sequence[RowEmbeddings],
+        refill: Refill | None = None,
+    ) -> int:
+        # column reuse never copies (ColumnReuse only leaves unchanged rows alone): no refill
         params = [(self._row_vector(row), *row.key) for row in rows]
         if params:
             async with conn.cursor() as cursor:
@@ -196,6 +297,15 @@ class ColumnWriter:
                 row.vectors, [_weight(row.metadata_at(i)) for i in range(len(row.vectors))]
             )
         return row.vectors[0]
+
+
+def _pg_text(conn: psycopg.AsyncConnection, value: Any) -> Any:
+    """A key value as Postgres would read it from text (jsonb_populate_recordset parses it
+    with the column type's input function): psycopg's own text dumper for the value's type."""
+    if value is None or isinstance(value, str | int):
+        return value
+    dumper = conn.adapters.get_dumper(type(value), PyFormat.TEXT)(type(value), conn)
+    return bytes(dumper.dump(value)).decode()
 
 
 def _jsonb(value: dict[str, Any] | None) -> Jsonb | None:
@@ -219,9 +329,7 @@ def _weight(meta: dict[str, Any] | None) -> float:
 
 def make_writer(vectorizer: Vectorizer) -> TableWriter | ColumnWriter:
     destination = vectorizer.config.destination
-    if isinstance(destination, TableDestination):
-        return TableWriter(vectorizer, destination)
-    return ColumnWriter(vectorizer, destination)
+    return _WRITERS.lookup(destination)(vectorizer, destination)
 
 
 class ColumnHashes:
@@ -267,3 +375,9 @@ class ColumnHashes:
                 await cursor.executemany(self._upsert, hashed)
             if blank:
                 await cursor.executemany(self._delete, blank)
+
+
+# One line per destination: its config class and its writer.
+_WRITERS: Registry[Callable[[Vectorizer, Any], TableWriter | ColumnWriter]] = Registry(
+    "writing", {TableDestination: TableWriter, ColumnDestination: ColumnWriter}
+)

@@ -155,6 +155,7 @@ set search_path to pg_catalog, pg_temp;
 
 -------------------------------------------------------------------------------
 -- Deletes the orphan store rows and queues the missing source rows; returns what it did.
+-- For a column destination it also drops the chunk-reuse hashes of rows that are gone.
 -- Safe while workers run: a row a worker holds at that moment may be queued once more.
 create or replace function ai.repair_vectorizer
 ( vectorizer_id pg_catalog.int4
@@ -180,6 +181,23 @@ begin
         , ai._vectorizer_pk_list(_vec.source_pk, 't')
         , _pk_cols
         ) into strict orphan_chunks, orphan_keys;
+    end if;
+    if (_vec.config operator(pg_catalog.->) 'destination' operator(pg_catalog.->>) 'implementation')
+        operator(pg_catalog.=) 'column' then
+        -- the reuse hashes of deleted rows (left by a pgai worker, or from before the trigger
+        -- removed them): not counted, they are no embeddings
+        execute pg_catalog.format
+        ( $sql$
+        delete from ai._vectorizer_column_hash h
+        where h.vectorizer_id operator(pg_catalog.=) %s
+        and not exists
+            ( select from %I.%I s
+              where pg_catalog.jsonb_build_array(%s) operator(pg_catalog.=) h.pk
+            )
+        $sql$
+        , _vec.id, _vec.source_schema, _vec.source_table
+        , ai._vectorizer_pk_list(_vec.source_pk, 's')
+        );
     end if;
     execute pg_catalog.format
     ( $sql$

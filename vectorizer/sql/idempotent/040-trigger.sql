@@ -151,8 +151,17 @@ begin
         _on_delete = pg_catalog.format
         ('delete from %I.%I where %s;', target_schema, target_table, _old_key_match);
         _on_key_change = _on_delete;
+    elsif vectorizer_id is not null then
+        -- column destination: the embedding lives in the row itself and goes with it; the
+        -- hash chunk reuse keeps for it (ai._vectorizer_column_hash) is removed here
+        _on_delete = pg_catalog.format
+        ( 'delete from ai._vectorizer_column_hash where vectorizer_id operator(pg_catalog.=) %s'
+          ' and pk operator(pg_catalog.=) pg_catalog.jsonb_build_array(%s);'
+        , vectorizer_id
+        , ai._vectorizer_pk_list(source_pk, 'old')
+        );
+        _on_key_change = _on_delete;
     else
-        -- column destination: the embedding lives in the row itself and goes with it
         _on_delete = '';
         _on_key_change = '';
     end if;
