@@ -20,6 +20,7 @@ from vectorizer.embedders.base import (
     BadInputError,
     Embedder,
     RequestPolicy,
+    ThrottledError,
     Vectors,
     parse_retry_after,
     redact,
@@ -264,6 +265,28 @@ async def test_transient_failures_past_the_budget_raise() -> None:
     embedder.flaky = 10**6
     with pytest.raises(VectorizerError, match=r"^embedding provider unavailable: busy \("):
         await embedder.embed(["a"])
+
+
+async def test_429s_between_outages_do_not_use_up_the_outage_tries() -> None:
+    """4 outages (one short of the 5 tries) with 429s in between still succeed: a storm of
+    both used to give up after 5 tries of any kind."""
+
+    class Stormy(LocalEmbedder):
+        script = ["429", "500", "429", "500", "429", "500", "429", "500", "429"]
+
+        async def _request(self, texts: list[str]) -> tuple[Vectors, int]:
+            if self.script:
+                kind = self.script.pop(0)
+                self.calls.append(texts)
+                if kind == "429":
+                    raise ThrottledError("slow down", retry_after=0.001)
+                raise TransientError("busy", retry_after=0.001)
+            return await super()._request(texts)
+
+    embedder = Stormy(retry_budget=30.0)
+    result = await embedder.embed(["a"])
+    assert result.errors == {}
+    assert len(embedder.calls) == 10
 
 
 async def test_some_wrong_dimensions_are_row_errors() -> None:

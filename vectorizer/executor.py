@@ -1,12 +1,17 @@
-"""One batch = one transaction: claim → load → parse → chunk → format → embed → write → commit.
+"""One batch: claim (short transaction, leases the keys) → load → parse → chunk → format →
+embed (no transaction open) → re-check and write (short transaction).
 
-Failures are sorted as DESIGN §1 says. A row-level failure charges only its key (requeued with
-backoff, or moved to the failed queue) and the rest of the batch commits. A VectorizerError
-propagates: the transaction rolls back and every claimed key is queued again, uncharged.
+No transaction is open while the provider is awaited (lease.py says how the keys stay held):
+row locks, advisory locks and the snapshot that holds back vacuum last only as long as the
+claim and the write. Failures are sorted as DESIGN §1 says. A row-level failure charges only
+its key (requeued with backoff, or moved to the failed queue) and the rest of the batch
+commits. A VectorizerError propagates: the lease is released and every claimed key is queued
+again at once, uncharged.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -21,9 +26,10 @@ from vectorizer.config import UriLoading, Vectorizer
 from vectorizer.embedders import Embedder
 from vectorizer.empty_inputs import EmptyInputs
 from vectorizer.errors import RowError, VectorizerError
+from vectorizer.lease import Lease, LeaseQueries, quietly, unlock
 from vectorizer.observability import tracing
 from vectorizer.observability.telemetry import telemetry
-from vectorizer.queue import ATTEMPTS, FOUND, Claimer, QueueQueries
+from vectorizer.queue import ATTEMPTS, FOUND, KEY_PREFIX, VERSION, Claimer, QueueQueries
 from vectorizer.recheck import BUSY_RETRY_SECONDS, SourceRecheck
 from vectorizer.reporting import BatchResult, FailedRow, error_row, key_fields
 from vectorizer.reuse import BatchPlan, Reuse, RowPlan, make_reuse
@@ -44,6 +50,7 @@ class _Item:
     key: tuple[Any, ...]
     attempts: int
     row: dict[str, Any]
+    version: str | None = None  # digest of the source row when claimed (None: deleted)
     chunks: list[str] = field(default_factory=list)
     metadata: list[dict[str, Any]] = field(default_factory=list)
     # the reuse plan's row: hashes, the vectors filled in by reuse and embedding, kept seqs
@@ -85,27 +92,57 @@ class Executor:
         self._retry = retry
         self._claimer = Claimer(queries, batch_size_for(vectorizer))
         self._recheck_rows = SourceRecheck(vectorizer)
+        self._leases = LeaseQueries(vectorizer)
         self._empty = EmptyInputs(vectorizer.id, queries.pk_names)
         self._reuse = reuse or make_reuse(vectorizer, embedder)
         self._config_guard = reembed.ConfigGuard(vectorizer)
 
     async def run_batch(self, conn: psycopg.AsyncConnection) -> BatchResult:
-        async with conn.transaction():
-            items = await self._claim(conn)
-            result = BatchResult(claimed=len(items))
-            live = [item for item in items if item.row.pop(FOUND, None)]
-            if not live:
-                await self._empty.record(conn, [item.key for item in items], [])
-                return result
+        """One batch on `conn` (autocommit): its own short transactions, none open meanwhile.
+
+        A failed batch releases its lease and key locks: the runner may go on using `conn`
+        (an alter met mid-batch). A cancelled one (shutdown) leaves both to the runner, which
+        closes `conn`: its key locks end with the session and a lease whose backend is gone
+        does not hold."""
+        lease = Lease()
+        items: list[_Item] = []
+        try:
+            async with conn.transaction():
+                # a lease lost in a server crash is harmless (the keys are claimable again and
+                # the write finds the lease gone), so the claim's commit need not wait for WAL
+                await conn.execute("set local synchronous_commit = off")
+                items = await self._claim(conn, lease)
+            result = await self._process(conn, lease, items)
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            keys = [item.key for item in items]
+            await quietly("release the batch's lease", self._leases.release(conn, lease, keys))
+            await quietly("release the batch's key locks", unlock(conn))
+            raise
+        if items:
+            await unlock(conn)
+        return result
+
+    async def _process(
+        self, conn: psycopg.AsyncConnection, lease: Lease, items: list[_Item]
+    ) -> BatchResult:
+        result = BatchResult(claimed=len(items))
+        if not items:
+            return result
+        live = [item for item in items if item.row.pop(FOUND, None)]
+        if live:
             await self._prepare(live)
-            # read in this transaction, under the claim's key locks: what is reused is current
-            ready = [item for item in live if item.error is None]
-            plan = await self._reuse.plan(
-                conn, [(item.key, item.chunks) for item in ready], [i.metadata for i in ready]
-            )
-            with tracing.span("vectorizer.stage", stage="embed", rows=len(live)):
-                await self._embed(ready, plan)
-            live = await self._recheck(conn, live)
+        ready = [item for item in live if item.error is None]
+        # outside a transaction: the keys are ours (lease.py), so no other worker of ours
+        # writes them meanwhile, and the write re-checks that the rows are what was read
+        plan = await self._reuse.plan(
+            conn, [(item.key, item.chunks) for item in ready], [i.metadata for i in ready]
+        )
+        with tracing.span("vectorizer.stage", stage="embed", rows=len(ready)):
+            await self._embed(ready, plan)
+        async with conn.transaction():
+            live = await self._recheck(conn, lease, live)
             # an unchanged row is done without a write: no DELETE, no COPY, no WAL
             good = [item for item in live if item.error is None and not item.unchanged]
             await self._config_guard.ensure_current(conn)
@@ -114,24 +151,27 @@ class Executor:
             await self._forget_failures(conn, [item for item in live if item.error is None])
             failed = [item for item in live if item.error is not None]
             result.failed = await self._charge(conn, failed)
+            await self._leases.settle(conn, lease, [item.key for item in items])
             result.empty = await self._empty.record(
                 conn, [item.key for item in items], [i.key for i in live if _is_empty(i)]
             )
-            result.rows_done = sum(1 for item in live if item.error is None)
-            # a row's savings count only if it is done: not one whose embedding or write failed
-            for item in live:
-                if item.error is None and item.plan is not None:
-                    result.reuse.add(item.plan.counts)
-            result.chunks = sum(len(item.chunks) for item in live if item.error is None)
-            return result
+        result.rows_done = sum(1 for item in live if item.error is None)
+        # a row's savings count only if it is done: not one whose embedding or write failed
+        for item in live:
+            if item.error is None and item.plan is not None:
+                result.reuse.add(item.plan.counts)
+        result.chunks = sum(len(item.chunks) for item in live if item.error is None)
+        return result
 
-    async def _claim(self, conn: psycopg.AsyncConnection) -> list[_Item]:
-        rows = await self._claimer.claim(conn)
+    async def _claim(self, conn: psycopg.AsyncConnection, lease: Lease) -> list[_Item]:
+        rows = await self._claimer.claim(conn, lease.params())
         pk = self._queries.pk_names
         items = []
         for row in rows:
             attempts = row.pop(ATTEMPTS) or 0
-            items.append(_Item(key=tuple(row.get(c) for c in pk), attempts=attempts, row=row))
+            version = row.pop(VERSION, None)
+            key = tuple(row.pop(KEY_PREFIX + c) for c in pk)
+            items.append(_Item(key=key, attempts=attempts, row=row, version=version))
         return items
 
     async def _prepare(self, items: list[_Item]) -> None:
@@ -171,25 +211,49 @@ class Executor:
                 if vector is not None and owner.plan is not None:
                     owner.plan.vectors[chunk_index] = vector
 
-    async def _recheck(self, conn: psycopg.AsyncConnection, items: list[_Item]) -> list[_Item]:
-        """The items whose source row still exists, locked until commit (see recheck.py)."""
-        check = await self._recheck_rows.check(conn, [item.key for item in items])
+    async def _recheck(
+        self, conn: psycopg.AsyncConnection, lease: Lease, items: list[_Item]
+    ) -> list[_Item]:
+        """The items still to be written or charged: their lease still held, the source row
+        still there (locked until commit, see recheck.py) and unchanged since the claim read
+        it."""
+        keys = [item.key for item in items]
+        leases = await self._leases.check(conn, lease, keys)
+        check = await self._recheck_rows.check(
+            conn, keys, {item.key: item.version for item in items if item.version}
+        )
         await self._writer.delete(conn, sorted(check.gone))
+        kept = []
         for item in items:
+            if item.key in check.gone or item.key not in leases.held:
+                # gone, or no longer ours (someone cleared its queue rows): nothing to write
+                continue
             if item.key in check.busy:
                 # uncharged: the row did nothing wrong, someone is deleting or re-keying it
-                await conn.execute(
-                    self._queries.requeue, (*item.key, item.attempts, BUSY_RETRY_SECONDS)
-                )
-        if check.gone or check.busy:
+                await self._requeue(conn, item, BUSY_RETRY_SECONDS)
+            elif item.key in check.changed:
+                # stale vectors are not written; the change's own queue row (or, with triggers
+                # off, this one) brings the current content back
+                if item.key not in leases.requeued:
+                    await self._requeue(conn, item, 0.0)
+            else:
+                # a queue row for the key without our token (a change committed after this
+                # check, or a duplicate another claim held) is left for a later batch
+                kept.append(item)
+        skipped = len(items) - len(kept)
+        if skipped:
             log.info(
                 "vectorizer %s: %d row(s) deleted or re-keyed during the batch, %d busy "
-                "(requeued); not written",
+                "(requeued), %d changed; not written",
                 self.vectorizer.id,
                 len(check.gone),
                 len(check.busy),
+                skipped - len(check.gone) - len(check.busy),
             )
-        return [item for item in items if item.key in check.present]
+        return kept
+
+    async def _requeue(self, conn: psycopg.AsyncConnection, item: _Item, delay: float) -> None:
+        await conn.execute(self._queries.requeue, (*item.key, item.attempts, delay))
 
     def _embeddings(self, item: _Item) -> RowEmbeddings:
         plan = item.plan

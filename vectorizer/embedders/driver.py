@@ -209,7 +209,10 @@ class _Retries:
     def __init__(self, embedder: Embedder) -> None:
         self._embedder = embedder
         self._started = time.monotonic()
-        self.attempts = 0
+        self.attempts = 0  # every try so far
+        # only outages count towards the outage budget: 429s between them slow the request
+        # down but say nothing about the provider being gone (a storm of both gave up early)
+        self.failures = 0
 
     def throttled(self, exc: ThrottledError) -> None:
         self.attempts += 1
@@ -220,11 +223,12 @@ class _Retries:
         """Seconds to wait before the next try; raises VectorizerError past the budget."""
         policy = self._embedder.policy
         self.attempts += 1
+        self.failures += 1
         remaining = policy.retry_budget - (time.monotonic() - self._started)
-        if self.attempts >= policy.transient_attempts or remaining <= 0:
+        if self.failures >= policy.transient_attempts or remaining <= 0:
             self._give_up(exc)
         wait = backoff_delay(
-            self.attempts - 1, exc.retry_after, base=policy.base_wait, cap=policy.max_wait
+            self.failures - 1, exc.retry_after, base=policy.base_wait, cap=policy.max_wait
         )
         wait = min(wait, remaining)
         log.info(
