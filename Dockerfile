@@ -12,7 +12,6 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY vectorizer ./vectorizer
-COPY sql ./sql
 
 # CPU-only torch first when an extra needs it, so pip never pulls the CUDA build; never
 # torchvision (see the README's install notes).

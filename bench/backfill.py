@@ -270,7 +270,7 @@ def verify(db_url: str, sample: int = 2000, seed: int = 7) -> str:
         config = cursor.execute("select config from ai.vectorizer").fetchone()["config"]
         pipeline = RowPipeline(Config.model_validate(config))
         expected = {
-            row["id"]: pipeline.chunk_and_format(row["body"] or "", row)
+            row["id"]: pipeline.prepare_chunks(row["body"] or "", row).texts
             for row in cursor.execute("select id, title, body from docs")
         }
         stored: dict[int, list[str]] = {}

@@ -31,9 +31,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.backfill import start_database  # noqa: E402
+from vectorizer.catalog import load_vectorizer  # noqa: E402
 from vectorizer.install import install  # noqa: E402
 from vectorizer.queue import EXECUTOR_SESSION, Claimer, build_queries  # noqa: E402
-from vectorizer.runner import load_vectorizer  # noqa: E402
 
 BATCH = 50
 

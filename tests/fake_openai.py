@@ -38,6 +38,7 @@ import base64
 import dataclasses
 import hashlib
 import math
+import random
 import signal
 import threading
 import time
@@ -77,6 +78,30 @@ def estimated_tokens(text: str) -> int:
     return math.ceil(len(text.encode("utf-8", "surrogatepass")) / 4)
 
 
+@dataclass(frozen=True)
+class Storm:
+    """Random failures drawn per request (chaos runs): each rate is a fraction of requests."""
+
+    rate_limited: float = 0.0  # 429 with Retry-After: `retry_after` seconds
+    server_error: float = 0.0  # 500
+    stalled: float = 0.0  # held `stall_seconds`, past the client's timeout
+    retry_after: str = "1"
+    stall_seconds: float = 3.0
+    seed: int = 0
+
+    def draw(self, rng: random.Random) -> Failure | None:
+        roll = rng.random()
+        if roll < self.rate_limited:
+            return Failure(429, 1, retry_after=self.retry_after)
+        roll -= self.rate_limited
+        if roll < self.server_error:
+            return Failure(500, 1)
+        roll -= self.server_error
+        if roll < self.stalled:
+            return Failure(STALL, 1, stall=self.stall_seconds)
+        return None
+
+
 @dataclass
 class Behaviour:
     """What the server does; change it between requests (fields are read per request)."""
@@ -94,6 +119,7 @@ class Behaviour:
     budget_rps: float | None = None  # requests per second before 429s
     budget_tps: float | None = None  # estimated tokens per second before 429s
     rate_limit_headers: bool = True  # send x-ratelimit-* headers when a budget is set
+    storm: Storm | None = None  # random failures, when no queued one applies
 
 
 @dataclass
@@ -124,6 +150,7 @@ class FakeOpenAI(ThreadedServer):
         self._in_flight = 0
         self.max_in_flight = 0
         self._budget = _Budget()
+        self._storm_rng = random.Random(0)
 
     @property
     def base_url(self) -> str:
@@ -166,6 +193,8 @@ class FakeOpenAI(ThreadedServer):
     def configure(self, **changes: Any) -> None:
         with self._lock:
             self.behaviour = dataclasses.replace(self.behaviour, **changes)
+            if self.behaviour.storm is not None:
+                self._storm_rng = random.Random(self.behaviour.storm.seed)
 
     def reset(self) -> None:
         with self._lock:
@@ -213,7 +242,8 @@ class FakeOpenAI(ThreadedServer):
 
     def _take_failure(self) -> Failure | None:
         if not self._failures:
-            return None
+            storm = self.behaviour.storm
+            return storm.draw(self._storm_rng) if storm is not None else None
         failure = self._failures[0]
         failure.remaining -= 1
         if failure.remaining <= 0:

@@ -23,8 +23,9 @@ from tests.worker_helpers import (
     wait_for,
     worker_env,
 )
+from vectorizer.catalog import load_vectorizer
+from vectorizer.lease import Lease
 from vectorizer.queue import EXECUTOR_SESSION, build_queries
-from vectorizer.runner import load_vectorizer
 
 
 @pytest.fixture
@@ -43,12 +44,13 @@ def claim_plans(db_url: str, vectorizer_id: int) -> tuple[str, str]:
             vectorizer = await load_vectorizer(conn, vectorizer_id)
             assert vectorizer is not None
             claim = build_queries(vectorizer).claim
+            params = {"batch_size": 50, **Lease().params()}
             async with conn.transaction():
-                cursor = await conn.execute(
-                    sql.SQL("explain ") + claim, {"batch_size": 50}, prepare=False
-                )
+                cursor = await conn.execute(sql.SQL("explain ") + claim, params, prepare=False)
                 custom = "\n".join(row[0] for row in await cursor.fetchall())
-                query = claim.as_string(conn).replace("%(batch_size)s", "$1")
+                query = claim.as_string(conn)
+                for number, name in enumerate(params, start=1):
+                    query = query.replace(f"%({name})s", f"${number}")
                 cursor = await conn.execute(f"explain (generic_plan) {query}", prepare=False)
                 generic = "\n".join(row[0] for row in await cursor.fetchall())
                 raise _Rollback((custom, generic))  # the claim took advisory locks: let go

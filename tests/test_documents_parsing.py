@@ -56,31 +56,31 @@ def _assert_words(text: str, file_type: str) -> None:
 
 
 @pytest.mark.parametrize("file_type", ["pdf", "epub", "fb2", "svg", "docx", "pptx", "html"])
-def test_pymupdf_reads_its_formats(file_type: str) -> None:
+async def test_pymupdf_reads_its_formats(file_type: str) -> None:
     document = _document(file_type)
     assert document.file_type == file_type
-    _assert_words(PYMUPDF(document), file_type)
+    _assert_words(await PYMUPDF.parse(document), file_type)
 
 
 @pytest.mark.parametrize("file_type", ["docx", "pptx", "xlsx", "html"])
-def test_docling_reads_office_and_html_without_models(file_type: str) -> None:
+async def test_docling_reads_office_and_html_without_models(file_type: str) -> None:
     document = _document(file_type)
     assert document.file_type == file_type
-    text = DOCLING(document)
+    text = await DOCLING.parse(document)
     _assert_words(text, file_type)
     assert "#" in text or "|" in text  # Markdown structure, not bare text
 
 
-def test_docling_markdown_and_text_documents_are_decoded() -> None:
-    assert DOCLING(Document(samples.markdown(), "md")).startswith("# Pangolin guide")
-    assert PYMUPDF(Document(samples.text(), "txt")).startswith("Capybara")
+async def test_docling_markdown_and_text_documents_are_decoded() -> None:
+    assert (await DOCLING.parse(Document(samples.markdown(), "md"))).startswith("# Pangolin guide")
+    assert (await PYMUPDF.parse(Document(samples.text(), "txt"))).startswith("Capybara")
 
 
 @pytest.mark.parametrize(
     "file_type", ["pdf", "epub", "fb2", "svg", "docx", "pptx", "xlsx", "html", "md", "txt"]
 )
-def test_parsing_auto_routes_every_format(file_type: str) -> None:
-    _assert_words(AUTO(_document(file_type)), file_type)
+async def test_parsing_auto_routes_every_format(file_type: str) -> None:
+    _assert_words(await AUTO.parse(_document(file_type)), file_type)
 
 
 async def test_async_parse_gives_the_same_text_and_keeps_the_loop_free() -> None:
@@ -94,7 +94,7 @@ async def test_async_parse_gives_the_same_text_and_keeps_the_loop_free() -> None
 
     task = asyncio.create_task(ticker())
     try:
-        text = await PYMUPDF.parse_async(_document("pdf"))
+        text = await PYMUPDF.parse(_document("pdf"))
     finally:
         task.cancel()
     _assert_words(text, "pdf")
@@ -105,12 +105,12 @@ async def test_async_parse_gives_the_same_text_and_keeps_the_loop_free() -> None
 
 
 @pytest.mark.parametrize("file_type", ["pdf", "png"])
-def test_docling_without_models_names_them_and_the_command(
+async def test_docling_without_models_names_them_and_the_command(
     file_type: str, empty_model_cache: Path
 ) -> None:
     started = time.monotonic()
     with pytest.raises(RowError) as caught:
-        DOCLING(_document(file_type))
+        await DOCLING.parse(_document(file_type))
     assert time.monotonic() - started < 2.0  # decided from the file system, no download
     error = caught.value
     assert error.step == "parsing"
@@ -123,13 +123,13 @@ def test_docling_without_models_names_them_and_the_command(
     assert error.retryable
 
 
-def test_auto_sends_pdfs_to_pymupdf_when_docling_has_no_models(
+async def test_auto_sends_pdfs_to_pymupdf_when_docling_has_no_models(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(parsing, "_fallbacks_logged", set())
     with caplog.at_level("INFO", logger="vectorizer.stages.parsing"):
-        _assert_words(AUTO(_document("pdf")), "pdf")
-        _assert_words(AUTO(_document("pdf")), "pdf")
+        _assert_words(await AUTO.parse(_document("pdf")), "pdf")
+        _assert_words(await AUTO.parse(_document("pdf")), "pdf")
     said = [
         r.getMessage() for r in caplog.records if "pdf documents go to pymupdf" in r.getMessage()
     ]
@@ -137,21 +137,21 @@ def test_auto_sends_pdfs_to_pymupdf_when_docling_has_no_models(
     assert "vectorizer download-models" in said[0]
 
 
-def test_auto_falls_back_to_pymupdf_for_office_files_without_docling(
+async def test_auto_falls_back_to_pymupdf_for_office_files_without_docling(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(parse_docling, "installed", lambda: False)
-    _assert_words(AUTO(_document("docx")), "docx")
+    _assert_words(await AUTO.parse(_document("docx")), "docx")
     with pytest.raises(RowError, match=r"docling is not installed"):
-        AUTO(_document("xlsx"))
+        await AUTO.parse(_document("xlsx"))
 
 
-def test_auto_images_need_docling_models() -> None:
+async def test_auto_images_need_docling_models() -> None:
     with pytest.raises(RowError, match="the layout model"):
-        AUTO(_document("png"))
+        await AUTO.parse(_document("png"))
 
 
-def test_docling_with_a_broken_model_cache_fails_the_row_without_a_download(
+async def test_docling_with_a_broken_model_cache_fails_the_row_without_a_download(
     empty_model_cache: Path,
 ) -> None:
     # The folder is there (so the check passes) but holds no usable model: docling must fail
@@ -160,7 +160,7 @@ def test_docling_with_a_broken_model_cache_fails_the_row_without_a_download(
     folder.mkdir(parents=True)
     (folder / "config.json").write_text("{}")
     with pytest.raises(RowError) as caught:
-        DOCLING(_document("pdf"))
+        await DOCLING.parse(_document("pdf"))
     assert caught.value.message.startswith("docling could not parse the pdf document")
 
 
@@ -190,39 +190,39 @@ def docling_folder_names() -> str:
 # --- wrong parser, wrong input -----------------------------------------------------------
 
 
-def test_parsers_refuse_formats_they_do_not_read() -> None:
+async def test_parsers_refuse_formats_they_do_not_read() -> None:
     with pytest.raises(RowError) as caught:
-        PYMUPDF(_document("xlsx"))
+        await PYMUPDF.parse(_document("xlsx"))
     assert "parsing_pymupdf reads" in caught.value.message
     assert "not xlsx" in caught.value.message
     assert not caught.value.retryable
     with pytest.raises(RowError, match=r"parsing_docling reads .* not epub"):
-        DOCLING(_document("epub"))
+        await DOCLING.parse(_document("epub"))
 
 
-def test_parsing_none_tells_which_parser_to_use() -> None:
+async def test_parsing_none_tells_which_parser_to_use() -> None:
     with pytest.raises(RowError, match="use parsing_auto or parsing_pymupdf"):
-        NONE(_document("pdf"))
+        await NONE.parse(_document("pdf"))
 
 
-def test_auto_has_no_parser_for_a_zip() -> None:
+async def test_auto_has_no_parser_for_a_zip() -> None:
     with pytest.raises(RowError, match="parsing_auto has no parser for zip documents"):
-        AUTO(Document(b"PK\x05\x06" + bytes(18), "zip"))
+        await AUTO.parse(Document(b"PK\x05\x06" + bytes(18), "zip"))
 
 
-def test_a_corrupt_pdf_is_a_row_error_from_the_parser() -> None:
+async def test_a_corrupt_pdf_is_a_row_error_from_the_parser() -> None:
     with pytest.raises(RowError) as caught:
-        AUTO(Document(b"%PDF-1.7\n garbage \x00\xff", "pdf"))
+        await AUTO.parse(Document(b"%PDF-1.7\n garbage \x00\xff", "pdf"))
     assert caught.value.step == "parsing"
     assert caught.value.message.startswith("pymupdf could not parse the pdf document: ")
 
 
-def test_unknown_type_says_what_was_looked_at() -> None:
+async def test_unknown_type_says_what_was_looked_at() -> None:
     document = Document(
         b"\x00\x01\x02", None, source="https://host/blob", content_type="application/x-thing"
     )
     with pytest.raises(RowError) as caught:
-        AUTO(document)
+        await AUTO.parse(document)
     message = caught.value.message
     assert "No file extension could be determined" in message
     assert "leading bytes" in message
@@ -290,13 +290,13 @@ def test_parser_errors_come_back_as_text(pool: parse_pool.ParserPool) -> None:
         pool.run("no_such_module_here:parse", (), 30.0)
 
 
-def test_parse_timeout_is_a_row_error_naming_the_setting(
+async def test_parse_timeout_is_a_row_error_naming_the_setting(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("VECTORIZER_PARSE_TIMEOUT", "0.5")
     monkeypatch.setitem(parsing._PARSER_FUNCTIONS, parsing.PYMUPDF, f"{__name__}:hang")
     with pytest.raises(RowError) as caught:
-        Parser(parsing.PYMUPDF)(_document("pdf"))
+        await Parser(parsing.PYMUPDF).parse(_document("pdf"))
     assert caught.value.step == "parsing"
     assert "longer than 0.5s" in caught.value.message
     assert "VECTORIZER_PARSE_TIMEOUT" in caught.value.message
@@ -308,19 +308,19 @@ async def test_async_parse_timeout_and_crash_are_row_errors(
     parser = Parser(parsing.PYMUPDF)
     monkeypatch.setitem(parsing._PARSER_FUNCTIONS, parsing.PYMUPDF, f"{__name__}:crash")
     with pytest.raises(RowError, match="pymupdf crashed while parsing the pdf document"):
-        await parser.parse_async(_document("pdf"))
+        await parser.parse(_document("pdf"))
     monkeypatch.setenv("VECTORIZER_PARSE_TIMEOUT", "0.5")
     monkeypatch.setitem(parsing._PARSER_FUNCTIONS, parsing.PYMUPDF, f"{__name__}:hang")
     with pytest.raises(RowError, match=r"took longer than 0\.5s"):
-        await parser.parse_async(_document("pdf"))
+        await parser.parse(_document("pdf"))
 
 
-def test_invalid_parse_timeout_is_a_vectorizer_error(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_invalid_parse_timeout_is_a_vectorizer_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VECTORIZER_PARSE_TIMEOUT", "soon")
     with pytest.raises(VectorizerError, match="VECTORIZER_PARSE_TIMEOUT='soon'"):
-        PYMUPDF(_document("pdf"))
+        await PYMUPDF.parse(_document("pdf"))
     # text never needs the setting
-    assert AUTO("plain") == "plain"
+    assert await AUTO.parse("plain") == "plain"
 
 
 # --- file types --------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import email.utils
 import logging
 import random
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from vectorizer.embedders.base import (
     BadInputError,
     Embedder,
     RequestPolicy,
+    ThrottledError,
     Vectors,
     parse_retry_after,
     redact,
@@ -147,6 +149,12 @@ def vector_for(text: str, dimensions: int) -> np.ndarray:
     return np.full(dimensions, float(len(text)), dtype=np.float32)
 
 
+@dataclass(frozen=True)
+class LocalModel:
+    model: str
+    dimensions: int
+
+
 class LocalEmbedder(Embedder):
     """Embeds locally; behaviours are switched by markers in the input text."""
 
@@ -155,7 +163,7 @@ class LocalEmbedder(Embedder):
     def __init__(self, dimensions: int = 4, **policy: float) -> None:
         defaults = {"base_wait": 0.001, "max_wait": 0.01, "retry_budget": 1.0}
         super().__init__(
-            model="local", dimensions=dimensions, policy=RequestPolicy(**(defaults | policy))
+            LocalModel("local", dimensions), policy=RequestPolicy(**(defaults | policy))
         )
         self.calls: list[list[str]] = []
         self.flaky = 0
@@ -257,6 +265,28 @@ async def test_transient_failures_past_the_budget_raise() -> None:
     embedder.flaky = 10**6
     with pytest.raises(VectorizerError, match=r"^embedding provider unavailable: busy \("):
         await embedder.embed(["a"])
+
+
+async def test_429s_between_outages_do_not_use_up_the_outage_tries() -> None:
+    """4 outages (one short of the 5 tries) with 429s in between still succeed: a storm of
+    both used to give up after 5 tries of any kind."""
+
+    class Stormy(LocalEmbedder):
+        script = ["429", "500", "429", "500", "429", "500", "429", "500", "429"]
+
+        async def _request(self, texts: list[str]) -> tuple[Vectors, int]:
+            if self.script:
+                kind = self.script.pop(0)
+                self.calls.append(texts)
+                if kind == "429":
+                    raise ThrottledError("slow down", retry_after=0.001)
+                raise TransientError("busy", retry_after=0.001)
+            return await super()._request(texts)
+
+    embedder = Stormy(retry_budget=30.0)
+    result = await embedder.embed(["a"])
+    assert result.errors == {}
+    assert len(embedder.calls) == 10
 
 
 async def test_some_wrong_dimensions_are_row_errors() -> None:

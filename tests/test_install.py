@@ -15,7 +15,11 @@ from tests.conftest import REPO_ROOT
 from vectorizer import PGAI_COMPAT_VERSION, __version__
 from vectorizer.install import SQL_DIR, install, installed_version
 
-MIGRATIONS = sorted(path.stem for path in (SQL_DIR / "migrations").glob("*.sql"))
+MIGRATIONS = sorted(
+    f.name.removesuffix(".sql")
+    for f in (SQL_DIR / "migrations").iterdir()
+    if f.name.endswith(".sql")
+)
 
 
 def one(conn: psycopg.Connection, query: str, params: Any = None) -> Any:

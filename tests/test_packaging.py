@@ -199,9 +199,9 @@ def test_the_image_contents_build_a_package_with_the_sql(tmp_path: Path) -> None
     assert result.returncode == 0, result.stderr
     [wheel] = (tmp_path / "dist").glob("vectorizer-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for sql_file in sorted((REPO_ROOT / "sql").rglob("*.sql")):
+    for sql_file in sorted((REPO_ROOT / "vectorizer" / "sql").rglob("*.sql")):
         relative = sql_file.relative_to(REPO_ROOT).as_posix()
-        assert f"vectorizer/{relative}" in names, f"{relative} would be missing in the image"
+        assert relative in names, f"{relative} would be missing in the image"
     assert "vectorizer/cli.py" in names and "vectorizer/observability/metrics.py" in names
     entry_points = next(name for name in names if name.endswith("entry_points.txt"))
     scripts = zipfile.ZipFile(wheel).read(entry_points).decode()

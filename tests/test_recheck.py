@@ -12,8 +12,8 @@ import psycopg
 from psycopg import sql
 
 from tests.worker_helpers import create_source, create_vectorizer
+from vectorizer.catalog import load_vectorizer
 from vectorizer.recheck import SourceRecheck
-from vectorizer.runner import load_vectorizer
 
 
 async def recheck_for(db_url: str, vectorizer_id: int) -> SourceRecheck:

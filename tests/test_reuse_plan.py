@@ -10,9 +10,9 @@ from pgvector import HalfVector, Vector
 from pgvector.psycopg import register_vector_async
 
 from tests.worker_helpers import create_source, create_vectorizer
+from vectorizer.catalog import load_vectorizer
 from vectorizer.config import TableDestination
 from vectorizer.reuse import TableReuse, as_array, text_hash
-from vectorizer.runner import load_vectorizer
 from vectorizer.stages.writing import RowEmbeddings, make_writer
 
 STORED = np.array([0.5, -0.25, 0.125, 1.0, 0.0, -1.0, 0.75, 0.3333], dtype=np.float32)

@@ -1,4 +1,4 @@
-"""The configuration builders of the `ai` schema (sql/idempotent/010-builders.sql).
+"""The configuration builders of the `ai` schema (vectorizer/sql/idempotent/010-builders.sql).
 
 Each builder's jsonb is compared whole, with its defaults and with explicit arguments, so a
 missing, extra or renamed key fails. Also: grant_to and its GUC, the GUC-driven default
@@ -15,7 +15,7 @@ import pytest
 from psycopg import errors
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-BUILDERS_SQL = REPO_ROOT / "sql" / "idempotent" / "010-builders.sql"
+BUILDERS_SQL = REPO_ROOT / "vectorizer" / "sql" / "idempotent" / "010-builders.sql"
 
 
 def one(conn: psycopg.Connection, query: str, params: Any = None) -> Any:

@@ -484,6 +484,9 @@ def test_queue_table_shape(conn: psycopg.Connection, two_key_table: str) -> None
         ("queued_at", "timestamp with time zone", True),
         ("loading_retries", "integer", True),
         ("loading_retry_after", "timestamp with time zone", False),
+        ("lease_token", "uuid", False),
+        ("lease_pid", "integer", False),
+        ("leased_until", "timestamp with time zone", False),
     ]
     defaults = dict(
         all_rows(

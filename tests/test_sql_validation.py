@@ -1,4 +1,4 @@
-"""The `ai._validate_*` functions (sql/idempotent/020-validators.sql).
+"""The `ai._validate_*` functions (vectorizer/sql/idempotent/020-validators.sql).
 
 Every message of the pgai 0.12 catalogue is raised by the input that should raise it, with the
 exact text, plus the checks this project adds. Validators that look up source columns are run

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import string
 import uuid
@@ -34,18 +33,13 @@ from vectorizer.config import (
     RecursiveCharacterTextSplitter,
 )
 from vectorizer.errors import RowError, VectorizerError
-from vectorizer.stages import (
-    ColumnLoader,
-    Document,
-    RowPipeline,
-    guess_file_type,
-    make_chunker,
-    make_formatter,
-    make_loader,
-    make_parser,
-    parse,
-)
-from vectorizer.stages.formatting import template_columns
+from vectorizer.stages.chunking import make_chunker
+from vectorizer.stages.filetypes import guess_file_type
+from vectorizer.stages.formatting import make_formatter, template_columns
+from vectorizer.stages.loading import ColumnLoader, make_loader
+from vectorizer.stages.parsing import make_parser
+from vectorizer.stages.payload import Document, Payload
+from vectorizer.stages.pipeline import RowPipeline
 
 DEFAULT_SEPARATORS = ["\n\n", "\n", ".", "?", "!", " ", ""]
 
@@ -172,14 +166,18 @@ PYMUPDF = PyMuPDFParsing(implementation="pymupdf")
 DOCLING = DoclingParsing(implementation="docling")
 
 
+async def parse(payload: Payload, config: Parsing) -> str:
+    return await make_parser(config).parse(payload)
+
+
 @pytest.mark.parametrize("config", [AUTO, NONE])
-def test_text_passes_through_auto_and_none(config: Parsing) -> None:
-    assert parse("  keep\n me  ", config) == "  keep\n me  "
+async def test_text_passes_through_auto_and_none(config: Parsing) -> None:
+    assert await parse("  keep\n me  ", config) == "  keep\n me  "
 
 
-def test_parsing_none_rejects_documents() -> None:
+async def test_parsing_none_rejects_documents() -> None:
     with pytest.raises(RowError) as caught:
-        parse(Document(b"hi", "txt"), NONE)
+        await parse(Document(b"hi", "txt"), NONE)
     assert caught.value.step == "parsing"
     assert caught.value.message == (
         "Cannot chunk Document with parsing_none, use parsing_auto or parsing_pymupdf"
@@ -187,30 +185,30 @@ def test_parsing_none_rejects_documents() -> None:
 
 
 @pytest.mark.parametrize("file_type", ["txt", "md"])
-def test_parsing_auto_decodes_text_documents(file_type: str) -> None:
+async def test_parsing_auto_decodes_text_documents(file_type: str) -> None:
     content = "\ufeffcaf\u00e9 \u2014 r\u00e9sum\u00e9".encode()
-    assert parse(Document(content, file_type), AUTO) == "caf\u00e9 \u2014 r\u00e9sum\u00e9"
+    assert await parse(Document(content, file_type), AUTO) == "caf\u00e9 \u2014 r\u00e9sum\u00e9"
 
 
-def test_parsing_auto_names_the_utf8_problem() -> None:
+async def test_parsing_auto_names_the_utf8_problem() -> None:
     with pytest.raises(RowError) as caught:
-        parse(Document(b"ok \xff\xfe bad", "txt"), AUTO)
+        await parse(Document(b"ok \xff\xfe bad", "txt"), AUTO)
     assert caught.value.step == "parsing"
     assert "not valid UTF-8" in caught.value.message
     assert "0xff" in caught.value.message
 
 
-def test_parsing_unknown_document_type_is_a_row_error() -> None:
+async def test_parsing_unknown_document_type_is_a_row_error() -> None:
     with pytest.raises(RowError) as caught:
-        parse(Document(b"\x00\x01", None), AUTO)
+        await parse(Document(b"\x00\x01", None), AUTO)
     assert caught.value.step == "parsing"
     assert "No file extension could be determined" in caught.value.message
 
 
 @pytest.mark.parametrize(("config", "name"), [(PYMUPDF, "pymupdf"), (DOCLING, "docling")])
-def test_document_parsers_reject_text(config: Parsing, name: str) -> None:
+async def test_document_parsers_reject_text(config: Parsing, name: str) -> None:
     with pytest.raises(RowError) as caught:
-        parse("plain text", config)
+        await parse("plain text", config)
     assert caught.value.step == "parsing"
     assert caught.value.message == (
         f"Column content must be a document to be parsed by {name}, "
@@ -218,15 +216,15 @@ def test_document_parsers_reject_text(config: Parsing, name: str) -> None:
     )
 
 
-def test_document_parsers_decode_text_documents_like_pgai() -> None:
+async def test_document_parsers_decode_text_documents_like_pgai() -> None:
     # pgai's shared document path decodes txt/md before handing anything to the parser.
-    assert parse(Document(b"# heading", "md"), PYMUPDF) == "# heading"
+    assert await parse(Document(b"# heading", "md"), PYMUPDF) == "# heading"
 
 
-def test_make_parser_is_reusable() -> None:
+async def test_make_parser_is_reusable() -> None:
     parser = make_parser(AUTO)
-    assert parser("a") == "a"
-    assert parser(Document(b"b", "txt")) == "b"
+    assert await parser.parse("a") == "a"
+    assert await parser.parse(Document(b"b", "txt")) == "b"
 
 
 # --- chunking --------------------------------------------------------------------------------
@@ -489,19 +487,19 @@ async def test_pipeline_formats_every_chunk_in_order() -> None:
         separators=DEFAULT_SEPARATORS, chunk_size=40, chunk_overlap=10
     ).split_text(BODY)
     assert len(chunks) > 3
-    prepared = await RowPipeline(_config()).prepare({"id": 1, "title": "T", "body": BODY})
-    assert prepared == [f"T: {chunk}" for chunk in chunks]
+    prepared = await RowPipeline(_config()).prepare_row({"id": 1, "title": "T", "body": BODY})
+    assert prepared.texts == [f"T: {chunk}" for chunk in chunks]
 
 
 async def test_pipeline_reads_text_documents_from_bytea() -> None:
     pipeline = RowPipeline(_config(chunking={"implementation": "none"}))
     row = {"title": "Doc", "body": "r\u00e9sum\u00e9 text".encode()}
-    assert await pipeline.prepare(row) == ["Doc: r\u00e9sum\u00e9 text"]
+    assert (await pipeline.prepare_row(row)).texts == ["Doc: r\u00e9sum\u00e9 text"]
 
 
 @pytest.mark.parametrize("body", [None, "", "   \n\t "])
 async def test_pipeline_rows_without_content_give_no_chunks(body: str | None) -> None:
-    assert await RowPipeline(_config()).prepare({"title": "T", "body": body}) == []
+    assert (await RowPipeline(_config()).prepare_row({"title": "T", "body": body})).texts == []
 
 
 @pytest.mark.parametrize(
@@ -517,7 +515,7 @@ async def test_pipeline_errors_are_tagged_with_their_step(
     row: dict[str, Any], step: str, kind: type[RowError | VectorizerError]
 ) -> None:
     with pytest.raises(kind) as caught:
-        await RowPipeline(_config()).prepare(row)
+        await RowPipeline(_config()).prepare_row(row)
     assert caught.value.step == step
 
 
@@ -529,7 +527,7 @@ async def test_pipeline_wraps_unexpected_stage_failures(monkeypatch: pytest.Monk
 
     monkeypatch.setattr(pipeline, "_chunk", broken)
     with pytest.raises(RowError) as caught:
-        await pipeline.prepare({"title": "T", "body": "text"})
+        await pipeline.prepare_row({"title": "T", "body": "text"})
     assert caught.value.step == "chunking"
     assert caught.value.message == "splitter blew up"
     assert isinstance(caught.value.__cause__, ValueError)
@@ -539,12 +537,12 @@ async def test_pipeline_lets_vectorizer_errors_through(monkeypatch: pytest.Monke
     pipeline = RowPipeline(_config())
     failure = VectorizerError("parser backend missing", step="parsing")
 
-    def broken(payload: object) -> str:
+    async def broken(payload: object) -> str:
         raise failure
 
-    monkeypatch.setattr(pipeline, "_parse", broken)
+    monkeypatch.setattr(pipeline._parse, "parse", broken)
     with pytest.raises(VectorizerError) as caught:
-        await pipeline.prepare({"title": "T", "body": "text"})
+        await pipeline.prepare_row({"title": "T", "body": "text"})
     assert caught.value is failure
 
 
@@ -570,13 +568,16 @@ def test_pipeline_bad_config_fails_at_construction(stages: dict[str, Any], step:
     assert caught.value.step == step
 
 
-async def test_pipeline_transform_is_thread_safe() -> None:
+async def test_pipeline_chunk_and_format_is_thread_safe() -> None:
     pipeline = RowPipeline(_config())
     rows = [{"title": f"T{i}", "body": BODY * (1 + i % 5)} for i in range(64)]
-    payloads = await asyncio.gather(*(pipeline.load(row) for row in rows))
-    sequential = [pipeline.transform(p, r) for p, r in zip(payloads, rows, strict=True)]
+    sequential = [(await pipeline.prepare_row(row)).texts for row in rows]
+
+    def chunk_and_format(row: dict[str, Any]) -> list[str]:
+        return pipeline.prepare_chunks(row["body"], row).texts
+
     with ThreadPoolExecutor(max_workers=8) as pool:
-        threaded = list(pool.map(pipeline.transform, payloads, rows))
+        threaded = list(pool.map(chunk_and_format, rows))
     assert threaded == sequential
     assert all(
         chunk.startswith(f"{row['title']}: ")

@@ -526,6 +526,8 @@ def test_disable_enable_and_drop_while_the_daemon_runs(
     vid = create_vectorizer(conn)
     with daemon(db_url, "--poll-interval", "1m", env=worker_env(fake)) as handle:
         wait_for(lambda: _stored_ids(conn) == {1, 2}, 20, what="the backfill")
+        # the drain is over (its last, empty claim done): a row queued now waits for a wake-up
+        wait_for_stderr(handle, "finished processing vectorizer", 20)
         conn.execute("select ai.disable_vectorizer_schedule(%s)", (vid,))
         insert_rows(conn, "docs", [(3, "t", "while disabled")])
         time.sleep(1.0)

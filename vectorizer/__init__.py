@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+from vectorizer.version import PGAI_COMPAT_VERSION, __version__
 
-# The pgai library version whose SQL surface and config format we reproduce. It is written
-# into each vectorizer's config (`version`) so pgai's own worker can read our catalog.
-PGAI_COMPAT_VERSION = "0.12.1"
+__all__ = ["PGAI_COMPAT_VERSION", "Worker", "__version__", "asearch", "install"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from vectorizer.inprocess import Worker as Worker

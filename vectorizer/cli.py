@@ -15,10 +15,10 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
-from vectorizer import __version__
+from vectorizer.version import __version__
 
 if TYPE_CHECKING:
-    from vectorizer.worker import WorkerSettings
+    from vectorizer.settings import WorkerSettings
 
 T = TypeVar("T")
 D = TypeVar("D")
@@ -235,33 +235,40 @@ def _setting(value: T | None, env_name: str, convert: Callable[[str], T], defaul
 
 
 def worker_settings(args: argparse.Namespace) -> WorkerSettings:
-    from vectorizer.concurrency import DEFAULT_MAX_CONNECTIONS
+    from vectorizer.backoff import Backoff
     from vectorizer.install import resolve_db_url
-    from vectorizer.settings import RetryPolicy
-    from vectorizer.worker import WorkerSettings
+    from vectorizer.settings import WorkerSettings
+
+    default = WorkerSettings(db_url="")  # the defaults are written there, once
 
     ids = args.vectorizer_id
     if ids is None and _env("VECTORIZER_ID"):
         # ours is comma-separated, pgai's (a click list) space-separated: accept both
         ids = (_env("VECTORIZER_ID") or "").replace(",", " ").split()
-    retry = RetryPolicy(
-        base_seconds=_setting(args.retry_backoff, "RETRY_BACKOFF", parse_duration, 180.0),
-        max_seconds=_setting(args.retry_backoff_max, "RETRY_BACKOFF_MAX", parse_duration, 3600.0),
+    row_retry = Backoff(
+        _setting(args.retry_backoff, "RETRY_BACKOFF", parse_duration, default.row_retry.base),
+        _setting(
+            args.retry_backoff_max, "RETRY_BACKOFF_MAX", parse_duration, default.row_retry.cap
+        ),
     )
     return WorkerSettings(
         db_url=resolve_db_url(args.db_url),
         vectorizer_ids=list(ids or []),
         concurrency=_setting(args.concurrency, "CONCURRENCY", positive_int, None),
         max_connections=_setting(
-            args.max_connections, "MAX_CONNECTIONS", positive_int, DEFAULT_MAX_CONNECTIONS
+            args.max_connections, "MAX_CONNECTIONS", positive_int, default.max_connections
         ),
-        once=_setting(args.once, "ONCE", parse_bool, False),
-        poll_interval=_setting(args.poll_interval, "POLL_INTERVAL", parse_duration, 5.0),
+        once=_setting(args.once, "ONCE", parse_bool, default.once),
+        poll_interval=_setting(
+            args.poll_interval, "POLL_INTERVAL", parse_duration, default.poll_interval
+        ),
         exit_on_error=_setting(args.exit_on_error, "EXIT_ON_ERROR", parse_bool, None),
-        retry=retry,
-        metrics_port=_setting(args.metrics_port, "METRICS_PORT", int, None),
-        metrics_host=_setting(args.metrics_host, "METRICS_HOST", str, "127.0.0.1"),
-        stuck_after=_setting(args.health_stuck_after, "HEALTH_STUCK_AFTER", parse_duration, 300.0),
+        row_retry=row_retry,
+        metrics_port=_setting(args.metrics_port, "METRICS_PORT", int, default.metrics_port),
+        metrics_host=_setting(args.metrics_host, "METRICS_HOST", str, default.metrics_host),
+        stuck_after=_setting(
+            args.health_stuck_after, "HEALTH_STUCK_AFTER", parse_duration, default.stuck_after
+        ),
     )
 
 
@@ -298,30 +305,41 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _retry_failed(args: argparse.Namespace) -> int:
-    from vectorizer.install import resolve_db_url
     from vectorizer.status import retry_failed
 
-    try:
-        moved = retry_failed(resolve_db_url(args.db_url), args.vectorizer)
-    except Exception as exc:
-        return _fail(exc)
-    print(f"requeued {moved} failed key(s) of vectorizer {args.vectorizer}")
-    return 0
+    return _on_vectorizer(
+        args,
+        retry_failed,
+        lambda moved: f"requeued {moved} failed key(s) of vectorizer {args.vectorizer}",
+    )
 
 
 def _repair(args: argparse.Namespace) -> int:
-    from vectorizer.install import resolve_db_url
     from vectorizer.status import repair
 
+    return _on_vectorizer(
+        args,
+        repair,
+        lambda done: (
+            f"vectorizer {args.vectorizer}: deleted {done['orphan_chunks']} orphan chunk(s) of "
+            f"{done['orphan_keys']} key(s) without a source row; queued {done['queued_rows']} "
+            "row(s) without embeddings"
+        ),
+    )
+
+
+def _on_vectorizer(
+    args: argparse.Namespace, action: Callable[[str, str], T], report: Callable[[T], str]
+) -> int:
+    """Runs `action(db_url, vectorizer)` and prints `report` of its result; a failure is one
+    line on stderr and exit status 1."""
+    from vectorizer.install import resolve_db_url
+
     try:
-        done = repair(resolve_db_url(args.db_url), args.vectorizer)
+        result = action(resolve_db_url(args.db_url), args.vectorizer)
     except Exception as exc:
         return _fail(exc)
-    print(
-        f"vectorizer {args.vectorizer}: deleted {done['orphan_chunks']} orphan chunk(s) of "
-        f"{done['orphan_keys']} key(s) without a source row; queued {done['queued_rows']} "
-        "row(s) without embeddings"
-    )
+    print(report(result))
     return 0
 
 
@@ -514,7 +532,7 @@ def _download_models_command(models: argparse.ArgumentParser) -> None:
 
 
 def _download_models(args: argparse.Namespace) -> int:
-    from vectorizer.models import download_models
+    from vectorizer.model_download import download_models
 
     return download_models(args)
 

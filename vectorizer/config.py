@@ -140,10 +140,17 @@ Formatting = Annotated[PythonTemplate | ChunkValue, Field(discriminator="impleme
 # --- embedding -------------------------------------------------------------------------------
 
 
-class OpenAIEmbedding(_Model):
-    implementation: Literal["openai"]
+class _EmbeddingModel(_Model):
+    """What every provider's config has. Each subclass narrows `implementation` to its own
+    Literal (which keeps the field first: dumps and hashes keep their order)."""
+
+    implementation: str
     model: str
     dimensions: int
+
+
+class OpenAIEmbedding(_EmbeddingModel):
+    implementation: Literal["openai"]
     user: str | None = None
     api_key_name: str = "OPENAI_API_KEY"
     base_url: str | None = None
@@ -151,10 +158,8 @@ class OpenAIEmbedding(_Model):
     send_dimensions: bool | None = None
 
 
-class OllamaEmbedding(_Model):
+class OllamaEmbedding(_EmbeddingModel):
     implementation: Literal["ollama"]
-    model: str
-    dimensions: int
     base_url: str | None = None
     options: dict[str, Any] | None = None
     keep_alive: str | None = None
@@ -163,10 +168,8 @@ class OllamaEmbedding(_Model):
     truncate: bool | None = None
 
 
-class VoyageAIEmbedding(_Model):
+class VoyageAIEmbedding(_EmbeddingModel):
     implementation: Literal["voyageai"]
-    model: str
-    dimensions: int
     input_type: Literal["document", "query"] | None = None
     output_dimension: int | None = None
     output_dtype: Literal["float", "int8", "uint8"] | None = None
@@ -174,10 +177,8 @@ class VoyageAIEmbedding(_Model):
     base_url: str | None = None
 
 
-class LiteLLMEmbedding(_Model):
+class LiteLLMEmbedding(_EmbeddingModel):
     implementation: Literal["litellm"]
-    model: str
-    dimensions: int
     api_key_name: str | None = None
     extra_options: dict[str, Any] = Field(default_factory=dict)
 
@@ -187,10 +188,8 @@ class LiteLLMEmbedding(_Model):
         return {} if value is None else value
 
 
-class SentenceTransformersEmbedding(_Model):
+class SentenceTransformersEmbedding(_EmbeddingModel):
     implementation: Literal["sentence_transformers"]
-    model: str
-    dimensions: int
     device: str | None = None
     batch_size: int = 32
     normalize: bool = True

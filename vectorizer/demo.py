@@ -22,7 +22,7 @@ from typing import Any, TextIO
 
 import psycopg
 
-from vectorizer import __version__
+from vectorizer.version import __version__
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 DIMENSIONS = 384

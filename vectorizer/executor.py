@@ -1,35 +1,38 @@
-"""One batch = one transaction: claim → load → parse → chunk → format → embed → write → commit.
+"""One batch: claim (short transaction, leases the keys) → load → parse → chunk → format →
+embed (no transaction open) → re-check and write (short transaction).
 
-Failures are sorted as DESIGN §1 says. A row-level failure charges only its key (requeued with
-backoff, or moved to the failed queue) and the rest of the batch commits. A VectorizerError
-propagates: the transaction rolls back and every claimed key is queued again, uncharged.
+No transaction is open while the provider is awaited (lease.py says how the keys stay held):
+row locks, advisory locks and the snapshot that holds back vacuum last only as long as the
+claim and the write. Failures are sorted as DESIGN §1 says. A row-level failure charges only
+its key (requeued with backoff, or moved to the failed queue) and the rest of the batch
+commits. A VectorizerError propagates: the lease is released and every claimed key is queued
+again at once, uncharged.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import psycopg
 
-from vectorizer import reembed
+from vectorizer import catalog, reembed
+from vectorizer.backoff import Backoff
 from vectorizer.config import UriLoading, Vectorizer
 from vectorizer.embedders import Embedder
 from vectorizer.empty_inputs import EmptyInputs
-from vectorizer.errors import RowError, VectorizerError, failure_message
+from vectorizer.errors import RowError, VectorizerError
+from vectorizer.lease import Lease, LeaseQueries, quietly, unlock
 from vectorizer.observability import tracing
 from vectorizer.observability.telemetry import telemetry
-from vectorizer.queue import ATTEMPTS, FOUND, Claimer, QueueQueries
+from vectorizer.queue import ATTEMPTS, FOUND, KEY_PREFIX, VERSION, Claimer, QueueQueries
 from vectorizer.recheck import BUSY_RETRY_SECONDS, SourceRecheck
-from vectorizer.reuse import BatchPlan, Reuse, ReuseCounts, make_reuse
-from vectorizer.settings import RetryPolicy
+from vectorizer.reporting import BatchResult, FailedRow, error_row, key_fields
+from vectorizer.reuse import BatchPlan, Reuse, RowPlan, make_reuse
 from vectorizer.stages.pipeline import RowPipeline
 from vectorizer.stages.writing import Refill, RowEmbeddings, Writer
 
@@ -43,32 +46,20 @@ DOCUMENT_BATCH_SIZE = 1
 
 
 @dataclass
-class BatchResult:
-    claimed: int = 0
-    rows_done: int = 0
-    chunks: int = 0
-    empty: int = 0  # rows with nothing to embed (no chunk, no error)
-    failed: list[tuple[tuple[Any, ...], RowError]] = field(default_factory=list)
-    reuse: ReuseCounts = field(default_factory=ReuseCounts)
-
-
-@dataclass
 class _Item:
     key: tuple[Any, ...]
     attempts: int
     row: dict[str, Any]
-    payload: Any = None
+    version: str | None = None  # digest of the source row when claimed (None: deleted)
     chunks: list[str] = field(default_factory=list)
-    vectors: list[np.ndarray | None] = field(default_factory=list)
     metadata: list[dict[str, Any]] = field(default_factory=list)
-    hashes: list[bytes] = field(default_factory=list)
-    unchanged: bool = False
-    kept: frozenset[int] = frozenset()
-    copies: set[int] = field(default_factory=set)
-    replaced: list[str] | None = None
-    # what the plan saved for this row, counted once the row is done (written or unchanged)
-    counts: ReuseCounts = field(default_factory=ReuseCounts)
+    # the reuse plan's row: hashes, the vectors filled in by reuse and embedding, kept seqs
+    plan: RowPlan | None = None
     error: RowError | None = None
+
+    @property
+    def unchanged(self) -> bool:
+        return self.plan is not None and self.plan.unchanged
 
 
 def batch_size_for(vectorizer: Vectorizer) -> int:
@@ -90,7 +81,7 @@ class Executor:
         embedder: Embedder,
         writer: Writer,
         queries: QueueQueries,
-        retry: RetryPolicy,
+        retry: Backoff,
         reuse: Reuse | None = None,
     ) -> None:
         self.vectorizer = vectorizer
@@ -101,30 +92,57 @@ class Executor:
         self._retry = retry
         self._claimer = Claimer(queries, batch_size_for(vectorizer))
         self._recheck_rows = SourceRecheck(vectorizer)
+        self._leases = LeaseQueries(vectorizer)
         self._empty = EmptyInputs(vectorizer.id, queries.pk_names)
         self._reuse = reuse or make_reuse(vectorizer, embedder)
         self._config_guard = reembed.ConfigGuard(vectorizer)
 
     async def run_batch(self, conn: psycopg.AsyncConnection) -> BatchResult:
+        """One batch on `conn` (autocommit): its own short transactions, none open meanwhile.
+
+        A failed batch releases its lease and key locks: the runner may go on using `conn`
+        (an alter met mid-batch). A cancelled one (shutdown) leaves both to the runner, which
+        closes `conn`: its key locks end with the session and a lease whose backend is gone
+        does not hold."""
+        lease = Lease()
+        items: list[_Item] = []
+        try:
+            async with conn.transaction():
+                # a lease lost in a server crash is harmless (the keys are claimable again and
+                # the write finds the lease gone), so the claim's commit need not wait for WAL
+                await conn.execute("set local synchronous_commit = off")
+                items = await self._claim(conn, lease)
+            result = await self._process(conn, lease, items)
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            keys = [item.key for item in items]
+            await quietly("release the batch's lease", self._leases.release(conn, lease, keys))
+            await quietly("release the batch's key locks", unlock(conn))
+            raise
+        if items:
+            await unlock(conn)
+        return result
+
+    async def _process(
+        self, conn: psycopg.AsyncConnection, lease: Lease, items: list[_Item]
+    ) -> BatchResult:
+        result = BatchResult(claimed=len(items))
+        if not items:
+            return result
+        live = [item for item in items if item.row.pop(FOUND, None)]
+        if live:
+            await self._prepare(live)
+        ready = [item for item in live if item.error is None]
+        # outside a transaction: the keys are ours (lease.py), so no other worker of ours
+        # writes them meanwhile, and the write re-checks that the rows are what was read
+        plan = await self._reuse.plan(
+            conn, [(item.key, item.chunks) for item in ready], [i.metadata for i in ready]
+        )
+        with tracing.span("vectorizer.stage", stage="embed", rows=len(ready)):
+            await self._embed(ready, plan)
         async with conn.transaction():
-            items = await self._claim(conn)
-            result = BatchResult(claimed=len(items))
-            live = [item for item in items if item.row.pop(FOUND, None)]
-            if not live:
-                await self._empty.record(conn, [item.key for item in items], [])
-                return result
-            with tracing.span("vectorizer.stage", stage="load_parse", rows=len(live)):
-                await self._load(live)
-            with tracing.span("vectorizer.stage", stage="chunk_format", rows=len(live)):
-                await asyncio.to_thread(self._transform, live)
-            # read in this transaction, under the claim's key locks: what is reused is current
-            ready = [item for item in live if item.error is None]
-            plan = await self._reuse.plan(
-                conn, [(item.key, item.chunks) for item in ready], [i.metadata for i in ready]
-            )
-            with tracing.span("vectorizer.stage", stage="embed", rows=len(live)):
-                await self._embed(ready, plan)
-            live = await self._recheck(conn, live)
+            live = await self._recheck(conn, lease, live)
             # an unchanged row is done without a write: no DELETE, no COPY, no WAL
             good = [item for item in live if item.error is None and not item.unchanged]
             await self._config_guard.ensure_current(conn)
@@ -132,62 +150,42 @@ class Executor:
                 await self._write(conn, good)
             await self._forget_failures(conn, [item for item in live if item.error is None])
             failed = [item for item in live if item.error is not None]
-            await self._charge(conn, failed)
+            result.failed = await self._charge(conn, failed)
+            await self._leases.settle(conn, lease, [item.key for item in items])
             result.empty = await self._empty.record(
                 conn, [item.key for item in items], [i.key for i in live if _is_empty(i)]
             )
-            result.rows_done = sum(1 for item in live if item.error is None)
-            # a row's savings count only if it is done: not one whose embedding or write failed
-            for item in live:
-                if item.error is None:
-                    result.reuse.add(item.counts)
-            result.chunks = sum(len(item.chunks) for item in live if item.error is None)
-            result.failed = [(item.key, item.error) for item in failed if item.error]
-            return result
+        result.rows_done = sum(1 for item in live if item.error is None)
+        # a row's savings count only if it is done: not one whose embedding or write failed
+        for item in live:
+            if item.error is None and item.plan is not None:
+                result.reuse.add(item.plan.counts)
+        result.chunks = sum(len(item.chunks) for item in live if item.error is None)
+        return result
 
-    async def _claim(self, conn: psycopg.AsyncConnection) -> list[_Item]:
-        rows = await self._claimer.claim(conn)
+    async def _claim(self, conn: psycopg.AsyncConnection, lease: Lease) -> list[_Item]:
+        rows = await self._claimer.claim(conn, lease.params())
         pk = self._queries.pk_names
         items = []
         for row in rows:
             attempts = row.pop(ATTEMPTS) or 0
-            items.append(_Item(key=tuple(row.get(c) for c in pk), attempts=attempts, row=row))
+            version = row.pop(VERSION, None)
+            key = tuple(row.pop(KEY_PREFIX + c) for c in pk)
+            items.append(_Item(key=key, attempts=attempts, row=row, version=version))
         return items
 
-    async def _load(self, items: list[_Item]) -> None:
-        payloads = await asyncio.gather(
-            *(self._load_and_parse(item.row) for item in items), return_exceptions=True
-        )
-        for item, payload in zip(items, payloads, strict=True):
-            if isinstance(payload, RowError):
-                item.error = payload
-            elif isinstance(payload, BaseException):
-                raise payload
+    async def _prepare(self, items: list[_Item]) -> None:
+        prepared = await self._pipeline.prepare([item.row for item in items])
+        for item, chunks in zip(items, prepared, strict=True):
+            if isinstance(chunks, RowError):
+                item.error = chunks
             else:
-                item.payload = payload
-
-    async def _load_and_parse(self, row: dict[str, Any]) -> str:
-        # Parsing is awaited here, not in the transform thread: a document goes to a parser
-        # process with a time limit, and several rows' documents may parse at once.
-        payload = await self._pipeline.load(row)
-        return await self._pipeline.parse(payload)
-
-    def _transform(self, items: list[_Item]) -> None:
-        for item in items:
-            if item.error is not None:
-                continue
-            try:
-                prepared = self._pipeline.prepare_chunks(item.payload, item.row)
-                item.chunks, item.metadata = prepared.texts, prepared.metadata
-            except RowError as exc:
-                item.error = exc
+                item.chunks, item.metadata = chunks.texts, chunks.metadata
 
     async def _embed(self, items: list[_Item], plan: BatchPlan) -> None:
         """Embeds what the plan could not reuse; every text once, its vector to each owner."""
         for item, row in zip(items, plan.rows, strict=True):
-            item.vectors, item.hashes, item.unchanged = row.vectors, row.hashes, row.unchanged
-            item.kept, item.copies, item.replaced = row.kept, row.copies, row.replaced
-            item.counts = row.counts
+            item.plan = row
         texts = plan.texts
         if not texts:
             return
@@ -210,40 +208,66 @@ class Executor:
                 owner = items[row_index]
                 if message is not None and owner.error is None:
                     owner.error = RowError("embedding", message)
-                if vector is not None:
-                    owner.vectors[chunk_index] = vector
+                if vector is not None and owner.plan is not None:
+                    owner.plan.vectors[chunk_index] = vector
 
-    async def _recheck(self, conn: psycopg.AsyncConnection, items: list[_Item]) -> list[_Item]:
-        """The items whose source row still exists, locked until commit (see recheck.py)."""
-        check = await self._recheck_rows.check(conn, [item.key for item in items])
+    async def _recheck(
+        self, conn: psycopg.AsyncConnection, lease: Lease, items: list[_Item]
+    ) -> list[_Item]:
+        """The items still to be written or charged: their lease still held, the source row
+        still there (locked until commit, see recheck.py) and unchanged since the claim read
+        it."""
+        keys = [item.key for item in items]
+        leases = await self._leases.check(conn, lease, keys)
+        check = await self._recheck_rows.check(
+            conn, keys, {item.key: item.version for item in items if item.version}
+        )
         await self._writer.delete(conn, sorted(check.gone))
+        kept = []
         for item in items:
+            if item.key in check.gone or item.key not in leases.held:
+                # gone, or no longer ours (someone cleared its queue rows): nothing to write
+                continue
             if item.key in check.busy:
                 # uncharged: the row did nothing wrong, someone is deleting or re-keying it
-                await conn.execute(
-                    self._queries.requeue, (*item.key, item.attempts, BUSY_RETRY_SECONDS)
-                )
-        if check.gone or check.busy:
+                await self._requeue(conn, item, BUSY_RETRY_SECONDS)
+            elif item.key in check.changed:
+                # stale vectors are not written; the change's own queue row (or, with triggers
+                # off, this one) brings the current content back
+                if item.key not in leases.requeued:
+                    await self._requeue(conn, item, 0.0)
+            else:
+                # a queue row for the key without our token (a change committed after this
+                # check, or a duplicate another claim held) is left for a later batch
+                kept.append(item)
+        skipped = len(items) - len(kept)
+        if skipped:
             log.info(
                 "vectorizer %s: %d row(s) deleted or re-keyed during the batch, %d busy "
-                "(requeued); not written",
+                "(requeued), %d changed; not written",
                 self.vectorizer.id,
                 len(check.gone),
                 len(check.busy),
+                skipped - len(check.gone) - len(check.busy),
             )
-        return [item for item in items if item.key in check.present]
+        return kept
+
+    async def _requeue(self, conn: psycopg.AsyncConnection, item: _Item, delay: float) -> None:
+        await conn.execute(self._queries.requeue, (*item.key, item.attempts, delay))
 
     def _embeddings(self, item: _Item) -> RowEmbeddings:
+        plan = item.plan
+        assert plan is not None  # every written item went through the reuse plan
         return RowEmbeddings(
             key=item.key,
             chunks=item.chunks,
-            vectors=item.vectors,  # type: ignore[arg-type]  # complete once error is None
+            vectors=plan.vectors,  # type: ignore[arg-type]  # complete once error is None
             metadata=item.metadata,
-            hashes=item.hashes,
+            hashes=plan.hashes,
             provenance=self._reuse.provenance,
-            kept=item.kept,
-            copies=item.copies,
-            replaced=item.replaced,
+            kept=plan.kept,
+            copies=plan.copies,
+            replaced=plan.replaced,
         )
 
     async def _write(self, conn: psycopg.AsyncConnection, items: list[_Item]) -> None:
@@ -282,17 +306,18 @@ class Executor:
         async def refill(missing: list[tuple[int, int]]) -> None:
             result = await self._embedder.embed([items[r].chunks[seq] for r, seq in missing])
             for (r, seq), vector in zip(missing, result.vectors, strict=True):
-                item = items[r]
+                plan = items[r].plan
+                assert plan is not None  # a refill is asked for rows the plan covered
                 if vector is None:
                     raise VectorizerError(
                         "a reused vector vanished and embedding its text again failed: "
                         f"{result.errors.get(missing.index((r, seq)), 'no vector')}",
                         step="embedding",
                     )
-                item.vectors[seq] = vector
-                item.counts.embedded += 1
-                item.counts.other_row -= 1
-                item.counts.tokens_saved -= self._reuse.tokens(item.chunks[seq])
+                plan.vectors[seq] = vector
+                plan.counts.embedded += 1
+                plan.counts.other_row -= 1
+                plan.counts.tokens_saved -= self._reuse.tokens(items[r].chunks[seq])
 
         return refill
 
@@ -301,8 +326,11 @@ class Executor:
             query, params = self._queries.forget_failures([item.key for item in items])
             await conn.execute(query, params)
 
-    async def _charge(self, conn: psycopg.AsyncConnection, items: list[_Item]) -> None:
+    async def _charge(self, conn: psycopg.AsyncConnection, items: list[_Item]) -> list[FailedRow]:
+        """Requeues each failed key with backoff, or moves it to the failed queue once its
+        retries are spent, with its error row: all in the batch's transaction."""
         retries = self.vectorizer.config.loading.retries
+        charged = []
         for item in items:
             error = item.error
             assert error is not None
@@ -313,37 +341,18 @@ class Executor:
             else:
                 delay = self._retry.delay(item.attempts)
                 await conn.execute(self._queries.requeue, (*item.key, item.attempts + 1, delay))
-            message, details = self.error_row(error, item.key, item.attempts + 1, not give_up)
-            await conn.execute(
-                self._queries.record_error,
-                (self.vectorizer.id, message, json.dumps(details, default=str)),
-            )
-            log.warning(
-                "vectorizer %s key %s failed at %s (attempt %s%s): %s",
-                self.vectorizer.id,
-                _key_repr(self._queries.pk_names, item.key),
+            failed = FailedRow(item.key, error, item.attempts + 1, give_up)
+            message, details = error_row(
+                self.vectorizer,
                 error.step,
-                item.attempts + 1,
-                ", moved to the failed queue" if give_up else "",
                 error.message,
+                pk=key_fields(self._queries.pk_names, item.key),
+                is_retryable=not give_up,
+                attempts=failed.attempts,
             )
-
-    def error_row(
-        self, error: RowError, key: tuple[Any, ...], attempts: int, retryable: bool
-    ) -> tuple[str, dict[str, Any]]:
-        """The reference's message and details keys, plus the key, step and attempt."""
-        config = self.vectorizer.config
-        message = failure_message(error.step)
-        details: dict[str, Any] = {"error_reason": error.message}
-        if error.step == "loading":
-            details["loader"] = config.loading.implementation
-        elif error.step == "embedding":
-            details["provider"] = config.embedding.implementation
-        details["is_retryable"] = retryable
-        details["step"] = error.step
-        details["pk"] = dict(zip(self._queries.pk_names, key, strict=True))
-        details["attempts"] = attempts
-        return message, details
+            await conn.execute(catalog.ERROR_ROW, (self.vectorizer.id, message, details))
+            charged.append(failed)
+        return charged
 
 
 def _is_empty(item: _Item) -> bool:
@@ -353,7 +362,3 @@ def _is_empty(item: _Item) -> bool:
 def _db_message(exc: psycopg.Error) -> str:
     diag = exc.diag
     return diag.message_primary or str(exc).strip()
-
-
-def _key_repr(names: Sequence[str], key: tuple[Any, ...]) -> str:
-    return json.dumps(dict(zip(names, key, strict=True)), default=str)

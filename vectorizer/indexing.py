@@ -22,13 +22,15 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
+from vectorizer.backoff import Backoff
 from vectorizer.config import TableDestination, Vectorizer
+from vectorizer.reporting import error_row
 from vectorizer.tracking import WorkerTracking
 
 log = logging.getLogger(__name__)
@@ -40,8 +42,7 @@ PGAI_TABLE_LOCK = 1982010642
 PGAI_DEFAULT_MIN_ROWS = 100_000
 PROGRESS_PERIOD = 1.0
 LOCK_POLL_SECONDS = 1.0
-RETRY_BASE_SECONDS = 60.0
-RETRY_MAX_SECONDS = 3600.0
+RETRY_BACKOFF = Backoff(60.0, 3600.0)
 BUILDABLE = ("hnsw", "diskann")
 
 
@@ -107,26 +108,21 @@ def index_target(vectorizer: Vectorizer) -> IndexTarget | None:
     )
 
 
+@dataclass(eq=False)  # identity, as any service object
 class IndexBuilder:
     """Builds one vectorizer's vector index in the background when it is due."""
 
-    def __init__(
-        self,
-        db_url: str,
-        vectorizer_id: int,
-        tracking: WorkerTracking,
-        settings: IndexSettings | None = None,
-    ) -> None:
-        self._db_url = db_url
-        self._vectorizer_id = vectorizer_id
-        self._tracking = tracking
-        self._settings = settings or IndexSettings.from_env()
-        self._task: asyncio.Task[None] | None = None
-        self._queue_for_lock = False
-        self._next_check = 0.0
-        self._failures = 0
-        self._retry_at = 0.0
-        self._reported: str | None = None  # the last problem written as an error row
+    db_url: str
+    vectorizer_id: int
+    tracking: WorkerTracking
+    settings: IndexSettings = field(default_factory=IndexSettings.from_env)
+    _task: asyncio.Task[None] | None = field(default=None, init=False)
+    _queue_for_lock: bool = field(default=False, init=False)
+    _next_check: float = field(default=0.0, init=False)
+    _failures: int = field(default=0, init=False)
+    _retry_at: float = field(default=0.0, init=False)
+    # the last problem written as an error row
+    _reported: str | None = field(default=None, init=False)
 
     def poke(self, vectorizer: Vectorizer) -> None:
         """Starts a check (and a build if due) in the background, at most every interval."""
@@ -135,7 +131,7 @@ class IndexBuilder:
         now = time.monotonic()
         if now < self._next_check:
             return
-        self._next_check = now + self._settings.check_interval
+        self._next_check = now + self.settings.check_interval
         self._task = asyncio.create_task(
             self._check_and_build(vectorizer), name=f"index-{vectorizer.id}"
         )
@@ -162,7 +158,7 @@ class IndexBuilder:
         if target is None:
             return
         try:
-            async with await _connect(self._db_url, "vectorizer-worker-index") as conn:
+            async with await _connect(self.db_url, "vectorizer-worker-index") as conn:
                 if not await self._due(conn, target):
                     return
                 if not await _access_method_exists(conn, target.implementation):
@@ -170,9 +166,9 @@ class IndexBuilder:
                     return
             await self._build(target)
         except psycopg.OperationalError as exc:
-            log.warning("index check of vectorizer %s: %s", self._vectorizer_id, _one_line(exc))
+            log.warning("index check of vectorizer %s: %s", self.vectorizer_id, _one_line(exc))
         except Exception:  # a bug here must not take the runner down with it
-            log.exception("index check of vectorizer %s failed", self._vectorizer_id)
+            log.exception("index check of vectorizer %s failed", self.vectorizer_id)
 
     async def _due(self, conn: psycopg.AsyncConnection, target: IndexTarget) -> bool:
         cursor = await conn.execute(
@@ -181,7 +177,7 @@ class IndexBuilder:
         )
         row = await cursor.fetchone()
         if row is None or row[0] is not None:
-            await _mark_ready_if_recorded(conn, self._vectorizer_id)
+            await _mark_ready_if_recorded(conn, self.vectorizer_id)
             return False
         if time.monotonic() < self._retry_at:
             return False
@@ -196,7 +192,7 @@ class IndexBuilder:
 
     def _back_off(self) -> float:
         self._failures += 1
-        delay = min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2 ** (self._failures - 1))
+        delay = RETRY_BACKOFF.delay(self._failures - 1)
         self._retry_at = time.monotonic() + delay
         return delay
 
@@ -208,10 +204,10 @@ class IndexBuilder:
         )
         cursor = await conn.execute(
             "select state from ai._vectorizer_index_build where vectorizer_id = %s",
-            (self._vectorizer_id,),
+            (self.vectorizer_id,),
         )
         previous = await cursor.fetchone()
-        await _record(conn, self._vectorizer_id, "unsupported", error=reason)
+        await _record(conn, self.vectorizer_id, "unsupported", error=reason)
         if previous is None or previous[0] != "unsupported":  # said once, not every check
             await self._report_once(reason)
 
@@ -219,15 +215,12 @@ class IndexBuilder:
         if self._reported == reason:
             return
         self._reported = reason
-        log.error("vector index of vectorizer %s: %s", self._vectorizer_id, reason)
-        await self._tracking.vectorizer_error(
-            self._vectorizer_id,
-            "vector index build failed",
-            {"error_reason": reason, "step": "indexing"},
-        )
+        log.error("vector index of vectorizer %s: %s", self.vectorizer_id, reason)
+        message, details = error_row(None, "indexing", reason)
+        await self.tracking.error_row(self.vectorizer_id, message, details)
 
     async def _build(self, target: IndexTarget) -> None:
-        async with await _connect(self._db_url, "vectorizer-worker-index-build") as conn:
+        async with await _connect(self.db_url, "vectorizer-worker-index-build") as conn:
             locked = await _try_lock(conn, DATABASE_LOCK)
             # Waiting inside pg_advisory_lock would deadlock: CREATE INDEX CONCURRENTLY waits
             # for every open transaction, the waiting statement's included. Poll instead.
@@ -256,14 +249,14 @@ class IndexBuilder:
             return  # another worker finished it while we waited for the lock
         await _drop_invalid(conn, target)
         statement = await _create_statement(conn, target)
-        if self._settings.maintenance_work_mem:
+        if self.settings.maintenance_work_mem:
             await conn.execute(
                 "select set_config('maintenance_work_mem', %s, false)",
-                (self._settings.maintenance_work_mem,),
+                (self.settings.maintenance_work_mem,),
             )
         pid_row = await (await conn.execute("select pg_backend_pid()")).fetchone()
         assert pid_row is not None
-        await _record(conn, self._vectorizer_id, "building", index_name=target.index_name)
+        await _record(conn, self.vectorizer_id, "building", index_name=target.index_name)
         log.info(
             "building vector index %s on %s.%s (%s)",
             target.index_name,
@@ -288,7 +281,7 @@ class IndexBuilder:
         self._failures = 0
         self._retry_at = 0.0
         self._reported = None
-        await _record(conn, self._vectorizer_id, "ready", index_name=target.index_name)
+        await _record(conn, self.vectorizer_id, "ready", index_name=target.index_name)
         log.info("vector index %s ready after %.1fs", target.index_name, time.monotonic() - started)
 
     async def _failed(
@@ -298,12 +291,12 @@ class IndexBuilder:
         with contextlib.suppress(psycopg.Error):
             await _drop_invalid(conn, target)
         delay = self._back_off()
-        await _record(conn, self._vectorizer_id, "failed", error=reason)
+        await _record(conn, self.vectorizer_id, "failed", error=reason)
         await self._report_once(f"{reason} (retrying in {delay:.0f}s)")
 
     async def _watch_progress(self, pid: int) -> None:
         """Copies the build's progress into ai._vectorizer_index_build every second."""
-        async with await _connect(self._db_url, "vectorizer-worker-index-progress") as conn:
+        async with await _connect(self.db_url, "vectorizer-worker-index-progress") as conn:
             while True:
                 await asyncio.sleep(PROGRESS_PERIOD)
                 cursor = await conn.execute(
@@ -321,7 +314,7 @@ class IndexBuilder:
                     await conn.execute(
                         "update ai._vectorizer_index_build set phase = %s, percent = %s,"
                         " updated_at = now() where vectorizer_id = %s and state = 'building'",
-                        (row[0], row[1], self._vectorizer_id),
+                        (row[0], row[1], self.vectorizer_id),
                     )
 
 

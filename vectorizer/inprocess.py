@@ -74,8 +74,8 @@ class Worker:
             self._running = None
         if self.exit_code == 0:
             return None
-        if worker.errors:
-            return worker.errors[-1]
+        if worker.stop_error is not None:
+            return worker.stop_error
         if worker.setup_error is not None:
             return worker.setup_error
         return WorkerError(f"the worker stopped with exit status {self.exit_code}")

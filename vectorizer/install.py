@@ -1,8 +1,10 @@
 """Installs or upgrades the `ai` schema in a database.
 
-`sql/migrations/*.sql` run once each, in name order, and are recorded; `sql/idempotent/*.sql`
-run on every install. Everything happens in one transaction under an advisory lock, so
-concurrent installs serialise and a failed install leaves nothing behind.
+`vectorizer/sql/migrations/*.sql` run once each, in name order, and are recorded;
+`vectorizer/sql/idempotent/*.sql` run on every install. They ship inside the package and are read
+with importlib.resources, so an installed wheel and a checkout read the same files. Everything
+happens in one transaction under an advisory lock, so concurrent installs serialise and a failed
+install leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -11,16 +13,17 @@ import hashlib
 import logging
 import os
 from dataclasses import dataclass
-from pathlib import Path
+from importlib import resources
+from importlib.resources.abc import Traversable
 
 import psycopg
 from psycopg import sql
 
-from vectorizer import PGAI_COMPAT_VERSION, __version__
+from vectorizer.version import PGAI_COMPAT_VERSION, __version__
 
 log = logging.getLogger(__name__)
 
-SQL_DIR = Path(__file__).resolve().parent / "sql"
+SQL_DIR: Traversable = resources.files("vectorizer") / "sql"
 MIN_SERVER_VERSION = 15
 # an arbitrary constant: the advisory lock that serialises installs in one database
 INSTALL_LOCK_KEY = 7_305_166_421
@@ -37,8 +40,10 @@ class SqlFile:
 
 
 def _read_dir(kind: str) -> list[SqlFile]:
-    files = sorted((SQL_DIR / kind).glob("*.sql"))
-    return [SqlFile(name=f.stem, body=f.read_text(encoding="utf-8")) for f in files]
+    files = sorted(
+        (f for f in (SQL_DIR / kind).iterdir() if f.name.endswith(".sql")), key=lambda f: f.name
+    )
+    return [SqlFile(name=f.name.removesuffix(".sql"), body=f.read_text("utf-8")) for f in files]
 
 
 def sql_checksum(files: list[SqlFile]) -> str:

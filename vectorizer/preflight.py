@@ -12,28 +12,17 @@ from collections.abc import Sequence
 
 import psycopg
 
+from vectorizer.catalog import relation_columns
 from vectorizer.config import ColumnDestination, TableDestination, Vectorizer
 from vectorizer.errors import VectorizerError
 from vectorizer.stages.formatting import template_columns
-
-# NULL when the relation does not exist; otherwise its live column names.
-_COLUMNS = """
-    select (
-        select coalesce(array_agg(a.attname::text), '{}')
-        from pg_catalog.pg_attribute a
-        where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
-    )
-    from pg_catalog.pg_class c
-    join pg_catalog.pg_namespace n on n.oid = c.relnamespace
-    where n.nspname = %s and c.relname = %s
-"""
 
 
 async def check(conn: psycopg.AsyncConnection, vectorizer: Vectorizer) -> None:
     """Raise VectorizerError naming the first thing that would fail every row."""
     config = vectorizer.config
     source = _qualified(vectorizer.source_schema, vectorizer.source_table)
-    columns = await _columns(conn, vectorizer.source_schema, vectorizer.source_table)
+    columns = await relation_columns(conn, vectorizer.source_schema, vectorizer.source_table)
     if columns is None:
         raise VectorizerError(f"the source table {source} does not exist", step="loading")
     loaded = config.loading.column_name
@@ -59,7 +48,10 @@ async def _check_destination(
     destination = vectorizer.config.destination
     if isinstance(destination, TableDestination):
         target = _qualified(destination.target_schema, destination.target_table)
-        if await _columns(conn, destination.target_schema, destination.target_table) is None:
+        if (
+            await relation_columns(conn, destination.target_schema, destination.target_table)
+            is None
+        ):
             raise VectorizerError(f"the destination table {target} does not exist", step="writing")
     elif (
         isinstance(destination, ColumnDestination)
@@ -70,12 +62,6 @@ async def _check_destination(
             f"{_qualified(vectorizer.source_schema, vectorizer.source_table)}",
             step="writing",
         )
-
-
-async def _columns(conn: psycopg.AsyncConnection, schema: str, table: str) -> frozenset[str] | None:
-    cursor = await conn.execute(_COLUMNS, (schema, table))
-    row = await cursor.fetchone()
-    return None if row is None else frozenset(row[0])
 
 
 def _qualified(schema: str, table: str) -> str:

@@ -6,7 +6,6 @@ and column names are always quoted identifiers and values are always parameters.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,15 +15,14 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from vectorizer.config import Vectorizer
+from vectorizer.sqlparts import ident_list, keys_condition, placeholders
 
 FOUND = "__vectorizer_found"
 ATTEMPTS = "__vectorizer_attempts"
-
-
-def _ident_list(names: Sequence[str], prefix: str | None = None) -> sql.Composable:
-    if prefix is None:
-        return sql.SQL(", ").join(sql.Identifier(name) for name in names)
-    return sql.SQL(", ").join(sql.Identifier(prefix, name) for name in names)
+# md5 of the source row's text form at claim time: the write re-checks it (recheck.py)
+VERSION = "__vectorizer_version"
+# the claimed key's columns, also for a deleted row (whose source columns are null)
+KEY_PREFIX = "__vectorizer_key."
 
 
 def _join(names: Sequence[str], left: str, right: str) -> sql.Composable:
@@ -53,7 +51,6 @@ class QueueQueries:
     index_order: tuple[str, ...]
     requeue: sql.Composed
     fail: sql.Composed
-    record_error: sql.Composed
     pk_names: tuple[str, ...]
     failed_table: sql.Identifier
 
@@ -74,19 +71,24 @@ class Claimer:
         self._batch_size = batch_size
         self._cursor: tuple[Any, ...] | None = None
 
-    async def claim(self, conn: psycopg.AsyncConnection) -> list[dict[str, Any]]:
-        """The claimed keys' source rows (FOUND false for deleted ones), in key order."""
-        rows = await self._claim(conn)
+    async def claim(
+        self, conn: psycopg.AsyncConnection, lease: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        """The claimed keys' source rows (FOUND false for deleted ones), in key order; `lease`
+        is `lease.Lease.params()`, the token and duration the claimed queue rows get."""
+        rows = await self._claim(conn, lease)
         if not rows and self._cursor is not None:
             self._cursor = None
-            rows = await self._claim(conn)
+            rows = await self._claim(conn, lease)
         found = [row for row in rows if row.get(FOUND)]  # a deleted row's columns are null
         if found:
             self._cursor = tuple(found[-1][column] for column in self._queries.index_order)
         return rows
 
-    async def _claim(self, conn: psycopg.AsyncConnection) -> list[dict[str, Any]]:
-        params: dict[str, Any] = {"batch_size": self._batch_size}
+    async def _claim(
+        self, conn: psycopg.AsyncConnection, lease: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"batch_size": self._batch_size, **lease}
         query = self._queries.claim
         if self._cursor is not None:
             query = self._queries.claim_after
@@ -94,24 +96,6 @@ class Claimer:
         async with conn.cursor(row_factory=dict_row) as cursor:
             await cursor.execute(query, params)
             return await cursor.fetchall()
-
-
-def keys_condition(
-    pk_names: Sequence[str], keys: Sequence[tuple[object, ...]], prefix: str | None = None
-) -> tuple[sql.Composed, list[object]]:
-    """`(pk1, pk2) in ((%s, %s), ...)` for `keys`, and its parameters."""
-    condition = sql.SQL("({}) in ({})").format(
-        _ident_list(pk_names, prefix), _placeholders(len(pk_names), len(keys))
-    )
-    return condition, [value for key in keys for value in key]
-
-
-@functools.lru_cache(maxsize=256)
-def _placeholders(width: int, count: int) -> sql.SQL:
-    # One SQL fragment, not a Composed of `count` tuples: psycopg renders a Composed part by
-    # part on every execute, which cost ~0.7 ms per batch query at 50 keys.
-    one_key = "(" + ", ".join(["%s"] * width) + ")"
-    return sql.SQL(", ".join([one_key] * count))
 
 
 def build_queries(vectorizer: Vectorizer) -> QueueQueries:
@@ -129,18 +113,15 @@ def build_queries(vectorizer: Vectorizer) -> QueueQueries:
         requeue=sql.SQL(
             "insert into {} ({}, loading_retries, loading_retry_after)"
             " values ({}, %s, now() + make_interval(secs => %s))"
-        ).format(queue, _ident_list(pk), sql.SQL(", ").join(sql.Placeholder() * len(pk))),
+        ).format(queue, ident_list(pk), placeholders(len(pk))),
         # a key stands in the failed queue once, with its latest failure
         fail=sql.SQL(
             "with gone as (delete from {failed} where ({pk}) = ({values}))"
             " insert into {failed} ({pk}, failure_step) values ({values}, %(step)s)"
         ).format(
             failed=failed,
-            pk=_ident_list(pk),
+            pk=ident_list(pk),
             values=sql.SQL(", ").join(sql.Placeholder(f"k{i}") for i in range(len(pk))),
-        ),
-        record_error=sql.SQL(
-            "insert into ai._vectorizer_errors (id, message, details) values (%s, %s, %s)"
         ),
         pk_names=tuple(pk),
         failed_table=failed,
@@ -155,18 +136,28 @@ def _claim(
     *,
     after: bool,
 ) -> sql.Composed:
-    """One statement: pick due queue rows, lock their keys, delete every queued row of each
-    locked key, and return the current source rows (FOUND false when the row was deleted).
+    """One statement: pick due, unleased queue rows, lock their keys, lease every queued row
+    of each locked key, and return the current source rows (FOUND false when the row was
+    deleted) with a digest of each (VERSION) for the write's re-check.
 
-    Rows another worker holds are skipped at each step (SKIP LOCKED), so two workers never
-    wait on each other, and a key's duplicates that are locked elsewhere simply stay queued.
+    The claim runs in a short transaction of its own; what it leaves behind is the lease (see
+    lease.py): the queue rows carry the batch's token, the claiming backend's pid and an
+    expiry, and the key's advisory lock (pgai's scheme) is held at session level until the
+    batch is written, so neither a pgai worker nor another of ours takes the key meanwhile.
+    A leased row is skipped while its lease runs and its backend lives: a worker that
+    crashed or was killed gives its keys back at once (its pid is gone), a lease that
+    outlived its expiry comes back regardless.
+
+    Rows another transaction holds are skipped at each step (SKIP LOCKED), so two workers
+    never wait on each other, and a key's duplicates that are locked elsewhere simply stay
+    queued.
 
     Every step reaches the queue through its key index, so a claim costs O(batch) whatever
     the queue's size: rows are picked in key order from where the executor's previous claim
     ended (`after`: an index range that starts past the entries of earlier claims, which stay
     in the index until vacuum can remove them, instead of re-reading dead tuples from the
     heap's head; the executor wraps around to the start when the range runs dry), each
-    key's duplicates are found by a per-key index probe, and they are deleted by ctid.
+    key's duplicates are found by a per-key index probe, and they are leased by ctid.
     `pk` is in the key index's column order.
     The plan must not depend on statistics (a queue analyzed while empty made Postgres pick
     sequential scans per key, turning a 50-key claim into seconds): `EXECUTOR_SESSION`
@@ -177,21 +168,29 @@ def _claim(
         with selected_rows as (
             select {pk}, loading_retries
             from {queue}
-            where (loading_retry_after is null or loading_retry_after <= now()){after}
+            where (loading_retry_after is null or loading_retry_after <= now())
+            and (
+                lease_token is null
+                or leased_until <= now()
+                or lease_pid <> all(array(select pid from pg_catalog.pg_stat_activity))
+            ){after}
             order by {pk}
             limit %(batch_size)s
             for update skip locked
         ), locked_items as (
             select {pk}, attempts,
-                pg_try_advisory_xact_lock({vectorizer_id}, {lock_key}) as locked
+                pg_try_advisory_lock({vectorizer_id}, {lock_key}) as locked
             from (
                 select {pk}, min(loading_retries) as attempts
                 from selected_rows
                 group by {pk}
                 order by {pk}
             ) keys
-        ), deleted_rows as (
-            delete from {queue}
+        ), leased_rows as (
+            update {queue}
+            set lease_token = %(lease_token)s,
+                lease_pid = pg_backend_pid(),
+                leased_until = now() + make_interval(secs => %(lease_seconds)s)
             where ctid = any(array(
                 select w.ctid
                 from locked_items l
@@ -201,10 +200,10 @@ def _claim(
                 where l.locked
             ))
         )
-        select l.attempts as {attempts}, s.*
+        select l.attempts as {attempts}, {claimed_key}, s.*
         from locked_items l
         left join lateral (
-            select true as {found}, s.*
+            select true as {found}, md5(s::text) as {version}, s.*
             from {source} s
             where {join_sl}
             limit 1
@@ -213,22 +212,27 @@ def _claim(
         order by {l_pk}
         """
     ).format(
-        pk=_ident_list(pk),
+        pk=ident_list(pk),
         queue=queue,
         source=source,
         vectorizer_id=sql.Literal(vectorizer_id),
         lock_key=_lock_key(pk),
         join_ql=_join(pk, "q", "l"),
         join_sl=_join(pk, "s", "l"),
-        l_pk=_ident_list(pk, "l"),
+        l_pk=ident_list(pk, "l"),
         after=sql.SQL(" and ({}) > ({})").format(
-            _ident_list(pk),
+            ident_list(pk),
             sql.SQL(", ").join(sql.Placeholder(f"after_{i}") for i in range(len(pk))),
         )
         if after
         else sql.SQL(""),
         attempts=sql.Identifier(ATTEMPTS),
         found=sql.Identifier(FOUND),
+        version=sql.Identifier(VERSION),
+        claimed_key=sql.SQL(", ").join(
+            sql.SQL("{} as {}").format(sql.Identifier("l", name), sql.Identifier(KEY_PREFIX + name))
+            for name in pk
+        ),
     )
 
 

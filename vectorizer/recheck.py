@@ -15,11 +15,16 @@ now waits for others of them would otherwise deadlock with it. A skipped row tha
 visible is *busy* (being deleted, re-keyed, or held `FOR UPDATE`): it is not written and goes
 back to the queue uncharged, to be embedded, or found gone, a moment later. A row that is not
 visible any more is *gone*: its store rows are deleted and nothing is written.
+
+With leased claims (lease.py) the batch's transaction ends before the provider is called, so
+the re-check also compares each present row with the digest the claim read (`md5` of the
+row's text form): a row whose content changed meanwhile is *changed* and its vectors are stale;
+it is not written and is embedded again from its current content.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +32,7 @@ import psycopg
 from psycopg import sql
 
 from vectorizer.config import TableDestination, Vectorizer
-from vectorizer.queue import keys_condition
+from vectorizer.sqlparts import keys_condition
 
 Key = tuple[Any, ...]
 
@@ -43,6 +48,7 @@ class SourceCheck:
     present: set[Key] = field(default_factory=set)
     busy: set[Key] = field(default_factory=set)
     gone: set[Key] = field(default_factory=set)
+    changed: set[Key] = field(default_factory=set)  # present, but not what was embedded
 
 
 class SourceRecheck:
@@ -57,9 +63,11 @@ class SourceRecheck:
             self._strength = sql.SQL("no key update")
 
     def _select(self, keys: Sequence[Key], lock: bool) -> tuple[sql.Composed, list[object]]:
-        condition, params = keys_condition(self._pk, keys)
-        query = sql.SQL("select {} from {} where {}").format(
-            sql.SQL(", ").join(map(sql.Identifier, self._pk)), self._source, condition
+        condition, params = keys_condition(self._pk, keys, prefix="s")
+        query = sql.SQL("select {}, md5(s::text) from {} s where {}").format(
+            sql.SQL(", ").join(sql.Identifier("s", name) for name in self._pk),
+            self._source,
+            condition,
         )
         if lock:
             query = sql.SQL("{} for {} skip locked").format(query, self._strength)
@@ -67,22 +75,32 @@ class SourceRecheck:
 
     async def _keys(
         self, conn: psycopg.AsyncConnection, keys: Sequence[Key], lock: bool
-    ) -> set[Key]:
+    ) -> dict[Key, str]:
+        """The keys found, each with its row's digest."""
         query, params = self._select(keys, lock)
         async with conn.cursor() as cursor:
             await cursor.execute(query, params)
             # keys come back as the database spells them, like the claimed ones
-            return {tuple(row) for row in await cursor.fetchall()}
+            return {tuple(key): digest for *key, digest in await cursor.fetchall()}
 
-    async def check(self, conn: psycopg.AsyncConnection, keys: Sequence[Key]) -> SourceCheck:
-        """Locks the rows of `keys` that can be locked now (until the transaction ends)."""
+    async def check(
+        self,
+        conn: psycopg.AsyncConnection,
+        keys: Sequence[Key],
+        versions: Mapping[Key, str] | None = None,
+    ) -> SourceCheck:
+        """Locks the rows of `keys` that can be locked now (until the transaction ends);
+        with `versions` (each key's digest when claimed), marks the rows changed since."""
         result = SourceCheck()
         if not keys:
             return result
-        result.present = await self._keys(conn, keys, lock=True)
+        found = await self._keys(conn, keys, lock=True)
+        result.present = set(found)
+        if versions is not None:
+            result.changed = {key for key, digest in found.items() if versions.get(key) != digest}
         skipped = [key for key in keys if key not in result.present]
         if skipped:
             # usually none: only then a second look tells busy rows from gone ones
-            result.busy = await self._keys(conn, skipped, lock=False)
+            result.busy = set(await self._keys(conn, skipped, lock=False))
             result.gone = {key for key in skipped if key not in result.busy}
         return result

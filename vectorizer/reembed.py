@@ -17,6 +17,7 @@ import logging
 
 import psycopg
 
+from vectorizer import catalog
 from vectorizer.config import Vectorizer
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ class ConfigGuard:
             self._may_lock = await _may_lock_catalog(conn)
         lock = " for share" if self._may_lock else ""
         cursor = await conn.execute(
-            "select ai._vectorizer_content_hash(config) from ai.vectorizer where id = %s" + lock,
+            catalog.CONTENT_HASH + lock,
             (vectorizer.id,),
         )
         row = await cursor.fetchone()
@@ -60,7 +61,7 @@ class ConfigGuard:
 async def _may_lock_catalog(conn: psycopg.AsyncConnection) -> bool:
     # FOR SHARE needs UPDATE on ai.vectorizer (ai.grant_vectorizer_usage grants it); a worker
     # role with SELECT only still checks, without the lock (an alter may then land mid-write)
-    cursor = await conn.execute("select has_table_privilege('ai.vectorizer', 'update')")
+    cursor = await conn.execute(catalog.MAY_LOCK_CATALOG)
     row = await cursor.fetchone()
     if row and row[0]:
         return True
@@ -76,9 +77,7 @@ async def feed(conn: psycopg.AsyncConnection, vectorizer_id: int, max_keys: int)
     last ones are still being embedded, NOTHING_TO_FEED when no re-embed is running, SWAP_DUE
     when a shadow store is complete."""
     try:
-        cursor = await conn.execute(
-            "select ai._vectorizer_reembed_feed(%s, %s)", (vectorizer_id, max_keys)
-        )
+        cursor = await conn.execute(catalog.REEMBED_FEED, (vectorizer_id, max_keys))
     except psycopg.errors.InsufficientPrivilege as exc:
         # a role granted before this version: live changes must go on regardless
         log.warning(
@@ -94,7 +93,7 @@ async def feed(conn: psycopg.AsyncConnection, vectorizer_id: int, max_keys: int)
 
 async def swap(conn: psycopg.AsyncConnection, vectorizer_id: int) -> bool:
     """Swaps a complete shadow store in for the store (one transaction, in SQL)."""
-    cursor = await conn.execute("select ai._vectorizer_swap_store(%s)", (vectorizer_id,))
+    cursor = await conn.execute(catalog.SWAP_STORE, (vectorizer_id,))
     row = await cursor.fetchone()
     return bool(row and row[0])
 
@@ -105,10 +104,7 @@ async def changed(conn: psycopg.AsyncConnection, vectorizer: Vectorizer) -> bool
     if vectorizer.content_hash is None or conn.closed:
         return False
     try:
-        cursor = await conn.execute(
-            "select ai._vectorizer_content_hash(config) from ai.vectorizer where id = %s",
-            (vectorizer.id,),
-        )
+        cursor = await conn.execute(catalog.CONTENT_HASH, (vectorizer.id,))
         row = await cursor.fetchone()
     except psycopg.Error:
         return False

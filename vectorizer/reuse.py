@@ -37,7 +37,8 @@ from psycopg.types.json import set_json_loads
 from pydantic import TypeAdapter, ValidationError
 
 from vectorizer.config import ColumnDestination, Embedding, TableDestination, Vectorizer
-from vectorizer.queue import keys_condition
+from vectorizer.registry import Registry
+from vectorizer.sqlparts import keys_condition, named_keys_condition
 
 if TYPE_CHECKING:
     # the counters are imported at start-up (tracking); numpy and the providers only with work
@@ -321,7 +322,7 @@ class TableReuse(Reuse):
     async def _stored(
         self, conn: psycopg.AsyncConnection, plan: BatchPlan
     ) -> tuple[dict[Key, list[_Stored]], set[bytes]]:
-        keys, params = _named_keys(self._pk, [row.key for row in plan.rows])
+        keys, params = named_keys_condition(self._pk, [row.key for row in plan.rows])
         hashes = sorted({digest for row in plan.rows for digest in row.hashes})
         params.update(hashes=hashes, provenance=plan.provenance)
         async with conn.cursor() as cursor:
@@ -395,10 +396,7 @@ class ColumnReuse(Reuse):
 
 def make_reuse(vectorizer: Vectorizer, embedder: Embedder) -> Reuse:
     destination = vectorizer.config.destination
-    tokens = token_counter(embedder)
-    if isinstance(destination, TableDestination):
-        return TableReuse(vectorizer, destination, tokens)
-    return ColumnReuse(vectorizer, destination, tokens)
+    return _REUSE.lookup(destination)(vectorizer, destination, token_counter(embedder))
 
 
 def as_array(value: Any) -> np.ndarray:
@@ -456,18 +454,7 @@ def _bytes(value: Any) -> bytes | None:
     return None if value is None else bytes(value)
 
 
-def _named_keys(pk: Sequence[str], keys: Sequence[Key]) -> tuple[sql.Composed, dict[str, Any]]:
-    """`(pk1, pk2) in ((%(k0)s, %(k1)s), ...)` for `keys`, with named parameters (the query
-    around it names its other parameters)."""
-    width = len(pk)
-    rows = [
-        sql.SQL("({})").format(
-            sql.SQL(", ").join(sql.Placeholder(f"k{r * width + c}") for c in range(width))
-        )
-        for r in range(len(keys))
-    ]
-    condition = sql.SQL("({}) in ({})").format(
-        sql.SQL(", ").join(map(sql.Identifier, pk)), sql.SQL(", ").join(rows)
-    )
-    params = {f"k{i}": value for i, value in enumerate(v for key in keys for v in key)}
-    return condition, params
+# One line per destination: its config class and how its stored chunks are reused.
+_REUSE: Registry[Callable[[Vectorizer, Any, Callable[[str], int]], Reuse]] = Registry(
+    "writing", {TableDestination: TableReuse, ColumnDestination: ColumnReuse}
+)

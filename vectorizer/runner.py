@@ -1,5 +1,7 @@
-"""One vectorizer's runner: builds its pipeline and embedder from the catalog row, drains its
-queue with N executors when woken, and trips a circuit breaker on vectorizer-level failures.
+"""One vectorizer's life: builds its pipeline and embedder from the catalog row, drains its
+queue with N executors when woken, and owns what happens when that fails: the circuit breaker
+for vectorizer-level failures, the backoff after a lost database connection, and reporting both.
+The worker only creates runners, wakes them and waits for them.
 """
 
 from __future__ import annotations
@@ -7,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -15,21 +16,19 @@ from typing import TYPE_CHECKING
 
 import psycopg
 from pgvector.psycopg import register_vector_async
-from psycopg import sql
 from psycopg.pq import TransactionStatus
-from psycopg.rows import dict_row
 from pydantic import ValidationError
 
-from vectorizer import reembed
+from vectorizer import catalog, reembed
+from vectorizer.backoff import Backoff
 from vectorizer.concurrency import AdaptiveConcurrency, ConnectionBudget
 from vectorizer.config import Vectorizer
 from vectorizer.errors import VectorizerError
 from vectorizer.indexing import IndexBuilder
 from vectorizer.observability import tracing
 from vectorizer.observability.progress import Progress
-from vectorizer.observability.telemetry import telemetry
 from vectorizer.queue import EXECUTOR_SESSION, build_queries
-from vectorizer.reuse import ReuseCounts
+from vectorizer.reporting import Reporter
 from vectorizer.settings import WorkerSettings
 from vectorizer.tracking import WorkerTracking
 
@@ -37,7 +36,6 @@ if TYPE_CHECKING:
     # imported when a vectorizer has work (`_build`): the pipeline, provider SDKs, numpy and
     # langchain cost a once-run with nothing queued most of its time
     from vectorizer.embedders import Embedder
-    from vectorizer.executor import BatchResult
     from vectorizer.stages.pipeline import RowPipeline
 
 log = logging.getLogger(__name__)
@@ -46,36 +44,17 @@ log = logging.getLogger(__name__)
 MAX_IDLE_CONNECTIONS = 4
 
 
-async def load_vectorizer(conn: psycopg.AsyncConnection, vectorizer_id: int) -> Vectorizer | None:
-    async with conn.cursor(row_factory=dict_row) as cursor:
-        await cursor.execute(
-            """
-            select id, name, source_schema, source_table, source_pk, queue_schema, queue_table,
-                   coalesce(queue_failed_table, '_vectorizer_q_failed_' || id)
-                       as queue_failed_table,
-                   disabled, ai._vectorizer_worker_config(config) as config,
-                   ai._vectorizer_content_hash(config) as content_hash,
-                   (config -> 'shadow' ->> 'version')::int as shadow_version
-            from ai.vectorizer where id = %s
-            """,
-            (vectorizer_id,),
-        )
-        row = await cursor.fetchone()
-    return Vectorizer.model_validate(row) if row else None
-
-
 class Breaker:
     """Per-vectorizer circuit breaker for vectorizer-level failures."""
 
-    def __init__(self, base: float, cap: float) -> None:
-        self._base, self._cap = base, cap
+    def __init__(self, backoff: Backoff) -> None:
+        self._backoff = backoff
         self.failures = 0
         self.open_until = 0.0
 
     def trip(self) -> float:
+        delay = self._backoff.delay(self.failures)
         self.failures += 1
-        delay = min(self._cap, self._base * 2 ** (self.failures - 1))
-        delay *= 0.8 + 0.4 * random.random()
         self.open_until = time.monotonic() + delay
         return delay
 
@@ -120,20 +99,16 @@ class VectorizerRunner:
         tracking: WorkerTracking,
         shutdown: asyncio.Event,
         budget: ConnectionBudget | None = None,
+        progress: Progress | None = None,
     ) -> None:
         self.vectorizer_id = vectorizer_id
         self._settings = settings
-        self._tracking = tracking
         self._shutdown = shutdown
-        self.wake = asyncio.Event()
-        self.breaker = Breaker(settings.breaker_base_seconds, settings.breaker_max_seconds)
+        self._wake = asyncio.Event()
+        self._breaker = Breaker(settings.breaker)
         self._components: _Components | None = None
-        self.last_error: Exception | None = None
         self.gone = False
-        self.chunks_written = 0
-        self.reuse = ReuseCounts()  # this drain's
-        self.reuse_total = ReuseCounts()  # since the worker started
-        self.progress: Progress | None = None
+        self.reporter = Reporter(vectorizer_id, tracking, progress)
         self._loaded: Vectorizer | None = None
         self._altered = False  # set by an executor whose batch met a newer config
         self._connections = _Connections(
@@ -146,8 +121,57 @@ class VectorizerRunner:
         self._budget = budget or ConnectionBudget(settings.max_connections)
         self.concurrency: AdaptiveConcurrency | None = None  # kept across drains: it learned
 
+    def wake(self) -> None:
+        """Something may be queued: drain at the next chance (a daemon's runner)."""
+        self._wake.set()
+
+    async def run(self, once: bool) -> Exception | None:
+        """Once: drains the queue until it is empty. Daemon: drains whenever woken, until the
+        worker shuts down or the vectorizer is dropped. Either way a lost database connection
+        is retried with backoff and a vectorizer-level failure is reported and trips the
+        breaker; returns the failure that ended the run (once mode, or exit-on-error), else
+        None."""
+        db_failures = 0
+        try:
+            while not self._shutdown.is_set() and not self.gone:
+                if not once:
+                    await self._wake.wait()
+                    self._wake.clear()
+                    if self._breaker.is_open:
+                        continue  # the poll interval's wake-ups probe again once it closes
+                try:
+                    await self.drain()
+                except psycopg.OperationalError as exc:
+                    db_failures += 1
+                    spent = db_failures > self._settings.db_retry_attempts
+                    give_up = once and (spent or self._shutdown.is_set())
+                    if give_up or not once:
+                        self.reporter.database_failed(exc)
+                    if give_up:
+                        return exc
+                    await self._sleep(self._settings.database_backoff.delay(db_failures))
+                    self._wake.set()
+                except Exception as exc:
+                    await self._failed(exc)
+                    if once or self._settings.should_exit_on_error:
+                        return exc
+                else:
+                    db_failures = 0
+                    if once:
+                        if self.reporter.progress is not None:
+                            self.reporter.progress.finished = True
+                        return None
+            return None
+        finally:
+            if not once:
+                await self.release_connections()  # it may be gone or cancelled for good
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._shutdown.wait(), seconds)
+
     async def _build(self, conn: psycopg.AsyncConnection) -> _Components | None:
-        vectorizer = await load_vectorizer(conn, self.vectorizer_id)
+        vectorizer = await catalog.load_vectorizer(conn, self.vectorizer_id)
         if vectorizer is None:
             self.gone = True
             return None
@@ -182,7 +206,7 @@ class VectorizerRunner:
 
     async def _drain_pass(self) -> int:
         async with self._connections.get() as conn:
-            if self._settings.once and not await _has_work(conn, self.vectorizer_id):
+            if self._settings.once and not await catalog.has_work(conn, self.vectorizer_id):
                 return await self._nothing_queued(conn)
             try:
                 components = await self._build(conn)
@@ -201,12 +225,13 @@ class VectorizerRunner:
             "running vectorizer",
             extra={"vectorizer_id": vectorizer.id, "concurrency": fixed or "adaptive"},
         )
-        if self.progress is not None:
-            self.progress.name = vectorizer.name
-            self.progress.total = await _pending_estimate(self._settings.db_url, vectorizer.id)
+        progress = self.reporter.progress
+        if progress is not None:
+            progress.name = vectorizer.name
+            async with await connect(self._settings.db_url, "vectorizer-worker-progress") as conn:
+                progress.total = await catalog.pending_estimate(conn, vectorizer.id)
         started = time.monotonic()
-        self.chunks_written = 0
-        self.reuse = ReuseCounts()
+        self.reporter.drain_started()
         self._budget.enter(vectorizer.id, fixed)
         try:
             items = await self._run_executors(components, fixed)
@@ -214,17 +239,17 @@ class VectorizerRunner:
             self._budget.leave(vectorizer.id)
         # a wake-up that found nothing to do is polling chatter, not news
         log.log(
-            logging.INFO if items or self.chunks_written else logging.DEBUG,
+            logging.INFO if items or self.reporter.chunks else logging.DEBUG,
             "finished processing vectorizer",
             extra={
                 "items": items,
-                "chunks": self.chunks_written,
+                "chunks": self.reporter.chunks,
                 "seconds": round(time.monotonic() - started, 3),
                 "vectorizer_id": vectorizer.id,
-                **self.reuse.fields(),
+                **self.reporter.reuse.fields(),
             },
         )
-        self.breaker.reset()
+        self._breaker.reset()
         # the vector index: once mode waits for its build, a daemon builds in the background
         await self.indexer.after_drain(vectorizer, wait=self._settings.once)
         return items
@@ -269,8 +294,7 @@ class VectorizerRunner:
             drain.running[slot] = asyncio.create_task(self._executor_loop(components, slot, drain))
 
     def _publish_level(self, vectorizer: Vectorizer, drain: _Drain) -> None:
-        telemetry.concurrency(vectorizer.name, drain.level)
-        self._tracking.record_concurrency(vectorizer.id, drain.level, drain.controller is not None)
+        self.reporter.concurrency(vectorizer, drain.level, adaptive=drain.controller is not None)
 
     def _adaptive(self, components: _Components) -> AdaptiveConcurrency:
         if self.concurrency is None:
@@ -282,7 +306,7 @@ class VectorizerRunner:
     async def _nothing_queued(self, conn: psycopg.AsyncConnection) -> int:
         """A once-run with an empty queue: no pipeline or embedder is built (nor their
         packages imported), only the vector index is checked, as after any drain."""
-        vectorizer = await load_vectorizer(conn, self.vectorizer_id)
+        vectorizer = await catalog.load_vectorizer(conn, self.vectorizer_id)
         if vectorizer is None:
             self.gone = True
         elif not vectorizer.disabled:
@@ -301,14 +325,14 @@ class VectorizerRunner:
             components.embedder,
             make_writer(vectorizer),
             build_queries(vectorizer),
-            self._settings.retry,
+            self._settings.row_retry,
         )
         done = 0
         full_batch = batch_size_for(vectorizer)
         async with self._connections.get() as conn:
             # a slot above the level stops between batches: the controller shrank the pool
             while not self._shutdown.is_set() and slot < drain.level:
-                if await _is_disabled(conn, vectorizer.id):
+                if await catalog.is_disabled(conn, vectorizer.id):
                     break
                 try:
                     with tracing.span("vectorizer.batch", vectorizer_id=vectorizer.id):
@@ -323,19 +347,7 @@ class VectorizerRunner:
                     self._altered = True
                     break
                 done += result.rows_done
-                self.chunks_written += result.chunks
-                telemetry.batch_committed(vectorizer.name, result.rows_done, result.chunks)
-                telemetry.skipped(vectorizer.name, "empty", result.empty)
-                telemetry.reused(vectorizer.name, result.reuse)
-                self.reuse.add(result.reuse)
-                self.reuse_total.add(result.reuse)
-                for _, error in result.failed:
-                    telemetry.failed(vectorizer.name, error.step, "row")
-                if self.progress is not None:
-                    self.progress.rows += result.rows_done + len(result.failed)
-                    self.progress.chunks += result.chunks
-                    self.progress.reused += result.reuse.same_row + result.reuse.other_row
-                await self._report(result)
+                await self.reporter.report(vectorizer, result)
                 self.indexer.poke(vectorizer)  # a queue that never empties still gets its index
                 # live changes are drained: a running re-embed may queue its next slice
                 if result.claimed == 0 and not await self._feed_reembed(conn, vectorizer):
@@ -360,51 +372,11 @@ class VectorizerRunner:
             self._altered = True  # the destination moved: reload before writing again
         return fed > 0
 
-    async def _report(self, result: BatchResult) -> None:
-        if result.rows_done:
-            self._tracking.record_success(result.rows_done)
-        # one error per failed key, counted the same way in the heartbeat and the progress row
-        for key, error in result.failed:
-            message = f"{error.step} failed for key {key}: {error.message}"
-            self._tracking.record_error(message)
-            await self._tracking.progress(self.vectorizer_id, 0, message)
-        if result.rows_done:
-            await self._tracking.progress(self.vectorizer_id, result.rows_done)
-        if result.reuse:
-            self._tracking.record_reuse(self.vectorizer_id, result.reuse)
-
-    async def record_vectorizer_error(self, exc: Exception) -> None:
-        """Once per breaker trip: an error row, progress and the heartbeat's count."""
-        self.last_error = exc
-        delay = self.breaker.trip()
-        loaded = self._loaded
-        provider = loaded.config.embedding.implementation if loaded else None
-        if isinstance(exc, VectorizerError):
-            reason = exc.reason
-            if exc.step == "embedding":
-                message, details = "embedding provider failed", {"provider": provider}
-            else:
-                message, details = "vectorizer failed with unexpected error", {}
-            details.update(error_reason=reason, step=exc.step)
-        else:
-            reason = f"{type(exc).__name__}: {exc}"
-            message, details = "vectorizer failed with unexpected error", {"error_reason": reason}
-        details["retry_in_seconds"] = round(delay, 1)
-        log.error(
-            "vectorizer %s failed (%s); backing off %.0fs: %s",
-            self.label,
-            message,
-            delay,
-            reason,
-            # a Python error we did not classify is a bug or a surprise: its traceback is the
-            # clue (a database error's message says it all, e.g. a vectorizer dropped mid-run)
-            exc_info=None if isinstance(exc, VectorizerError | psycopg.Error) else exc,
-        )
-        self._tracking.record_error(f"vectorizer {self.vectorizer_id}: {reason}")
-        label = loaded.name if loaded else str(self.vectorizer_id)
-        telemetry.failed(label, details.get("step", "config"), "vectorizer")
-        await self._tracking.vectorizer_error(self.vectorizer_id, message, details)
-        await self._tracking.progress(self.vectorizer_id, 0, reason)
+    async def _failed(self, exc: Exception) -> None:
+        """Once per breaker trip."""
+        delay = self._breaker.trip()
+        # the catalog row read last, for error rows, even when building the embedder failed
+        await self.reporter.vectorizer_failed(self._loaded, exc, delay, self.label)
 
     @property
     def label(self) -> str:
@@ -474,53 +446,3 @@ class _Connections:
         for conn in idle:
             with contextlib.suppress(Exception):
                 await conn.close()
-
-
-async def _pending_estimate(db_url: str, vectorizer_id: int) -> int:
-    async with await connect(db_url, "vectorizer-worker-progress") as conn:
-        cursor = await conn.execute(
-            "select v.queue_schema, v.queue_table from ai.vectorizer v where v.id = %s",
-            (vectorizer_id,),
-        )
-        row = await cursor.fetchone()
-        if row is None:
-            return 0
-        cursor = await conn.execute("select ai._vectorizer_count_rows(%s, %s)", row)
-        counted = await cursor.fetchone()
-    return int(counted[0] or 0) if counted else 0
-
-
-async def _has_work(conn: psycopg.AsyncConnection, vectorizer_id: int) -> bool:
-    """Whether the vectorizer's queue holds any row (one index probe, no count) or a re-embed
-    is running (its next slice is queued by a drain). True when in doubt: the normal path
-    then builds the pipeline and finds out."""
-    cursor = await conn.execute(
-        "select queue_schema, queue_table from ai.vectorizer where id = %s", (vectorizer_id,)
-    )
-    row = await cursor.fetchone()
-    if row is None:
-        return True  # gone: the normal path says so
-    try:
-        cursor = await conn.execute(
-            sql.SQL("select exists (select from {})").format(sql.Identifier(*row))
-        )
-        queued = await cursor.fetchone()
-        if queued and queued[0]:
-            return True
-        cursor = await conn.execute(
-            "select exists (select from ai._vectorizer_reembed"
-            " where vectorizer_id = %s and finished_at is null)",
-            (vectorizer_id,),
-        )
-        running = await cursor.fetchone()
-    except psycopg.DatabaseError:
-        return True  # a schema or a grant from before re-embeds: not this check's to judge
-    return bool(running and running[0])
-
-
-async def _is_disabled(conn: psycopg.AsyncConnection, vectorizer_id: int) -> bool:
-    cursor = await conn.execute(
-        "select disabled from ai.vectorizer where id = %s", (vectorizer_id,)
-    )
-    row = await cursor.fetchone()
-    return row is None or bool(row[0])

@@ -5,19 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from vectorizer import backoff
+from vectorizer.backoff import Backoff
 from vectorizer.concurrency import DEFAULT_MAX_CONNECTIONS
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Backoff for row-level failures: base, doubling per attempt, capped. (Here, not in
-    executor.py: settings are imported at start-up, the executor only when there is work.)"""
-
-    base_seconds: float = 180.0
-    max_seconds: float = 3600.0
-
-    def delay(self, attempts_so_far: int) -> float:
-        return min(self.max_seconds, self.base_seconds * (2 ** min(attempts_so_far, 30)))
 
 
 @dataclass
@@ -30,9 +20,9 @@ class WorkerSettings:
     once: bool = False
     poll_interval: float = 5.0
     exit_on_error: bool | None = None
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    breaker_base_seconds: float = 30.0
-    breaker_max_seconds: float = 600.0
+    row_retry: Backoff = backoff.ROW_RETRY  # a failed row's requeue delay
+    breaker: Backoff = backoff.BREAKER  # after a vectorizer-level failure
+    database_backoff: Backoff = backoff.DATABASE  # after a lost database connection
     # Grace for the batches in hand after SIGTERM; then they roll back (their keys stay queued).
     # Well under `docker stop`'s 10 s, so the final heartbeat is written before a SIGKILL.
     shutdown_timeout: float = 5.0

@@ -12,44 +12,12 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from vectorizer import __version__
+from vectorizer import catalog
+from vectorizer.version import __version__
 
 # A worker is alive while its last heartbeat is younger than this many expected intervals.
 STALE_AFTER_INTERVALS = 3
 STALE_SLACK = timedelta(seconds=30)
-
-VECTORIZER_QUERY = """
-select id, name, source_table, disabled, pending_items_estimate, failed_items,
-       oldest_pending_age, source_rows, embedded_rows, errors_last_hour,
-       last_error_at, last_error_message, last_success_at, empty_rows,
-       chunks_embedded, chunks_reused_same_row, chunks_reused_other_row, rows_unchanged,
-       tokens_saved, chunks_older_config, index_state,
-       config_version, reembed_keys_done, reembed_keys_total, reembed_eta
-from ai.vectorizer_status order by id
-"""
-
-WORKER_QUERY = """
-select id, version, started, last_heartbeat, expected_heartbeat_interval,
-       success_count, error_count, last_error_message, stopped_at, now() as now
-from ai.vectorizer_worker_process
-where last_heartbeat > now() - interval '1 day'
-order by last_heartbeat desc
-limit 20
-"""
-
-
-# executors per vectorizer over the workers that are alive and not stopped
-CONCURRENCY_QUERY = """
-select c.vectorizer_id, sum(c.executors)::int as executors, bool_or(c.adaptive) as adaptive
-from ai._vectorizer_worker_concurrency c
-join ai.vectorizer_worker_process w on w.id = c.worker_id
-where w.stopped_at is null
-  and w.last_heartbeat > now() - w.expected_heartbeat_interval * %s - %s
-group by c.vectorizer_id
-"""
-
-INTEGRITY_QUERY = "select orphan_keys, orphan_chunks, missing_rows from ai.vectorizer_integrity(%s)"
-REPAIR_QUERY = "select orphan_keys, orphan_chunks, queued_rows from ai.repair_vectorizer({})"
 
 
 @dataclass(frozen=True)
@@ -69,8 +37,8 @@ class SchemaTooOld(RuntimeError):
 def snapshot(conn: psycopg.Connection, check: bool = False) -> Snapshot:
     try:
         with conn.cursor(row_factory=dict_row) as cursor:
-            vectorizers = cursor.execute(VECTORIZER_QUERY).fetchall()
-            workers = cursor.execute(WORKER_QUERY).fetchall()
+            vectorizers = cursor.execute(catalog.VECTORIZER_STATUS).fetchall()
+            workers = cursor.execute(catalog.WORKERS).fetchall()
     except (psycopg.errors.UndefinedColumn, psycopg.errors.UndefinedFunction) as exc:
         raise SchemaTooOld(
             f"the ai schema in this database is older than vectorizer {__version__} "
@@ -82,7 +50,7 @@ def snapshot(conn: psycopg.Connection, check: bool = False) -> Snapshot:
 
 def _concurrency(conn: psycopg.Connection) -> dict[int, tuple[int, bool]]:
     try:
-        rows = conn.execute(CONCURRENCY_QUERY, (STALE_AFTER_INTERVALS, STALE_SLACK)).fetchall()
+        rows = conn.execute(catalog.CONCURRENCY, (STALE_AFTER_INTERVALS, STALE_SLACK)).fetchall()
     except (psycopg.errors.UndefinedTable, psycopg.errors.InsufficientPrivilege):
         return {}  # a schema from before this table, or a viewer without the grant
     return {row[0]: (row[1], row[2]) for row in rows}
@@ -97,7 +65,7 @@ def integrity_counts(
         try:
             with conn.cursor(row_factory=dict_row) as cursor:
                 counts[vectorizer_id] = (
-                    cursor.execute(INTEGRITY_QUERY, (vectorizer_id,)).fetchone() or "no answer"
+                    cursor.execute(catalog.INTEGRITY, (vectorizer_id,)).fetchone() or "no answer"
                 )
         except psycopg.Error as exc:
             counts[vectorizer_id] = " ".join(str(exc).split())
@@ -324,7 +292,7 @@ def show_status(db_url: str, out: TextIO, watch: float | None = None, check: boo
     with psycopg.connect(db_url, autocommit=True) as conn:
         while True:
             data = snapshot(conn, check)
-            now = conn.execute("select now()").fetchone()[0]  # type: ignore[index]
+            now = conn.execute(catalog.NOW).fetchone()[0]  # type: ignore[index]
             text = render(data, now)
             if watch:
                 out.write("\x1b[H\x1b[2J")  # clear the terminal between refreshes
@@ -339,14 +307,12 @@ def retry_failed(db_url: str, vectorizer: str) -> int:
     """Requeues the failed keys of a vectorizer (id or name); returns how many."""
     with psycopg.connect(db_url, autocommit=True) as conn:
         if vectorizer.isdigit():
-            exists = conn.execute(
-                "select 1 from ai.vectorizer where id = %s", (int(vectorizer),)
-            ).fetchone()
+            exists = conn.execute(catalog.VECTORIZER_EXISTS, (int(vectorizer),)).fetchone()
             if not exists:
                 raise LookupError(f"no vectorizer with id {vectorizer}")
-            row = conn.execute("select ai.retry_failed(%s::int4)", (int(vectorizer),)).fetchone()
+            row = conn.execute(catalog.RETRY_FAILED_BY_ID, (int(vectorizer),)).fetchone()
         else:
-            row = conn.execute("select ai.retry_failed(%s::text)", (vectorizer,)).fetchone()
+            row = conn.execute(catalog.RETRY_FAILED_BY_NAME, (vectorizer,)).fetchone()
             if row is None or row[0] is None:
                 raise LookupError(f"no vectorizer named {vectorizer!r}")
     assert row is not None
@@ -358,6 +324,6 @@ def repair(db_url: str, vectorizer: str) -> dict[str, int]:
     argument = sql.SQL("%s::int4" if vectorizer.isdigit() else "%s::text")
     value: int | str = int(vectorizer) if vectorizer.isdigit() else vectorizer
     with psycopg.connect(db_url, autocommit=True) as conn, conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(sql.SQL(REPAIR_QUERY).format(argument), (value,)).fetchone()
+        row = cur.execute(sql.SQL(catalog.REPAIR).format(argument), (value,)).fetchone()
     assert row is not None
     return {name: int(count) for name, count in row.items()}

@@ -7,7 +7,6 @@ tracking failure (database briefly unreachable) is logged and retried, never fat
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from datetime import timedelta
 from typing import Any
@@ -15,8 +14,9 @@ from uuid import UUID
 
 import psycopg
 
-from vectorizer import __version__
+from vectorizer import catalog
 from vectorizer.reuse import ReuseCounts
+from vectorizer.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class WorkerTracking:
                 conn = await self._connection()
                 try:
                     cursor = await conn.execute(query, params)
-                    return await cursor.fetchone()
+                    return await cursor.fetchone() if cursor.description else None
                 except psycopg.OperationalError:
                     await conn.close()
                     # A session lost while idle (server restart, idle timeout) fails only the
@@ -62,7 +62,7 @@ class WorkerTracking:
                         raise
 
     async def start(self) -> UUID:
-        row = await self._call("select ai._worker_start(%s, %s)", (__version__, self._interval))
+        row = await self._call(catalog.WORKER_START, (__version__, self._interval))
         self.worker_id = row[0]
         self._task = asyncio.create_task(self._beat_forever(), name="heartbeat")
         return self.worker_id
@@ -70,7 +70,7 @@ class WorkerTracking:
     def record_success(self, items: int) -> None:
         self._successes += items
 
-    def record_error(self, message: str) -> None:
+    def count_error(self, message: str) -> None:
         """Counts an error once, for the next heartbeat."""
         self._errors += 1
         self._last_error = message
@@ -80,7 +80,7 @@ class WorkerTracking:
         self._successes, self._errors, self._last_error = 0, 0, None
         try:
             await self._call(
-                "select ai._worker_heartbeat(%s, %s, %s, %s)",
+                catalog.WORKER_HEARTBEAT,
                 (self.worker_id, successes, errors, message),
             )
         except psycopg.Error:
@@ -105,7 +105,7 @@ class WorkerTracking:
     ) -> None:
         try:
             await self._call(
-                "select ai._worker_progress(%s, %s, %s, %s)",
+                catalog.WORKER_PROGRESS,
                 (self.worker_id, vectorizer_id, successes, error_message),
             )
         except psycopg.errors.ForeignKeyViolation:
@@ -123,7 +123,7 @@ class WorkerTracking:
         for index, (vectorizer_id, counts) in enumerate(pending):
             try:
                 await self._call(
-                    "select ai._vectorizer_record_reuse(%s, %s, %s, %s, %s, %s)",
+                    catalog.RECORD_REUSE,
                     (
                         vectorizer_id,
                         counts.embedded,
@@ -150,11 +150,7 @@ class WorkerTracking:
         for vectorizer_id, (executors, adaptive) in pending.items():
             try:
                 await self._call(
-                    "insert into ai._vectorizer_worker_concurrency"
-                    " (worker_id, vectorizer_id, executors, adaptive) values (%s, %s, %s, %s)"
-                    " on conflict (worker_id, vectorizer_id) do update set"
-                    " executors = excluded.executors, adaptive = excluded.adaptive,"
-                    " updated_at = now() returning vectorizer_id",
+                    catalog.WORKER_CONCURRENCY,
                     (self.worker_id, vectorizer_id, executors, adaptive),
                 )
                 self._concurrency_sent[vectorizer_id] = (executors, adaptive)
@@ -165,15 +161,13 @@ class WorkerTracking:
                     "could not record the concurrency of vectorizer %s: %s", vectorizer_id, exc
                 )
 
-    async def vectorizer_error(
-        self, vectorizer_id: int, message: str, details: dict[str, Any]
-    ) -> None:
-        """An error row for a failure that charged no row (written outside any batch)."""
+    async def error_row(self, vectorizer_id: int, message: str, details: str) -> None:
+        """An error row (details: JSON) for a failure that charged no row (written outside
+        any batch): see `reporting.error_row`."""
         try:
             await self._call(
-                "insert into ai._vectorizer_errors (id, message, details)"
-                " values (%s, %s, %s::jsonb) returning id",
-                (vectorizer_id, message, json.dumps(details, default=str)),
+                catalog.ERROR_ROW,
+                (vectorizer_id, message, details),
             )
         except psycopg.errors.ForeignKeyViolation:
             log.info("vectorizer %s was dropped; error not recorded", vectorizer_id)
@@ -183,7 +177,7 @@ class WorkerTracking:
     async def _mark_stopped(self) -> None:
         # `vectorizer status` then shows this worker as stopped, not stale (a dead one).
         try:
-            await self._call("select ai._worker_stop(%s)", (self.worker_id,))
+            await self._call(catalog.WORKER_STOP, (self.worker_id,))
         except psycopg.errors.UndefinedFunction:
             log.debug("the installed schema has no ai._worker_stop; run vectorizer install")
         except psycopg.Error as exc:

@@ -1,8 +1,9 @@
-"""The worker's main loop: discover vectorizers, run each one's executors, LISTEN, shut down.
+"""The worker's main loop: discover vectorizers, route notifications to their runners, shut
+down.
 
-Every vectorizer gets its own runner task, so vectorizers progress concurrently and one
-vectorizer's trouble (missing key, bad config, provider down) stays its own: the runner records
-the error once, backs off (a circuit breaker that probes again later) and the others go on.
+Every vectorizer gets its own runner task (`VectorizerRunner.run`), so vectorizers progress
+concurrently and one vectorizer's trouble (missing key, bad config, provider down, database
+lost) stays its own: the runner reports it, backs off and the others go on.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ from typing import Any
 
 import psycopg
 
+from vectorizer import catalog
 from vectorizer.concurrency import ConnectionBudget
 from vectorizer.observability import tracing
 from vectorizer.observability.metrics import MetricsServer
 from vectorizer.observability.progress import Progress, ProgressDisplay
 from vectorizer.observability.status_page import StatusPage
 from vectorizer.observability.telemetry import telemetry
+from vectorizer.reporting import one_line
 from vectorizer.runner import VectorizerRunner, connect
 from vectorizer.settings import WorkerSettings
 from vectorizer.tracking import WorkerTracking
@@ -45,12 +48,7 @@ def _version_tuple(version: str) -> tuple[int, ...]:
 
 
 async def check_schema(conn: psycopg.AsyncConnection) -> None:
-    row = await (
-        await conn.execute(
-            "select to_regclass('ai._vectorizer_lib_version') is not null,"
-            " to_regclass('ai.pgai_lib_version') is not null"
-        )
-    ).fetchone()
+    row = await (await conn.execute(catalog.SCHEMA_PRESENCE)).fetchone()
     assert row is not None
     ours, pgai = row
     if not ours:
@@ -73,10 +71,7 @@ async def check_schema(conn: psycopg.AsyncConnection) -> None:
 
 
 async def _installed_version(conn: psycopg.AsyncConnection) -> str | None:
-    cursor = await conn.execute(
-        "select version from ai._vectorizer_lib_version where name = 'vectorizer'"
-    )
-    row = await cursor.fetchone()
+    row = await (await conn.execute(catalog.INSTALLED_VERSION)).fetchone()
     return row[0] if row else None
 
 
@@ -91,7 +86,8 @@ class Worker:
         self._tracking = WorkerTracking(settings.db_url, timedelta(seconds=settings.poll_interval))
         self._metrics_server: MetricsServer | None = None
         self._progress: ProgressDisplay | None = None
-        self.errors: list[Exception] = []
+        # the failure that ended a runner (once mode, or a daemon with exit-on-error)
+        self.stop_error: Exception | None = None
         self._served: list[int] = []  # the vectorizers this worker runs: metrics, health, page
         self.setup_error: Exception | None = None
 
@@ -101,17 +97,17 @@ class Worker:
         self.shutdown.set()
         self._discover.set()
 
-    async def _selected_ids(self, conn: psycopg.AsyncConnection) -> list[int]:
+    async def _selected_ids(
+        self, conn: psycopg.AsyncConnection, all_ids: str = catalog.ALL_IDS
+    ) -> list[int]:
+        """The vectorizers named by -i; without -i those `all_ids` lists."""
         wanted = self.settings.vectorizer_ids
         if not wanted:
-            cursor = await conn.execute("select id from ai.vectorizer order by id")
+            cursor = await conn.execute(all_ids)
             return [row[0] for row in await cursor.fetchall()]
         ids = [int(w) for w in wanted if w.isdigit()]
         names = [w for w in wanted if not w.isdigit()]
-        cursor = await conn.execute(
-            "select id, name from ai.vectorizer where id = any(%s) or name = any(%s) order by id",
-            (ids, names),
-        )
+        cursor = await conn.execute(catalog.IDS_BY_ID_OR_NAME, (ids, names))
         found = await cursor.fetchall()
         got = {str(row[0]) for row in found} | {row[1] for row in found}
         missing = [w for w in wanted if w not in got]
@@ -164,7 +160,7 @@ class Worker:
                 log.error("%s", exc)
             except psycopg.OperationalError as exc:
                 self.setup_error = exc
-                log.error("unable to connect to database: %s", _one_line(exc))
+                log.error("unable to connect to database: %s", one_line(exc))
             if self.settings.once or self.settings.should_exit_on_error:
                 return None
             await self._sleep(self.settings.poll_interval)
@@ -204,32 +200,27 @@ class Worker:
         while True:
             try:
                 async with await connect(self.settings.db_url, "vectorizer-worker-metrics") as c:
-                    cursor = await c.execute(
-                        "select v.id, v.name,"
-                        " ai._vectorizer_count_rows(v.queue_schema, v.queue_table),"
-                        " ai._vectorizer_count_rows(v.queue_schema, v.queue_failed_table)"
-                        " from ai.vectorizer v where v.id = any(%s) and not v.disabled",
-                        (self._served,),
-                    )
+                    cursor = await c.execute(catalog.QUEUE_SIZES, (self._served,))
                     rows = await cursor.fetchall()
                 telemetry.queue_sizes(
                     {name: (p or 0, f or 0) for _, name, p, f in rows},
                     {vid: name for vid, name, _, _ in rows},
                 )
             except psycopg.Error as exc:
-                log.warning("could not read queue sizes: %s", _one_line(exc))
+                log.warning("could not read queue sizes: %s", one_line(exc))
             await asyncio.sleep(interval)
 
     def _runner(self, vectorizer_id: int) -> VectorizerRunner:
         runner = self._runners.get(vectorizer_id)
         if runner is None:
+            progress = None
+            if self._progress is not None:
+                progress = Progress(name=str(vectorizer_id))
+                self._progress.bars[vectorizer_id] = progress
             runner = VectorizerRunner(
-                vectorizer_id, self.settings, self._tracking, self.shutdown, self._budget
+                vectorizer_id, self.settings, self._tracking, self.shutdown, self._budget, progress
             )
             self._runners[vectorizer_id] = runner
-            if self._progress is not None:
-                runner.progress = Progress(name=str(vectorizer_id))
-                self._progress.bars[vectorizer_id] = runner.progress
         return runner
 
     async def _close_runners(self) -> None:
@@ -242,7 +233,11 @@ class Worker:
     async def _run_once(self, ids: list[int]) -> int:
         if not ids:
             log.warning("no vectorizers found")
-        drains = [asyncio.create_task(self._drain_once(i), name=f"vectorizer-{i}") for i in ids]
+        drains = [
+            asyncio.create_task(self._runner(i).run(once=True), name=f"vectorizer-{i}") for i in ids
+        ]
+        for drain in drains:
+            drain.add_done_callback(self._runner_done)
         await self._until_done_or_shutdown(drains)
         failed = [
             vectorizer_id
@@ -258,31 +253,12 @@ class Worker:
                 ", ".join(self._runners[i].label for i in failed),
             )
         for vectorizer_id in ids:
-            counts = self._runner(vectorizer_id).reuse_total
+            counts = self._runner(vectorizer_id).reporter.reuse_total
             log.info("once mode summary", extra={"vectorizer_id": vectorizer_id, **counts.fields()})
         log.info("once mode, exiting...")
         if failed and self.settings.should_exit_on_error:
             return 1
         return 0
-
-    async def _drain_once(self, vectorizer_id: int) -> Exception | None:
-        runner = self._runner(vectorizer_id)
-        for attempt in range(self.settings.db_retry_attempts + 1):
-            try:
-                await runner.drain()
-                if runner.progress is not None:
-                    runner.progress.finished = True
-                return None
-            except psycopg.OperationalError as exc:
-                if attempt == self.settings.db_retry_attempts or self.shutdown.is_set():
-                    log.error("unable to connect to database: %s", _one_line(exc))
-                    self._tracking.record_error(f"database error: {_one_line(exc)}")
-                    return exc
-                await self._sleep(min(30.0, 0.5 * 2**attempt))
-            except Exception as exc:
-                await runner.record_vectorizer_error(exc)
-                return exc
-        return None
 
     async def _until_done_or_shutdown(self, tasks: list[asyncio.Task[Exception | None]]) -> None:
         """Waits for `tasks`; once a shutdown is requested, only for the shutdown grace."""
@@ -307,13 +283,13 @@ class Worker:
                 try:
                     await self._sync_runners()
                 except psycopg.OperationalError as exc:
-                    log.error("unable to connect to database: %s", _one_line(exc))
+                    log.error("unable to connect to database: %s", one_line(exc))
                     if self.settings.should_exit_on_error:
                         return 1
                 except WorkerSetupError as exc:
                     # A vectorizer named by -i was dropped: the others keep their runners.
                     log.error("%s", exc)
-                    self._tracking.record_error(str(exc))
+                    self._tracking.count_error(str(exc))
                     if self.settings.should_exit_on_error:
                         return 1
                 exit_code = self._exit_code_if_failed()
@@ -323,7 +299,7 @@ class Worker:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._discover.wait(), self.settings.poll_interval)
                 for runner in self._runners.values():
-                    runner.wake.set()  # the poll interval is the fallback wake-up
+                    runner.wake()  # the poll interval is the fallback wake-up
         finally:
             self.shutdown.set()
             listener.cancel()
@@ -331,24 +307,17 @@ class Worker:
         return self._exit_code_if_failed() or 0
 
     def _exit_code_if_failed(self) -> int | None:
-        if self.errors and self.settings.should_exit_on_error:
-            return 1
-        return None
+        """1 once a runner stopped on a failure (it only does so with exit-on-error)."""
+        return 1 if self.stop_error is not None else None
+
+    def _runner_done(self, task: asyncio.Task[Exception | None]) -> None:
+        if not task.cancelled() and task.exception() is None:
+            self.stop_error = task.result() or self.stop_error
+        self._discover.set()  # ends the wait at once: exit, or start the runner again
 
     async def _sync_runners(self) -> None:
         async with await connect(self.settings.db_url, "vectorizer-worker") as conn:
-            ids = (
-                await self._selected_ids(conn)
-                if self.settings.vectorizer_ids
-                else [
-                    row[0]
-                    for row in await (
-                        await conn.execute(
-                            "select id from ai.vectorizer where not disabled order by id"
-                        )
-                    ).fetchall()
-                ]
-            )
+            ids = await self._selected_ids(conn, catalog.ENABLED_IDS)
         if not ids:
             log.warning("no vectorizers found")
         self._served = ids
@@ -356,43 +325,16 @@ class Worker:
             task = self._tasks.get(vectorizer_id)
             if task is None or task.done():
                 runner = self._runner(vectorizer_id)
-                runner.wake.set()
-                self._tasks[vectorizer_id] = asyncio.create_task(
-                    self._runner_loop(runner), name=f"vectorizer-{vectorizer_id}"
+                runner.wake()
+                task = asyncio.create_task(
+                    runner.run(once=False), name=f"vectorizer-{vectorizer_id}"
                 )
+                task.add_done_callback(self._runner_done)
+                self._tasks[vectorizer_id] = task
         for vectorizer_id, task in list(self._tasks.items()):
             if vectorizer_id not in ids:
                 task.cancel()
                 del self._tasks[vectorizer_id]
-
-    async def _runner_loop(self, runner: VectorizerRunner) -> None:
-        try:
-            await self._run_runner(runner)
-        finally:
-            await runner.release_connections()  # the runner may be gone or cancelled for good
-
-    async def _run_runner(self, runner: VectorizerRunner) -> None:
-        db_failures = 0
-        while not self.shutdown.is_set() and not runner.gone:
-            await runner.wake.wait()
-            runner.wake.clear()
-            if runner.breaker.is_open:
-                continue
-            try:
-                await runner.drain()
-                db_failures = 0
-            except psycopg.OperationalError as exc:
-                db_failures += 1
-                log.error("unable to connect to database: %s", _one_line(exc))
-                self._tracking.record_error(f"database error: {_one_line(exc)}")
-                await self._sleep(min(30.0, 0.5 * 2**db_failures))
-                runner.wake.set()
-            except Exception as exc:
-                await runner.record_vectorizer_error(exc)
-                self.errors.append(exc)
-                if self.settings.should_exit_on_error:
-                    self._discover.set()
-                    return
 
     async def _listen(self) -> None:
         failures = 0
@@ -407,8 +349,8 @@ class Worker:
                         self._on_notify(notify.payload)
             except psycopg.OperationalError as exc:
                 failures += 1
-                log.warning("LISTEN connection lost (%s); reconnecting", _one_line(exc))
-                await self._sleep(min(30.0, 0.5 * 2**failures))
+                log.warning("LISTEN connection lost (%s); reconnecting", one_line(exc))
+                await self._sleep(self.settings.database_backoff.delay(failures))
 
     def _on_notify(self, payload: str) -> None:
         try:
@@ -419,11 +361,11 @@ class Worker:
         if runner is None or vectorizer_id not in self._tasks:
             self._discover.set()  # a vectorizer we don't run yet
         else:
-            runner.wake.set()
+            runner.wake()
 
     async def _stop_runner_tasks(self) -> None:
         for runner in self._runners.values():
-            runner.wake.set()
+            runner.wake()
         await self._cancel_after_grace(set(self._tasks.values()))
 
     async def _cancel_after_grace(self, tasks: set[asyncio.Task[Any]]) -> None:
@@ -442,10 +384,6 @@ class Worker:
 
 def _as_ids(wanted: list[str]) -> list[int | str]:
     return [int(w) if w.isdigit() else w for w in wanted]
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
 
 
 async def run_worker(settings: WorkerSettings) -> int:

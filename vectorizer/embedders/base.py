@@ -25,41 +25,19 @@ import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
+from typing import Any, Protocol
 
-import numpy as np
-
-from vectorizer.embedders.ratelimit import RateLimiter, ThrottledError, shared_limiter
+from vectorizer import env
+from vectorizer.embedders.driver import EmbedCall
+from vectorizer.embedders.ratelimit import RateLimiter, shared_limiter
+from vectorizer.embedders.ratelimit import ThrottledError as ThrottledError  # for providers
+from vectorizer.embedders.results import BadInputError as BadInputError  # for providers
+from vectorizer.embedders.results import EmbedResult, Vectors
 from vectorizer.errors import VectorizerError
 from vectorizer.observability.logging import register_secret
 
 log = logging.getLogger(__name__)
-
-__all__ = [
-    "ApiKeyNotFoundError",
-    "BadInputError",
-    "EmbedResult",
-    "Embedder",
-    "RequestPolicy",
-    "ThrottledError",
-    "Vectors",
-    "env_limit",
-    "parse_retry_after",
-    "redact",
-    "resolve_api_key",
-]
-
-# What `_request` returns: an (n x d) float32 matrix, or n 1-D vectors when a server may hand
-# back vectors of different lengths (the driver then charges only the odd ones).
-Vectors = np.ndarray | Sequence[np.ndarray]
-
-
-class BadInputError(Exception):
-    """The provider rejected a request in a way one of its inputs may have caused (HTTP 400)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 class ApiKeyNotFoundError(VectorizerError):
@@ -75,90 +53,59 @@ class ApiKeyNotFoundError(VectorizerError):
         self.api_key_name = api_key_name
 
 
-@dataclass
-class EmbedResult:
-    """The outcome of one `Embedder.embed` call, in input order."""
-
-    vectors: list[np.ndarray | None]
-    errors: dict[int, str]
-    tokens: int
-    requests: int
+def _setting(variable: str, default: float) -> Any:
+    """A policy field that VECTORIZER_<variable> may override (see `RequestPolicy.from_env`)."""
+    return field(default=default, metadata={"env": f"VECTORIZER_{variable}"})
 
 
 @dataclass(frozen=True)
 class RequestPolicy:
     """How hard the driver pushes one provider: concurrency, timeouts and in-place retries."""
 
-    max_concurrent_requests: int = 4
+    max_concurrent_requests: int = _setting("MAX_CONCURRENT_REQUESTS", 4)
     # An outage (5xx, timeouts, resets) is retried in place for at most this many tries or
     # seconds, whichever comes first; then it is the vectorizer's error (nothing charged, the
     # breaker backs off), so a dead provider neither holds a batch open nor stalls a once-run.
-    retry_budget: float = 30.0
-    transient_attempts: int = 5
+    retry_budget: float = _setting("TRANSIENT_RETRY_BUDGET", 30.0)
+    transient_attempts: int = _setting("TRANSIENT_MAX_ATTEMPTS", 5)
     # 429s only slow the worker down; a quota that never recovers still ends after this long.
-    throttle_budget: float = 300.0
+    throttle_budget: float = _setting("THROTTLE_RETRY_BUDGET", 300.0)
     max_wait: float = 60.0
     base_wait: float = 1.0
-    request_timeout: float = 120.0
+    request_timeout: float = _setting("REQUEST_TIMEOUT", 120.0)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> RequestPolicy:
-        env = os.environ if environ is None else environ
-        defaults = cls()
-        return cls(
-            max_concurrent_requests=int(
-                _env_number(
-                    env, "VECTORIZER_MAX_CONCURRENT_REQUESTS", defaults.max_concurrent_requests
-                )
-            ),
-            retry_budget=_env_number(
-                env, "VECTORIZER_TRANSIENT_RETRY_BUDGET", defaults.retry_budget
-            ),
-            transient_attempts=env_limit(
-                ["VECTORIZER_TRANSIENT_MAX_ATTEMPTS"], defaults.transient_attempts, env
-            ),
-            throttle_budget=_env_number(
-                env, "VECTORIZER_THROTTLE_RETRY_BUDGET", defaults.throttle_budget
-            ),
-            request_timeout=_env_number(
-                env, "VECTORIZER_REQUEST_TIMEOUT", defaults.request_timeout
-            ),
-        )
+        """The defaults, each overridden by its VECTORIZER_* variable when set to a positive
+        number (a whole one for counts); anything else is logged and ignored (`env`)."""
+        values: dict[str, Any] = {}
+        for setting in fields(cls):
+            variable = setting.metadata.get("env")
+            if variable is None:
+                continue
+            if isinstance(setting.default, int):
+                found: float | None = env.positive_int([variable], environ)
+            else:
+                found = env.positive_number(variable, environ)
+            if found is not None:
+                values[setting.name] = found
+        return cls(**values)
 
 
 def env_limit(names: Sequence[str], default: int, environ: Mapping[str, str] | None = None) -> int:
-    """The first of `names` set in the environment, as a positive whole number, else `default`.
-
-    Several names let our variable and pgai's spelling of the same setting both work.
-    """
-    env = os.environ if environ is None else environ
-    for name in names:
-        raw = env.get(name, "").strip()
-        if not raw:
-            continue
-        try:
-            value = int(raw)
-        except ValueError:
-            value = 0
-        if value >= 1:
-            return value
-        log.warning("ignoring %s=%r: expected a positive whole number", name, raw)
-    return default
+    """The first of `names` set in the environment, as a positive whole number, else `default`."""
+    found = env.positive_int(names, environ)
+    return default if found is None else found
 
 
-def _env_number(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value <= 0:
-        # A typo in one setting should not stop the worker; say so and carry on.
-        log.warning("ignoring %s=%r: expected a positive number, using %s", name, raw, default)
-        return default
-    return value
+class ModelConfig(Protocol):
+    """What every embedding config has (config.py's `*Embedding` classes)."""
+
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def dimensions(self) -> int: ...
 
 
 class Embedder(ABC):
@@ -175,9 +122,18 @@ class Embedder(ABC):
     # requests.
     lazy_imports: tuple[str, ...] = ()
 
-    def __init__(self, *, model: str, dimensions: int, policy: RequestPolicy | None = None) -> None:
-        self.model = model
-        self.dimensions = dimensions
+    def __init__(
+        self,
+        config: ModelConfig,
+        *,
+        api_key: str | None = None,
+        policy: RequestPolicy | None = None,
+    ) -> None:
+        """`api_key` overrides the one the config names; `policy` the environment's."""
+        self._config = config
+        self._api_key = api_key
+        self.model = config.model
+        self.dimensions = config.dimensions
         self.policy = policy or RequestPolicy.from_env()
         self._secrets: tuple[str, ...] = ()
         # Unshared and unlimited until `_setup` knows the key and endpoint (`use_limiter`).
@@ -186,6 +142,11 @@ class Embedder(ABC):
         self._setup_lock = asyncio.Lock()
         # told of every 429 and transient failure (the adaptive concurrency backs off)
         self.on_pushback: Callable[[str], None] | None = None
+        self._configure()
+
+    def _configure(self) -> None:
+        """The provider's own state, derived from `self._config` (no I/O: that is `_setup`)."""
+        return  # a provider without state of its own has nothing to derive
 
     def __repr__(self) -> str:
         # Never include keys or clients here: reprs end up in logs and tracebacks.
@@ -206,9 +167,6 @@ class Embedder(ABC):
         if not texts:
             return EmbedResult(vectors=[], errors={}, tokens=0, requests=0)
         await self.setup()
-        # Imported here: the driver imports this module, and only embedding needs it.
-        from vectorizer.embedders.driver import EmbedCall
-
         return await EmbedCall(self, texts).run()
 
     async def aclose(self) -> None:

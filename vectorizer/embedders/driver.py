@@ -13,20 +13,19 @@ import logging
 import random
 import time
 from collections.abc import Coroutine, Iterable, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 
-from vectorizer.embedders.base import (
-    BadInputError,
-    Embedder,
-    EmbedResult,
-    ThrottledError,
-    Vectors,
-)
+from vectorizer.backoff import Backoff
 from vectorizer.embedders.batching import pack
+from vectorizer.embedders.ratelimit import ThrottledError
+from vectorizer.embedders.results import BadInputError, EmbedResult, Vectors
 from vectorizer.errors import TransientError, VectorizerError
 from vectorizer.observability import tracing
+
+if TYPE_CHECKING:  # the provider base class imports this module to run its calls
+    from vectorizer.embedders.base import Embedder
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +45,7 @@ def backoff_delay(
     """
     if retry_after is not None:
         return min(max(retry_after, 0.0), cap)
-    ceiling = min(cap, base * 2 ** min(attempt, 32))
-    return (rng or random).uniform(0.0, ceiling)
+    return Backoff(base, cap, "full").delay(attempt, rng)
 
 
 class EmbedCall:
@@ -213,7 +211,10 @@ class _Retries:
     def __init__(self, embedder: Embedder) -> None:
         self._embedder = embedder
         self._started = time.monotonic()
-        self.attempts = 0
+        self.attempts = 0  # every try so far
+        # only outages count towards the outage budget: 429s between them slow the request
+        # down but say nothing about the provider being gone (a storm of both gave up early)
+        self.failures = 0
 
     def throttled(self, exc: ThrottledError) -> None:
         self.attempts += 1
@@ -224,11 +225,12 @@ class _Retries:
         """Seconds to wait before the next try; raises VectorizerError past the budget."""
         policy = self._embedder.policy
         self.attempts += 1
+        self.failures += 1
         remaining = policy.retry_budget - (time.monotonic() - self._started)
-        if self.attempts >= policy.transient_attempts or remaining <= 0:
+        if self.failures >= policy.transient_attempts or remaining <= 0:
             self._give_up(exc)
         wait = backoff_delay(
-            self.attempts - 1, exc.retry_after, base=policy.base_wait, cap=policy.max_wait
+            self.failures - 1, exc.retry_after, base=policy.base_wait, cap=policy.max_wait
         )
         wait = min(wait, remaining)
         log.info(

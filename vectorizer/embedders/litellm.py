@@ -32,7 +32,6 @@ from vectorizer.config import LiteLLMEmbedding
 from vectorizer.embedders.base import (
     BadInputError,
     Embedder,
-    RequestPolicy,
     ThrottledError,
     Vectors,
     env_limit,
@@ -84,16 +83,10 @@ class LiteLLMEmbedder(Embedder):
     provider = "litellm"
     lazy_imports = ("litellm", "tokenizers", "huggingface_hub")
 
-    def __init__(
-        self,
-        config: LiteLLMEmbedding,
-        *,
-        api_key: str | None = None,
-        policy: RequestPolicy | None = None,
-    ) -> None:
-        super().__init__(model=config.model, dimensions=config.dimensions, policy=policy)
-        self._config = config
-        self._api_key = api_key
+    _config: LiteLLMEmbedding
+
+    def _configure(self) -> None:
+        config = self._config
         self.llm_provider = ""
         self._model_name = config.model
         self._tokenizer_repo: str | None = None

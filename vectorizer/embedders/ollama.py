@@ -34,7 +34,6 @@ from vectorizer.config import OllamaEmbedding
 from vectorizer.embedders.base import (
     BadInputError,
     Embedder,
-    RequestPolicy,
     ThrottledError,
     env_limit,
 )
@@ -65,15 +64,10 @@ _TOO_LONG = re.compile(r"(context|input) length|too long", re.IGNORECASE)
 class OllamaEmbedder(Embedder):
     provider = "ollama"
 
-    def __init__(
-        self,
-        config: OllamaEmbedding,
-        *,
-        api_key: str | None = None,
-        policy: RequestPolicy | None = None,
-    ) -> None:
-        super().__init__(model=config.model, dimensions=config.dimensions, policy=policy)
-        self._config = config
+    _config: OllamaEmbedding
+
+    def _configure(self) -> None:
+        config = self._config
         self.max_inputs_per_request = env_limit(MAX_INPUTS_ENV, DEFAULT_MAX_INPUTS_PER_REQUEST)
         self.host = config.base_url or os.environ.get("OLLAMA_HOST") or DEFAULT_HOST
         self._truncates = config.truncate is not False

@@ -26,7 +26,6 @@ from vectorizer.config import OpenAIEmbedding
 from vectorizer.embedders.base import (
     BadInputError,
     Embedder,
-    RequestPolicy,
     ThrottledError,
     parse_retry_after,
     redact,
@@ -54,18 +53,12 @@ class OpenAIEmbedder(Embedder):
     max_inputs_per_request = MAX_INPUTS_PER_REQUEST
     max_tokens_per_request = MAX_TOKENS_PER_REQUEST
 
-    def __init__(
-        self,
-        config: OpenAIEmbedding,
-        *,
-        api_key: str | None = None,
-        policy: RequestPolicy | None = None,
-    ) -> None:
-        super().__init__(model=config.model, dimensions=config.dimensions, policy=policy)
+    _config: OpenAIEmbedding
+
+    def _configure(self) -> None:
+        config = self._config
         if config.model == ADA_002 and config.dimensions != 1536:
             raise VectorizerError("dimensions must be 1536 for text-embedding-ada-002")
-        self._config = config
-        self._api_key = api_key
         self._options = request_options(config)
         self._truncates = config.model in NATIVE_MODELS
         self._client: openai.AsyncOpenAI | None = None

@@ -41,6 +41,8 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+from vectorizer import env
+from vectorizer.backoff import Backoff
 from vectorizer.errors import TransientError
 
 log = logging.getLogger(__name__)
@@ -53,9 +55,9 @@ STATIC_BURST_SECONDS = 1.0
 # a little later and less evenly than we release them (scheduling, network), and a budget
 # run at exactly the provider's limit turns that jitter into 429s.
 STATIC_SAFETY = 0.9
-# Backoff after a 429 that names no wait: base * 2**(streak-1), equal jitter, capped.
-BACKOFF_BASE = 1.0
-BACKOFF_CAP = 60.0
+# Backoff after a 429 that names no wait: 1 s * 2**(streak-1), equal jitter, at most 60 s.
+THROTTLE_BACKOFF = Backoff(1.0, 60.0, "equal")
+BACKOFF_CAP = THROTTLE_BACKOFF.cap
 # A provider's Retry-After is honoured up to this long; anything longer is most likely a
 # quota problem, and the driver's retry budget turns it into a vectorizer-level error.
 MAX_PAUSE = 120.0
@@ -384,8 +386,7 @@ class RateLimiter:
             if retry_after is not None:
                 pause = min(max(retry_after, 0.0), MAX_PAUSE)
             else:
-                ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** min(self._streak - 1, 16))
-                pause = ceiling / 2 + self._rng.uniform(0.0, ceiling / 2)
+                pause = THROTTLE_BACKOFF.delay(self._streak - 1, self._rng)
             self._paused_until = max(self._paused_until, now + pause)
             if new_event:
                 observed = self._observed_rate(now)
@@ -475,17 +476,8 @@ def static_budgets(
 
 
 def _budget(environ: Mapping[str, str], name: str) -> Budget | None:
-    raw = environ.get(name, "").strip()
-    if not raw:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value <= 0:
-        log.warning("ignoring %s=%r: expected a positive number per minute", name, raw)
-        return None
-    return Budget(value)
+    value = env.positive_number(name, environ, " per minute")
+    return None if value is None else Budget(value)
 
 
 def _fingerprint(api_key: str | None) -> str:

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from vectorizer.config import SentenceTransformersEmbedding
-from vectorizer.embedders.base import BadInputError, Embedder, RequestPolicy
+from vectorizer.embedders.base import BadInputError, Embedder
 from vectorizer.errors import TransientError, VectorizerError
 
 if TYPE_CHECKING:
@@ -286,15 +286,10 @@ class SentenceTransformersEmbedder(Embedder):
     # the model loads in a thread; the hub client it imports must not be half-made meanwhile
     lazy_imports = ("sentence_transformers",)
 
-    def __init__(
-        self,
-        config: SentenceTransformersEmbedding,
-        *,
-        api_key: str | None = None,
-        policy: RequestPolicy | None = None,
-    ) -> None:
-        super().__init__(model=config.model, dimensions=config.dimensions, policy=policy)
-        self._config = config
+    _config: SentenceTransformersEmbedding
+
+    def _configure(self) -> None:
+        config = self._config
         self.batch_size = max(config.batch_size, 1)
         self.max_inputs_per_request = self.batch_size * BATCHES_PER_REQUEST
         self.local: LocalModel | None = None

@@ -30,7 +30,6 @@ from vectorizer.config import VoyageAIEmbedding
 from vectorizer.embedders.base import (
     BadInputError,
     Embedder,
-    RequestPolicy,
     ThrottledError,
     Vectors,
     parse_retry_after,
@@ -86,16 +85,10 @@ class VoyageAIEmbedder(Embedder):
     lazy_imports = ("tokenizers", "huggingface_hub")  # the tokenizer loads in a thread
     max_inputs_per_request = MAX_INPUTS_PER_REQUEST
 
-    def __init__(
-        self,
-        config: VoyageAIEmbedding,
-        *,
-        api_key: str | None = None,
-        policy: RequestPolicy | None = None,
-    ) -> None:
-        super().__init__(model=config.model, dimensions=config.dimensions, policy=policy)
-        self._config = config
-        self._api_key = api_key
+    _config: VoyageAIEmbedding
+
+    def _configure(self) -> None:
+        config = self._config
         self.max_tokens_per_request = max_tokens_per_request(config.model)
         self.context_tokens = context_tokens(config.model)
         self.tokenizer_repo = f"voyageai/{config.model}"

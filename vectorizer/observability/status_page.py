@@ -15,6 +15,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from importlib import resources
@@ -22,13 +23,13 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
-from psycopg import sql
 from psycopg.rows import dict_row
 
-from vectorizer import __version__
+from vectorizer import catalog
 from vectorizer.observability.history import RateHistory
 from vectorizer.observability.logging import redact
 from vectorizer.observability.metrics import Health, Response, Route
+from vectorizer.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -42,39 +43,21 @@ CACHE_SECONDS = 1.0
 DB_SHARE_INVERSE = 10
 MAX_CACHE_SECONDS = 10.0  # never staler than this, however slow the view
 
-STATUS_QUERY = sql.SQL("select * from ai.vectorizer_status where id = any(%s) order by id")
-ERRORS_QUERY = sql.SQL(
-    """
-    select e.id, v.name, e.message, e.recorded,
-           e.details ->> 'step' as step, e.details -> 'pk' as key,
-           e.details ->> 'error_reason' as reason, e.details ->> 'provider' as provider,
-           e.details ->> 'attempts' as attempts
-    from ai._vectorizer_errors e left join ai.vectorizer v on v.id = e.id
-    where e.id = any(%s)
-    order by e.recorded desc
-    limit %s
-    """
-)
 
-
+@dataclass(eq=False)  # identity, as any service object
 class StatusPage:
-    def __init__(
-        self,
-        db_url: str,
-        served: Callable[[], list[int]],
-        health: Health,
-        history: RateHistory,
-        worker_id: Callable[[], UUID | None],
-    ) -> None:
-        self._db_url = db_url
-        self._served = served
-        self._health = health
-        self._history = history
-        self._worker_id = worker_id
-        self._lock = asyncio.Lock()
-        # (when read, seconds it took, served ids, vectorizer rows, error rows, database error)
-        self._read_cache: tuple[float, float, list[int], list[Any], list[Any], str | None] | None
-        self._read_cache = None
+    """The worker's status page and its JSON, for the vectorizers it serves."""
+
+    db_url: str
+    served: Callable[[], list[int]]
+    health: Health
+    history: RateHistory
+    worker_id: Callable[[], UUID | None]
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
+    # (when read, seconds it took, served ids, vectorizer rows, error rows, database error)
+    _read_cache: tuple[float, float, list[int], list[Any], list[Any], str | None] | None = field(
+        default=None, init=False
+    )
 
     def routes(self) -> dict[str, Route]:
         return {"/": self.page, "/index.html": self.page, "/status.json": self.status_json}
@@ -86,28 +69,28 @@ class StatusPage:
         return "200 OK", "application/json", json.dumps(await self.snapshot()).encode()
 
     async def snapshot(self) -> dict[str, Any]:
-        served = sorted(self._served())
+        served = sorted(self.served())
         async with self._lock:
             vectorizers, errors, database_error = await self._database_part(served)
         vectorizers = [dict(row) for row in vectorizers]  # the cached rows stay as read
-        health = self._health.report()
+        health = self.health.report()
         for row in vectorizers:
             row["state"] = health["vectorizers"].get(row["name"], {}).get("state", "unknown")
         names = [row["name"] for row in vectorizers]
-        worker_id = self._worker_id()
+        worker_id = self.worker_id()
         return {
             "generated_at": datetime.now().astimezone().isoformat(),
             "worker": {
                 "id": str(worker_id) if worker_id else None,
                 "version": __version__,
-                "uptime_seconds": round(time.monotonic() - self._health.started),
+                "uptime_seconds": round(time.monotonic() - self.health.started),
                 "serves": served,
                 "health": health,
             },
             "database_error": database_error,
             "vectorizers": vectorizers,
             "errors": errors,
-            "throughput": self._history.series(names),
+            "throughput": self.history.series(names),
         }
 
     async def _database_part(
@@ -134,13 +117,13 @@ class StatusPage:
     async def _read(self, served: list[int]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         async with (
             await psycopg.AsyncConnection.connect(
-                self._db_url, autocommit=True, application_name="vectorizer-worker-status-page"
+                self.db_url, autocommit=True, application_name="vectorizer-worker-status-page"
             ) as conn,
             conn.cursor(row_factory=dict_row) as cursor,
         ):
-            await cursor.execute(STATUS_QUERY, (served,))
+            await cursor.execute(catalog.PAGE_VECTORIZERS, (served,))
             vectorizers = [_plain(row) for row in await cursor.fetchall()]
-            await cursor.execute(ERRORS_QUERY, (served, ERROR_ROWS))
+            await cursor.execute(catalog.PAGE_ERRORS, (served, ERROR_ROWS))
             errors = [_plain(row) for row in await cursor.fetchall()]
         return vectorizers, errors
 

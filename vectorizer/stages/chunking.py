@@ -20,6 +20,7 @@ from vectorizer.config import (
     RecursiveTokenSplitter,
 )
 from vectorizer.errors import VectorizerError
+from vectorizer.registry import Registry
 from vectorizer.stages.chunks import Chunk, locate
 from vectorizer.stages.markdown_chunking import MarkdownChunker
 from vectorizer.stages.token_chunking import TokenSplitter
@@ -37,15 +38,7 @@ def make_chunker(config: Chunking, counter: TokenCounter | None = None) -> Chunk
     raises VectorizerError now, rather than failing every row later. Token-measured configs
     need the `counter` of the model's tokenizer (vectorizer.stages.token_counting).
     """
-    if isinstance(config, (RecursiveTokenSplitter, MarkdownSplitter)):
-        return _token_chunker(config, _required(counter))
-    factory = _CHUNKERS.get(type(config))
-    if factory is None:
-        raise VectorizerError(
-            f"chunking implementation {config.implementation!r} is not supported",
-            step="chunking",
-        )
-    return factory(config)
+    return _CHUNKERS.build(config, counter)
 
 
 def make_chunk_placer(config: Chunking, counter: TokenCounter | None = None) -> ChunkPlacer:
@@ -54,7 +47,7 @@ def make_chunk_placer(config: Chunking, counter: TokenCounter | None = None) -> 
     The character splitters keep pgai's exact boundaries; their chunks are located afterwards.
     """
     if isinstance(config, (RecursiveTokenSplitter, MarkdownSplitter)):
-        return _token_chunker(config, _required(counter)).chunks
+        return _token_chunker(config, counter).chunks
     split = make_chunker(config)
 
     def placed(text: str) -> list[Chunk]:
@@ -64,13 +57,14 @@ def make_chunk_placer(config: Chunking, counter: TokenCounter | None = None) -> 
 
 
 def _token_chunker(
-    config: RecursiveTokenSplitter | MarkdownSplitter, counter: TokenCounter
+    config: RecursiveTokenSplitter | MarkdownSplitter, counter: TokenCounter | None
 ) -> TokenSplitter | MarkdownChunker:
+    counted = _required(counter)
     if isinstance(config, MarkdownSplitter):
         return MarkdownChunker(
-            counter, config.chunk_tokens, config.overlap_tokens, config.heading_levels
+            counted, config.chunk_tokens, config.overlap_tokens, config.heading_levels
         )
-    return TokenSplitter(counter, config.chunk_tokens, config.overlap_tokens, config.separators)
+    return TokenSplitter(counted, config.chunk_tokens, config.overlap_tokens, config.separators)
 
 
 def _required(counter: TokenCounter | None) -> TokenCounter:
@@ -81,7 +75,7 @@ def _required(counter: TokenCounter | None) -> TokenCounter:
     return counter
 
 
-def _no_chunking(config: NoChunking) -> Chunker:
+def _no_chunking(config: NoChunking, counter: TokenCounter | None) -> Chunker:
     return _whole_text
 
 
@@ -92,31 +86,25 @@ def _whole_text(text: str) -> list[str]:
     return [text]
 
 
-def _character_splitter(config: CharacterTextSplitter) -> Chunker:
+def _langchain_splitter(
+    config: CharacterTextSplitter | RecursiveCharacterTextSplitter, counter: TokenCounter | None
+) -> Chunker:
     # Imported here: LangChain takes a noticeable time to import and only chunking needs it.
-    from langchain_text_splitters import CharacterTextSplitter as Splitter
+    import langchain_text_splitters as splitters
 
+    if isinstance(config, CharacterTextSplitter):
+        splitter_class: Any = splitters.CharacterTextSplitter
+        options: dict[str, Any] = {"separator": config.separator}
+        patterns = [config.separator]
+    else:
+        splitter_class = splitters.RecursiveCharacterTextSplitter
+        options, patterns = {"separators": config.separators}, config.separators
     if config.is_separator_regex:
-        _check_regex(config.separator)
+        for pattern in patterns:
+            _check_regex(pattern)
     splitter = _build(
-        Splitter,
-        separator=config.separator,
-        chunk_size=config.chunk_size,
-        chunk_overlap=config.chunk_overlap,
-        is_separator_regex=config.is_separator_regex,
-    )
-    return splitter.split_text
-
-
-def _recursive_splitter(config: RecursiveCharacterTextSplitter) -> Chunker:
-    from langchain_text_splitters import RecursiveCharacterTextSplitter as Splitter
-
-    if config.is_separator_regex:
-        for separator in config.separators:
-            _check_regex(separator)
-    splitter = _build(
-        Splitter,
-        separators=config.separators,
+        splitter_class,
+        **options,
         chunk_size=config.chunk_size,
         chunk_overlap=config.chunk_overlap,
         is_separator_regex=config.is_separator_regex,
@@ -141,8 +129,14 @@ def _check_regex(pattern: str) -> None:
         ) from exc
 
 
-_CHUNKERS: dict[type, Callable[[Any], Chunker]] = {
-    NoChunking: _no_chunking,
-    CharacterTextSplitter: _character_splitter,
-    RecursiveCharacterTextSplitter: _recursive_splitter,
-}
+# One line per implementation; each factory takes (config, the model's token counter).
+_CHUNKERS: Registry[Callable[[Any, TokenCounter | None], Chunker]] = Registry(
+    "chunking",
+    {
+        NoChunking: _no_chunking,
+        CharacterTextSplitter: _langchain_splitter,
+        RecursiveCharacterTextSplitter: _langchain_splitter,
+        RecursiveTokenSplitter: _token_chunker,
+        MarkdownSplitter: _token_chunker,
+    },
+)

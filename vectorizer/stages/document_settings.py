@@ -7,10 +7,10 @@ malformed value is a VectorizerError: every document row of the vectorizer would
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
+from vectorizer import env
 from vectorizer.errors import VectorizerError
 
 MAX_DOCUMENT_BYTES_ENV = "VECTORIZER_MAX_DOCUMENT_BYTES"
@@ -44,7 +44,7 @@ _SIZE_UNITS = {
 
 def max_document_bytes() -> int:
     """Largest document the loader reads; bytes, or with a unit (`50MiB`, `1GB`)."""
-    raw = _raw(MAX_DOCUMENT_BYTES_ENV)
+    raw = env.raw(MAX_DOCUMENT_BYTES_ENV)
     if raw is None:
         return DEFAULT_MAX_DOCUMENT_BYTES
     match = _SIZE.match(raw)
@@ -67,7 +67,7 @@ def parse_timeout() -> float:
 
 def parse_workers() -> int:
     """How many parser processes may run at once."""
-    raw = _raw(PARSE_WORKERS_ENV)
+    raw = env.raw(PARSE_WORKERS_ENV)
     if raw is None:
         return DEFAULT_PARSE_WORKERS
     if not raw.isdigit() or int(raw) < 1:
@@ -77,7 +77,7 @@ def parse_workers() -> int:
 
 def docling_cache_dir() -> Path:
     """Where docling's models live (filled by `vectorizer download-models`)."""
-    return Path(_raw(DOCLING_CACHE_DIR_ENV) or DEFAULT_DOCLING_CACHE_DIR).expanduser()
+    return Path(env.raw(DOCLING_CACHE_DIR_ENV) or DEFAULT_DOCLING_CACHE_DIR).expanduser()
 
 
 def describe_size(size: int) -> str:
@@ -89,13 +89,8 @@ def describe_size(size: int) -> str:
     return f"{size} bytes"
 
 
-def _raw(name: str) -> str | None:
-    value = os.environ.get(name, "").strip()
-    return value or None
-
-
 def _seconds(name: str, default: float, step: str) -> float:
-    raw = _raw(name)
+    raw = env.raw(name)
     if raw is None:
         return default
     try:

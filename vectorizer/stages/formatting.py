@@ -12,6 +12,7 @@ from typing import Any
 
 from vectorizer.config import ChunkValue, Formatting, PythonTemplate
 from vectorizer.errors import VectorizerError
+from vectorizer.registry import Registry
 
 Formatter = Callable[[str, Mapping[str, Any]], str]
 
@@ -24,13 +25,7 @@ _IDENTITY_TEMPLATES = frozenset({"$chunk", "${chunk}"})
 
 def make_formatter(config: Formatting) -> Formatter:
     """The format function for a vectorizer's `formatting` config, reusable across rows."""
-    factory = _FORMATTERS.get(type(config))
-    if factory is None:
-        raise VectorizerError(
-            f"formatting implementation {config.implementation!r} is not supported",
-            step="formatting",
-        )
-    return factory(config)
+    return _FORMATTERS.build(config)
 
 
 # Per-chunk names a python_template may use besides `$chunk` and the row's columns.
@@ -101,7 +96,6 @@ class _TemplateFormatter:
             ) from None
 
 
-_FORMATTERS: dict[type, Callable[[Any], Formatter]] = {
-    ChunkValue: _chunk_value,
-    PythonTemplate: _python_template,
-}
+_FORMATTERS: Registry[Callable[[Any], Formatter]] = Registry(
+    "formatting", {ChunkValue: _chunk_value, PythonTemplate: _python_template}
+)

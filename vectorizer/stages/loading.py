@@ -7,33 +7,15 @@ but shares the interface so the pipeline treats every loader alike.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from vectorizer.config import ColumnLoading, Loading, UriLoading
 from vectorizer.errors import RowError, VectorizerError
+from vectorizer.registry import Registry
 from vectorizer.stages.filetypes import guess_file_type
+from vectorizer.stages.payload import Document, Loader, Payload
 
-
-@dataclass(frozen=True, slots=True)
-class Document:
-    """Raw bytes of a document plus what we know about them, handed from loading to parsing.
-
-    `source` is the URI it came from, already stripped of credentials, and `content_type` the
-    server's Content-Type; both only serve to explain a type that could not be guessed.
-    """
-
-    content: bytes
-    file_type: str | None
-    source: str | None = None
-    content_type: str | None = None
-
-
-Payload = str | Document
-
-
-class Loader(Protocol):
-    async def load(self, row: Mapping[str, Any]) -> Payload: ...
+__all__ = ["ColumnLoader", "Document", "Loader", "Payload", "make_loader"]
 
 
 class ColumnLoader:
@@ -74,25 +56,14 @@ def _document(content: bytes) -> Payload:
     return Document(content=content, file_type=guess_file_type(content))
 
 
-def _uri_loader(config: UriLoading) -> Loader:
-    # Imported here: uri_loading needs Document from this module, and boto3 only when used.
-    from vectorizer.stages.uri_loading import UriLoader
-
-    return UriLoader(config)
-
-
-# One line per implementation: a new loader adds its class here.
-_LOADERS: dict[type, Callable[[Any], Loader]] = {
-    ColumnLoading: ColumnLoader,
-    UriLoading: _uri_loader,
-}
+# One line per implementation: a new loader adds its class here. The URI loader's module is
+# imported when a vectorizer uses it (it brings smart_open and boto3 along).
+_LOADERS: Registry[Callable[[Any], Loader]] = Registry(
+    "loading",
+    {ColumnLoading: ColumnLoader, UriLoading: "vectorizer.stages.uri_loading:UriLoader"},
+)
 
 
 def make_loader(config: Loading) -> Loader:
     """Build the loader for a vectorizer's `loading` config (VectorizerError if unsupported)."""
-    factory = _LOADERS.get(type(config))
-    if factory is None:
-        raise VectorizerError(
-            f"loading implementation {config.implementation!r} is not supported", step="loading"
-        )
-    return factory(config)
+    return _LOADERS.build(config)

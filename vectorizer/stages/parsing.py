@@ -28,10 +28,11 @@ from vectorizer.config import (
     PyMuPDFParsing,
 )
 from vectorizer.errors import RowError, VectorizerError
+from vectorizer.registry import Registry
 from vectorizer.stages import document_settings, parse_docling, parse_pool
 from vectorizer.stages.filetypes import describe_guess
-from vectorizer.stages.loading import Document, Payload
 from vectorizer.stages.parse_pymupdf import PYMUPDF_TYPES
+from vectorizer.stages.payload import Document, Payload
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +74,8 @@ class _Job:
 
 
 class Parser:
-    """The parse step of one vectorizer: `parser(payload)` blocks, `parse_async` awaits.
-
-    Both decide the same way; only where a document's parse is waited for differs.
-    """
+    """The parse step of one vectorizer: text passes through (or is refused), a document is
+    parsed in a parser process under a time limit, awaited without blocking the loop."""
 
     def __init__(self, implementation: str) -> None:
         self.implementation = implementation
@@ -86,17 +85,7 @@ class Parser:
         # Read when a document needs it, so text-only vectorizers never depend on it.
         return document_settings.parse_timeout()
 
-    def __call__(self, payload: Payload) -> str:
-        planned = self._plan(payload)
-        if isinstance(planned, str):
-            return planned
-        function, args = planned.call()
-        try:
-            return parse_pool.get_pool().run(function, args, self.timeout)
-        except parse_pool.ParserFailure as exc:
-            raise self._failure(planned, exc) from exc
-
-    async def parse_async(self, payload: Payload) -> str:
+    async def parse(self, payload: Payload) -> str:
         planned = self._plan(payload)
         if isinstance(planned, str):
             return planned
@@ -139,26 +128,16 @@ class Parser:
         return RowError("parsing", message)
 
 
-def parse(payload: Payload, config: Parsing) -> str:
-    """Return the text to chunk for `payload`, or raise RowError("parsing", ...)."""
-    return make_parser(config)(payload)
-
-
 def make_parser(config: Parsing) -> Parser:
     """The parser for a vectorizer's `parsing` config, reusable across rows."""
-    factory = _PARSERS.get(type(config))
-    if factory is None:
-        raise VectorizerError(
-            f"parsing implementation {config.implementation!r} is not supported", step="parsing"
-        )
-    return factory()
+    return _PARSERS.build(config)
 
 
-def _installed(implementation: str) -> Callable[[], Parser]:
+def _installed(implementation: str) -> Callable[[Parsing], Parser]:
     """A parser factory that refuses, at build time, a parser this worker does not have:
     every document row would fail on it."""
 
-    def build() -> Parser:
+    def build(_: Parsing) -> Parser:
         if not parse_docling.has_module(_PARSER_MODULES[implementation]):
             raise VectorizerError(
                 f"parsing_{implementation} is configured but the {implementation} parser is "
@@ -249,9 +228,12 @@ def _decode_text(document: Document) -> str:
         ) from exc
 
 
-_PARSERS: dict[type, Callable[[], Parser]] = {
-    AutoParsing: lambda: Parser("auto"),
-    NoParsing: lambda: Parser("none"),
-    PyMuPDFParsing: _installed(PYMUPDF),
-    DoclingParsing: _installed(DOCLING),
-}
+_PARSERS: Registry[Callable[[Parsing], Parser]] = Registry(
+    "parsing",
+    {
+        AutoParsing: lambda _: Parser("auto"),
+        NoParsing: lambda _: Parser("none"),
+        PyMuPDFParsing: _installed(PYMUPDF),
+        DoclingParsing: _installed(DOCLING),
+    },
+)

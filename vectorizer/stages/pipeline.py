@@ -4,21 +4,23 @@ Every stage is built once from the config, so a config no row could pass (unsupp
 overlap larger than size, malformed template) raises VectorizerError at construction. After
 that, a failure belongs to the row: it surfaces as a RowError tagged with the failing step.
 
-Per row the worker calls `load` (I/O), then `parse` (awaited: a document is parsed in a parser
-process under a time limit, text passes through in-process), then `chunk_and_format` (pure CPU,
-no shared mutable state, so it may run in a thread for many rows at once). `transform` does
-parse + chunk + format in one blocking call, for callers that hold a payload in a thread.
+`prepare(rows)` is the one entry, the executor's and the tests': every row is loaded (I/O) and
+parsed (awaited: a document is parsed in a parser process under a time limit, text passes
+through) concurrently, then chunked and formatted (`prepare_chunks`: pure CPU, no shared mutable
+state) in one thread for the whole batch.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import ChainMap
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from vectorizer.config import Config, MarkdownSplitter, RecursiveTokenSplitter
 from vectorizer.errors import RowError, TransientError, VectorizerError
+from vectorizer.observability import tracing
 from vectorizer.stages.chunking import make_chunk_placer
 from vectorizer.stages.chunks import Chunk, heading_text, metadata, page_text
 from vectorizer.stages.formatting import make_formatter, uses_chunk_context
@@ -69,41 +71,57 @@ class RowPipeline:
         self._format = make_formatter(config.formatting)
         self._with_context = uses_chunk_context(config.formatting)
 
-    async def prepare(self, row: Mapping[str, Any]) -> list[str]:
-        """Load, parse, chunk and format one row; [] when it has nothing to embed."""
-        payload = await self.load(row)
-        if isinstance(payload, str):
-            # Text never leaves the process: parse, chunk and format in one go, as always.
-            return self.transform(payload, row)
-        text = await self.parse(payload)
-        return self.chunk_and_format(text, row)
+    async def prepare(self, rows: Sequence[Mapping[str, Any]]) -> list[PreparedChunks | RowError]:
+        """Load, parse, chunk and format `rows`: each row's chunks (none when it has nothing
+        to embed) or its RowError. A VectorizerError (every row would fail) raises."""
+        with tracing.span("vectorizer.stage", stage="load_parse", rows=len(rows)):
+            texts = await asyncio.gather(
+                *(self._load_and_parse(row) for row in rows), return_exceptions=True
+            )
+        for text in texts:
+            if isinstance(text, BaseException) and not isinstance(text, RowError):
+                raise text
+        with tracing.span("vectorizer.stage", stage="chunk_format", rows=len(rows)):
+            return await asyncio.to_thread(self._prepare_all, texts, rows)
+
+    async def prepare_row(self, row: Mapping[str, Any]) -> PreparedChunks:
+        """`prepare` for one row; its RowError raises."""
+        [prepared] = await self.prepare([row])
+        if isinstance(prepared, RowError):
+            raise prepared
+        return prepared
+
+    async def _load_and_parse(self, row: Mapping[str, Any]) -> str:
+        return await self.parse(await self.load(row))
+
+    def _prepare_all(
+        self, texts: Sequence[str | BaseException], rows: Sequence[Mapping[str, Any]]
+    ) -> list[PreparedChunks | RowError]:
+        prepared: list[PreparedChunks | RowError] = []
+        for text, row in zip(texts, rows, strict=True):
+            if isinstance(text, RowError):
+                prepared.append(text)
+                continue
+            assert isinstance(text, str)
+            try:
+                prepared.append(self.prepare_chunks(text, row))
+            except RowError as exc:
+                prepared.append(exc)
+        return prepared
 
     async def load(self, row: Mapping[str, Any]) -> Payload:
-        try:
-            return await self._loader.load(row)
-        except _CLASSIFIED:
-            raise
-        except Exception as exc:
-            raise _row_error("loading", exc) from exc
+        return await _guarded_async("loading", self._loader.load(row))
 
     async def parse(self, payload: Payload) -> str:
         """The text to chunk; a document waits for a parser process without blocking the loop."""
         # An empty payload (NULL or empty column) is skipped without error, as in pgai.
         if isinstance(payload, str) and not payload:
             return ""
-        try:
-            return await self._parse.parse_async(payload)
-        except _CLASSIFIED:
-            raise
-        except Exception as exc:
-            raise _row_error("parsing", exc) from exc
-
-    def chunk_and_format(self, text: str, row: Mapping[str, Any]) -> list[str]:
-        """Chunk and format parsed text (CPU only, safe to call from threads)."""
-        return self.prepare_chunks(text, row).texts
+        return await _guarded_async("parsing", self._parse.parse(payload))
 
     def prepare_chunks(self, text: str, row: Mapping[str, Any]) -> PreparedChunks:
-        """`chunk_and_format` with each chunk's metadata (tokens, offsets, headings, page)."""
+        """Chunk and format parsed text, with each chunk's metadata (tokens, offsets, headings,
+        page). CPU only, safe to call from threads."""
         if not text:
             return PreparedChunks()
         chunks = _guarded("chunking", self._chunk, text)
@@ -122,13 +140,6 @@ class RowPipeline:
             )
             for chunk in chunks
         ]
-
-    def transform(self, payload: Payload, row: Mapping[str, Any]) -> list[str]:
-        """Parse, chunk and format a loaded payload; blocks while a document is parsed."""
-        if isinstance(payload, str) and not payload:
-            return []
-        text = _guarded("parsing", self._parse, payload)
-        return self.chunk_and_format(text, row)
 
     def _format_all(
         self, chunks: list[Chunk], described: list[dict[str, Any]], row: Mapping[str, Any]
@@ -150,6 +161,15 @@ def _context(meta: dict[str, Any]) -> dict[str, str]:
 def _guarded(step: str, stage: Callable[..., T], *args: Any) -> T:
     try:
         return stage(*args)
+    except _CLASSIFIED:
+        raise
+    except Exception as exc:
+        raise _row_error(step, exc) from exc
+
+
+async def _guarded_async(step: str, stage: Awaitable[T]) -> T:
+    try:
+        return await stage
     except _CLASSIFIED:
         raise
     except Exception as exc:

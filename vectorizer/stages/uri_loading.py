@@ -26,7 +26,7 @@ from vectorizer.errors import RowError, VectorizerError
 from vectorizer.imports import import_module
 from vectorizer.stages import document_settings
 from vectorizer.stages.filetypes import guess_file_type
-from vectorizer.stages.loading import Document, Payload
+from vectorizer.stages.payload import Document, Payload
 
 log = logging.getLogger(__name__)
 

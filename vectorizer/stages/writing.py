@@ -26,8 +26,9 @@ from psycopg.types.json import Jsonb
 
 from vectorizer.config import ColumnDestination, TableDestination, Vectorizer
 from vectorizer.errors import VectorizerError
-from vectorizer.queue import keys_condition
+from vectorizer.registry import Registry
 from vectorizer.reuse import METADATA_COLUMN, REUSE_COLUMNS
+from vectorizer.sqlparts import keys_condition
 from vectorizer.stages.binary_copy import BinaryRows, fits
 
 log = logging.getLogger(__name__)
@@ -344,9 +345,7 @@ def _weight(meta: dict[str, Any] | None) -> float:
 
 def make_writer(vectorizer: Vectorizer) -> TableWriter | ColumnWriter:
     destination = vectorizer.config.destination
-    if isinstance(destination, TableDestination):
-        return TableWriter(vectorizer, destination)
-    return ColumnWriter(vectorizer, destination)
+    return _WRITERS.lookup(destination)(vectorizer, destination)
 
 
 class ColumnHashes:
@@ -392,3 +391,9 @@ class ColumnHashes:
                 await cursor.executemany(self._upsert, hashed)
             if blank:
                 await cursor.executemany(self._delete, blank)
+
+
+# One line per destination: its config class and its writer.
+_WRITERS: Registry[Callable[[Vectorizer, Any], TableWriter | ColumnWriter]] = Registry(
+    "writing", {TableDestination: TableWriter, ColumnDestination: ColumnWriter}
+)

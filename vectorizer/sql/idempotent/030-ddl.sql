@@ -381,7 +381,8 @@ create or replace function ai._vectorizer_create_queue_table
 ) returns void as
 $func$
 begin
-    -- no unique key on purpose: a key may be queued many times; the worker collapses them
+    -- no unique key on purpose: a key may be queued many times; the worker collapses them.
+    -- lease_*: a worker embedding the key (vectorizer/lease.py); pgai's worker ignores them.
     execute pg_catalog.format
     ( $sql$
     create table %I.%I
@@ -389,6 +390,9 @@ begin
     , queued_at pg_catalog.timestamptz not null default now()
     , loading_retries pg_catalog.int4 not null default 0
     , loading_retry_after pg_catalog.timestamptz
+    , lease_token pg_catalog.uuid
+    , lease_pid pg_catalog.int4
+    , leased_until pg_catalog.timestamptz
     )
     $sql$
     , queue_schema, queue_table
