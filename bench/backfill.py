@@ -19,8 +19,10 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -127,38 +129,85 @@ def prepare(db_url: str, rows: int, seed: int) -> None:
         )
 
 
+class PeakRss:
+    """The peak RSS of a running process, from /proc (VmHWM).
+
+    Not `ru_maxrss`: Linux carries the parent's high-water mark over an exec, so a worker
+    started after `verify` grew this process would report this process's peak.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.mb = 0.0
+        self._path = Path(f"/proc/{pid}/status")
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._done.wait(0.1):
+            try:
+                status = self._path.read_text()
+            except OSError:
+                return
+            match = re.search(r"VmHWM:\s+(\d+) kB", status)
+            if match:
+                self.mb = max(self.mb, int(match.group(1)) / 1024)
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+
+@dataclass
+class Run:
+    wall: float  # start to exit
+    processing: float  # the drain, from the worker's log
+    cpu: float  # user + system seconds of the worker process
+    rss_mb: float  # peak
+    levels: str  # the adaptive concurrency's changes, e.g. "1>2>4>8"
+
+
 def run_worker(
-    db_url: str, base_url: str, concurrency: int, profile: str | None = None
-) -> tuple[float, float, float, float]:
-    """Wall seconds, processing seconds (first claim to done, from the worker's log), CPU
-    seconds and peak RSS in MB of one `vectorizer-worker --once` run."""
-    env = dict(os.environ, OPENAI_API_KEY="sk-bench", OPENAI_BASE_URL=base_url)
+    db_url: str,
+    base_url: str,
+    concurrency: int,
+    profile: str | None = None,
+    code: Path = REPO,
+) -> Run:
+    """One `vectorizer-worker --once` run of the checkout at `code`."""
+    env = dict(
+        os.environ, OPENAI_API_KEY="sk-bench", OPENAI_BASE_URL=base_url, PYTHONPATH=str(code)
+    )
     started = time.perf_counter()
     process = subprocess.Popen(
         [
             *(
                 ["py-spy", "record", "--format", "raw", "-r", "200", "-o", profile, "--"]
-                if profile
+                if profile and not profile.endswith(".pstats")
                 else []
             ),
             sys.executable,
+            # a .pstats path profiles with cProfile (py-spy is not always installed)
+            *(["-m", "cProfile", "-o", profile] if profile and profile.endswith(".pstats") else []),
             "-m",
             "vectorizer",
             "worker",
             "--db-url",
             db_url,
             "--once",
-            "-c",
-            str(concurrency),
+            *(["-c", str(concurrency)] if concurrency else []),
             "--log-level",
             "info",
         ],
         env=env,
+        cwd=code,
         stderr=subprocess.PIPE,
         text=True,
     )
     assert process.stderr is not None
+    peak = PeakRss(process.pid)
     log = process.stderr.read()
+    peak.stop()
     _, status, usage = os.wait4(process.pid, 0)
     elapsed = time.perf_counter() - started
     if status != 0:
@@ -166,7 +215,9 @@ def run_worker(
     match = re.search(r"finished processing vectorizer .*seconds=([0-9.]+)", log)
     processing = float(match.group(1)) if match else elapsed
     cpu = usage.ru_utime + usage.ru_stime
-    return elapsed, processing, cpu, usage.ru_maxrss / 1024
+    changes = re.findall(r"concurrency (\d+) -> (\d+)", log)
+    levels = ">".join([changes[0][0], *(new for _, new in changes)]) if changes else ""
+    return Run(elapsed, processing, cpu, peak.mb or usage.ru_maxrss / 1024, levels)
 
 
 def copy_floor(db_url: str) -> tuple[int, float]:
@@ -249,26 +300,44 @@ def verify(db_url: str, sample: int = 2000, seed: int = 7) -> str:
     return f"verified: {len(expected)} rows, {total} chunks exact, {len(picked)} vectors checked"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=2000)
-    parser.add_argument("--latency-ms", type=float, default=0.0)
-    parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--profile", help="record the worker with py-spy into this file")
-    args = parser.parse_args()
-
-    server_url, server = start_database()
-    dbname = f"bench_{int(time.time())}"
+def new_database(server_url: str, template: str | None = None) -> str:
+    name = f"bench_{time.time_ns()}"
     with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("create database {}").format(sql.Identifier(dbname)))
-    db_url = make_conninfo(server_url, dbname=dbname)
+        create = sql.SQL("create database {}").format(sql.Identifier(name))
+        if template:
+            create += sql.SQL(" template {}").format(sql.Identifier(template))
+        conn.execute(create)
+    return make_conninfo(server_url, dbname=name)
+
+
+def idle_once(db_url: str, code: Path, runs: int = 5) -> float:
+    """Median seconds of `vectorizer-worker --once` start to exit on an empty queue."""
+    seconds = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "vectorizer", "worker", "--db-url", db_url, "--once"],
+            # an empty queue sends nothing; a local address anyway, so nothing could go out
+            env=dict(
+                os.environ,
+                OPENAI_API_KEY="sk-bench",
+                OPENAI_BASE_URL="http://127.0.0.1:9/v1",
+                PYTHONPATH=str(code),
+            ),
+            cwd=code,
+            capture_output=True,
+            check=True,
+        )
+        seconds.append(time.perf_counter() - started)
+    return sorted(seconds)[len(seconds) // 2]
+
+
+def single(args: argparse.Namespace, server_url: str) -> None:
+    db_url = new_database(server_url)
     fake, base_url = start_fake(args.latency_ms)
     try:
         prepare(db_url, args.rows, args.seed)
-        elapsed, processing, cpu, rss_mb = run_worker(
-            db_url, base_url, args.concurrency, args.profile
-        )
+        run = run_worker(db_url, base_url, args.concurrency, args.profile)
         requests = fake_request_count(base_url)
         verified = verify(db_url)
         chunks, copy_seconds = copy_floor(db_url)
@@ -276,20 +345,126 @@ def main() -> None:
         fake.terminate()
         fake.wait()
     floor = chunks / copy_seconds
-    rate = chunks / processing
+    rate = chunks / run.processing
     print(f"rows={args.rows} latency_ms={args.latency_ms} concurrency={args.concurrency}")
     print(
-        f"  processing {processing:.2f}s (wall {elapsed:.2f}s with start-up)  "
-        f"rows/s {args.rows / processing:,.0f}  chunks {chunks}  chunks/s {rate:,.0f} "
-        f"(wall {chunks / elapsed:,.0f})  requests {requests}"
+        f"  processing {run.processing:.2f}s (wall {run.wall:.2f}s with start-up)  "
+        f"rows/s {args.rows / run.processing:,.0f}  chunks {chunks}  chunks/s {rate:,.0f} "
+        f"(wall {chunks / run.wall:,.0f})  requests {requests}"
     )
-    print(f"  worker cpu {cpu:.2f}s  peak rss {rss_mb:.0f} MB")
+    print(
+        f"  worker cpu {run.cpu:.2f}s ({run.cpu / chunks * 1e6:.0f} ms per 1k chunks)  "
+        f"peak rss {run.rss_mb:.0f} MB  adaptive levels {run.levels or '-'}"
+    )
     print(
         f"  COPY floor {floor:,.0f} chunks/s ({copy_seconds:.2f}s, best of 3)  "
-        f"ratio {rate / floor:.1%} (wall {chunks / elapsed / floor:.1%})"
+        f"ratio {rate / floor:.1%} (wall {chunks / run.wall / floor:.1%})"
     )
     print(f"  {verified}")
-    del server
+
+
+def table(args: argparse.Namespace, server_url: str) -> None:
+    """Every scenario of the issue's table on one data set, each checkout alternated."""
+    template = new_database(server_url)
+    prepare(template, args.rows, args.seed)
+    template_name = psycopg.conninfo.conninfo_to_dict(template)["dbname"]
+    codes = [REPO, *(Path(path).resolve() for path in args.compare)]
+    scenarios = [
+        (latency, concurrency)
+        for latency in args.latencies
+        for concurrency in (0, args.concurrency)
+    ]
+    rows: list[tuple[str, ...]] = []
+    floor = 0.0
+    for latency, concurrency in scenarios:
+        fake, base_url = start_fake(latency)
+        try:
+            for code in codes:
+                db_url = new_database(server_url, template_name)
+                run = run_worker(db_url, base_url, concurrency, code=code)
+                verified = verify(db_url)
+                chunks = int(re.search(r"(\d+) chunks exact", verified).group(1))  # type: ignore[union-attr]
+                if not floor:
+                    counted, copy_seconds = copy_floor(db_url)
+                    floor = counted / copy_seconds
+                rate = chunks / run.processing
+                rows.append(
+                    (
+                        code.name,
+                        f"{latency:g} ms",
+                        str(concurrency) if concurrency else "default",
+                        f"{rate:,.0f}",
+                        f"{rate / floor:.0%}",
+                        f"{run.cpu / chunks * 1e6:.0f}",
+                        f"{run.rss_mb:.0f}",
+                        run.levels or "-",
+                        "yes",
+                    )
+                )
+                print(" | ".join(rows[-1]), flush=True)
+        finally:
+            fake.terminate()
+            fake.wait()
+    # on the last drained database: an empty queue
+    idle = [(code.name, idle_once(db_url, code)) for code in codes]
+    load = os.getloadavg()[0]
+    print(
+        f"\nrows={args.rows} chunks={chunks} COPY floor {floor:,.0f} chunks/s, "
+        f"load average {load:.1f} on {os.cpu_count()} cores\n"
+    )
+    headers = (
+        "code",
+        "latency",
+        "concurrency",
+        "chunks/s",
+        "of floor",
+        "CPU ms/1k chunks",
+        "peak RSS MB",
+        "adaptive levels",
+        "verified",
+    )
+    print("| " + " | ".join(headers) + " |")
+    print("|" + "---|" * len(headers))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    for name, seconds in idle:
+        print(f"\nidle --once run ({name}): {seconds:.2f} s (median of 5)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=2000)
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument(
+        "--concurrency", type=int, default=0, help="executors; 0: the worker's default (adaptive)"
+    )
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--profile", help="profile the worker into this file: cProfile for *.pstats, else py-spy"
+    )
+    parser.add_argument(
+        "--table",
+        action="store_true",
+        help="every scenario: --latencies with the default and with --concurrency (10 unless "
+        "given), the COPY floor, CPU per 1k chunks, peak RSS, idle once-run; a markdown table",
+    )
+    parser.add_argument("--latencies", type=float, nargs="+", default=[0.0, 50.0])
+    parser.add_argument(
+        "--compare",
+        nargs="*",
+        default=[],
+        metavar="CHECKOUT",
+        help="with --table: also run these checkouts' worker, alternated with this one's",
+    )
+    args = parser.parse_args()
+    if args.table and not args.concurrency:
+        args.concurrency = 10
+
+    server_url, server = start_database()
+    try:
+        (table if args.table else single)(args, server_url)
+    finally:
+        del server
 
 
 if __name__ == "__main__":

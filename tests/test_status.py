@@ -312,7 +312,7 @@ def test_status_command_shows_backlog_failures_coverage_and_workers(
     # the last hour, last success, index
     words = _row(out, str(vid))
     assert words[:9] == [str(vid), "cli_status_vec", "5", "10m", "1", "3/9", "(33.3%)", "0", "1"]
-    assert words[10:] == ["ago", "none"]
+    assert words[10:] == ["ago", "none", "-"]  # executors: no live worker reported any
     [error_line] = [line for line in out.splitlines() if line.startswith("  ! cli_status_vec: ")]
     assert "embedding provider failed" in error_line and "flagged as invalid" in error_line
     assert CLEAR_SCREEN not in out  # drawn once, not as a screen

@@ -74,6 +74,13 @@ WORKER_START = "select ai._worker_start(%s, %s)"
 WORKER_HEARTBEAT = "select ai._worker_heartbeat(%s, %s, %s, %s)"
 WORKER_PROGRESS = "select ai._worker_progress(%s, %s, %s, %s)"
 WORKER_STOP = "select ai._worker_stop(%s)"
+WORKER_CONCURRENCY = """
+insert into ai._vectorizer_worker_concurrency (worker_id, vectorizer_id, executors, adaptive)
+values (%s, %s, %s, %s)
+on conflict (worker_id, vectorizer_id) do update
+set executors = excluded.executors, adaptive = excluded.adaptive, updated_at = now()
+returning vectorizer_id
+"""
 RECORD_REUSE = "select ai._vectorizer_record_reuse(%s, %s, %s, %s, %s, %s)"
 # the one INSERT into the error table: row failures (inside a batch) and vectorizer failures
 ERROR_ROW = "insert into ai._vectorizer_errors (id, message, details) values (%s, %s, %s::jsonb)"
@@ -88,6 +95,15 @@ select id, name, source_table, disabled, pending_items_estimate, failed_items,
        tokens_saved, chunks_older_config, index_state,
        config_version, reembed_keys_done, reembed_keys_total, reembed_eta
 from ai.vectorizer_status order by id
+"""
+# executors per vectorizer over the workers that are alive and not stopped
+CONCURRENCY = """
+select c.vectorizer_id, sum(c.executors)::int as executors, bool_or(c.adaptive) as adaptive
+from ai._vectorizer_worker_concurrency c
+join ai.vectorizer_worker_process w on w.id = c.worker_id
+where w.stopped_at is null
+  and w.last_heartbeat > now() - w.expected_heartbeat_interval * %s - %s
+group by c.vectorizer_id
 """
 WORKERS = """
 select id, version, started, last_heartbeat, expected_heartbeat_interval,

@@ -140,8 +140,16 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
         "--concurrency",
         type=positive_int,
         default=None,
-        help="executors per vectorizer; overrides processing.concurrency. "
-        "Env: VECTORIZER_CONCURRENCY",
+        help="executors per vectorizer; overrides processing.concurrency. Default: adaptive "
+        "(grows while throughput grows, within --max-connections). Env: VECTORIZER_CONCURRENCY",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=positive_int,
+        default=None,
+        help="database connections this worker may open; the adaptive concurrency of all "
+        "vectorizers shares them, 3 kept for bookkeeping (default 15). "
+        "Env: VECTORIZER_MAX_CONNECTIONS",
     )
     parser.add_argument(
         "--once",
@@ -247,6 +255,9 @@ def worker_settings(args: argparse.Namespace) -> WorkerSettings:
         db_url=resolve_db_url(args.db_url),
         vectorizer_ids=list(ids or []),
         concurrency=_setting(args.concurrency, "CONCURRENCY", positive_int, None),
+        max_connections=_setting(
+            args.max_connections, "MAX_CONNECTIONS", positive_int, default.max_connections
+        ),
         once=_setting(args.once, "ONCE", parse_bool, default.once),
         poll_interval=_setting(
             args.poll_interval, "POLL_INTERVAL", parse_duration, default.poll_interval

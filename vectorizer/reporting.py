@@ -128,6 +128,11 @@ class Reporter:
         if result.reuse:
             self._tracking.record_reuse(self._id, result.reuse)
 
+    def concurrency(self, vectorizer: Vectorizer, executors: int, adaptive: bool) -> None:
+        """The executor level of the drain running now (metric, status)."""
+        telemetry.concurrency(vectorizer.name, executors)
+        self._tracking.record_concurrency(self._id, executors, adaptive)
+
     async def _row_failed(self, vectorizer: Vectorizer, failed: FailedRow) -> None:
         error = failed.error
         log.warning(

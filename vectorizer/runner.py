@@ -11,7 +11,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import psycopg
@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from vectorizer import catalog, reembed
 from vectorizer.backoff import Backoff
+from vectorizer.concurrency import AdaptiveConcurrency, ConnectionBudget
 from vectorizer.config import Vectorizer
 from vectorizer.errors import VectorizerError
 from vectorizer.indexing import IndexBuilder
@@ -74,6 +75,20 @@ class _Components:
     embedder: Embedder
 
 
+@dataclass
+class _Drain:
+    """The executors of one drain: how many should run, which do, whether the queue ran dry."""
+
+    fixed: int | None
+    controller: AdaptiveConcurrency | None
+    running: dict[int, asyncio.Task[int]] = field(default_factory=dict)
+    drained: bool = False
+
+    @property
+    def level(self) -> int:
+        return self.controller.level if self.controller else self.fixed or 1
+
+
 class VectorizerRunner:
     """Drains one vectorizer's queue with N executors whenever woken."""
 
@@ -83,6 +98,7 @@ class VectorizerRunner:
         settings: WorkerSettings,
         tracking: WorkerTracking,
         shutdown: asyncio.Event,
+        budget: ConnectionBudget | None = None,
         progress: Progress | None = None,
     ) -> None:
         self.vectorizer_id = vectorizer_id
@@ -101,6 +117,9 @@ class VectorizerRunner:
             keep=MAX_IDLE_CONNECTIONS,
         )
         self.indexer = IndexBuilder(settings.db_url, vectorizer_id, tracking)
+        # shared by the worker's runners (fairness); a runner alone gets the whole budget
+        self._budget = budget or ConnectionBudget(settings.max_connections)
+        self.concurrency: AdaptiveConcurrency | None = None  # kept across drains: it learned
 
     def wake(self) -> None:
         """Something may be queued: drain at the next chance (a daemon's runner)."""
@@ -201,10 +220,10 @@ class VectorizerRunner:
 
             await preflight.check(conn, components.vectorizer)
         vectorizer = components.vectorizer
-        concurrency = self._settings.concurrency or vectorizer.config.processing.concurrency or 1
+        fixed = self._settings.concurrency or vectorizer.config.processing.concurrency
         log.debug(
             "running vectorizer",
-            extra={"vectorizer_id": vectorizer.id, "concurrency": concurrency},
+            extra={"vectorizer_id": vectorizer.id, "concurrency": fixed or "adaptive"},
         )
         progress = self.reporter.progress
         if progress is not None:
@@ -213,19 +232,11 @@ class VectorizerRunner:
                 progress.total = await catalog.pending_estimate(conn, vectorizer.id)
         started = time.monotonic()
         self.reporter.drain_started()
-        executors = [
-            asyncio.create_task(self._executor_loop(components)) for _ in range(concurrency)
-        ]
+        self._budget.enter(vectorizer.id, fixed)
         try:
-            totals = await asyncio.gather(*executors)
-        except BaseException:
-            # One executor's failure is the vectorizer's: the others stop too (their batches in
-            # hand roll back) rather than go on claiming while the vectorizer backs off.
-            for executor in executors:
-                executor.cancel()
-            await asyncio.gather(*executors, return_exceptions=True)
-            raise
-        items = sum(totals)
+            items = await self._run_executors(components, fixed)
+        finally:
+            self._budget.leave(vectorizer.id)
         # a wake-up that found nothing to do is polling chatter, not news
         log.log(
             logging.INFO if items or self.reporter.chunks else logging.DEBUG,
@@ -243,6 +254,55 @@ class VectorizerRunner:
         await self.indexer.after_drain(vectorizer, wait=self._settings.once)
         return items
 
+    async def _run_executors(self, components: _Components, fixed: int | None) -> int:
+        """Runs executors until the queue is empty: `fixed` of them, else as many as the
+        adaptive controller asks for, started and stopped between batches."""
+        drain = _Drain(fixed, None if fixed else self._adaptive(components))
+        self._publish_level(components.vectorizer, drain)
+        if drain.controller is None:
+            self._top_up(components, drain)
+        else:
+            # one executor first: a wake-up for a row or two needs no more (nor their
+            # connections); a full batch says there is more, and the rest start then
+            self._start(components, drain, 0)
+        done = 0
+        try:
+            while drain.running:
+                finished, _ = await asyncio.wait(
+                    set(drain.running.values()), return_when=asyncio.FIRST_COMPLETED
+                )
+                for slot, task in list(drain.running.items()):
+                    if task in finished:
+                        del drain.running[slot]
+                        done += task.result()  # one executor's failure is the vectorizer's
+        except BaseException:
+            # the others stop too (their batches in hand roll back) rather than go on
+            # claiming while the vectorizer backs off
+            for task in drain.running.values():
+                task.cancel()
+            await asyncio.gather(*drain.running.values(), return_exceptions=True)
+            raise
+        return done
+
+    def _top_up(self, components: _Components, drain: _Drain) -> None:
+        """Starts an executor in every free slot below the level, until the queue ran dry."""
+        for slot in range(drain.level):
+            self._start(components, drain, slot)
+
+    def _start(self, components: _Components, drain: _Drain, slot: int) -> None:
+        if slot not in drain.running and not drain.drained:
+            drain.running[slot] = asyncio.create_task(self._executor_loop(components, slot, drain))
+
+    def _publish_level(self, vectorizer: Vectorizer, drain: _Drain) -> None:
+        self.reporter.concurrency(vectorizer, drain.level, adaptive=drain.controller is not None)
+
+    def _adaptive(self, components: _Components) -> AdaptiveConcurrency:
+        if self.concurrency is None:
+            self.concurrency = AdaptiveConcurrency(self.label, self._budget.share)
+        self.concurrency.restart_window()
+        components.embedder.on_pushback = self.concurrency.congested
+        return self.concurrency
+
     async def _nothing_queued(self, conn: psycopg.AsyncConnection) -> int:
         """A once-run with an empty queue: no pipeline or embedder is built (nor their
         packages imported), only the vector index is checked, as after any drain."""
@@ -254,8 +314,8 @@ class VectorizerRunner:
             await self.indexer.after_drain(vectorizer, wait=True)
         return 0
 
-    async def _executor_loop(self, components: _Components) -> int:
-        from vectorizer.executor import Executor
+    async def _executor_loop(self, components: _Components, slot: int, drain: _Drain) -> int:
+        from vectorizer.executor import Executor, batch_size_for
         from vectorizer.stages.writing import make_writer
 
         vectorizer = components.vectorizer
@@ -268,8 +328,10 @@ class VectorizerRunner:
             self._settings.row_retry,
         )
         done = 0
+        full_batch = batch_size_for(vectorizer)
         async with self._connections.get() as conn:
-            while not self._shutdown.is_set():
+            # a slot above the level stops between batches: the controller shrank the pool
+            while not self._shutdown.is_set() and slot < drain.level:
                 if await catalog.is_disabled(conn, vectorizer.id):
                     break
                 try:
@@ -289,7 +351,13 @@ class VectorizerRunner:
                 self.indexer.poke(vectorizer)  # a queue that never empties still gets its index
                 # live changes are drained: a running re-embed may queue its next slice
                 if result.claimed == 0 and not await self._feed_reembed(conn, vectorizer):
+                    drain.drained = True
                     break
+                if drain.controller is not None:
+                    drain.controller.batch_done(result.chunks)
+                    self._publish_level(vectorizer, drain)
+                    if result.claimed >= full_batch:
+                        self._top_up(components, drain)
         return done
 
     async def _feed_reembed(self, conn: psycopg.AsyncConnection, vectorizer: Vectorizer) -> bool:

@@ -7,6 +7,7 @@ from typing import TextIO
 
 from vectorizer import backoff
 from vectorizer.backoff import Backoff
+from vectorizer.concurrency import DEFAULT_MAX_CONNECTIONS
 
 
 @dataclass
@@ -14,6 +15,8 @@ class WorkerSettings:
     db_url: str
     vectorizer_ids: list[str] = field(default_factory=list)
     concurrency: int | None = None
+    # connections this worker may open; the adaptive concurrency stays within it
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
     once: bool = False
     poll_interval: float = 5.0
     exit_on_error: bool | None = None

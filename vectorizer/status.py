@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TextIO
 
@@ -26,6 +26,8 @@ class Snapshot:
     workers: list[dict[str, Any]]
     # vectorizer id -> ai.vectorizer_integrity's counts, or the error that prevented them
     integrity: dict[int, dict[str, Any] | str] | None = None
+    # vectorizer id -> (executors over live workers, any of them adaptive)
+    concurrency: dict[int, tuple[int, bool]] = field(default_factory=dict)
 
 
 class SchemaTooOld(RuntimeError):
@@ -43,7 +45,15 @@ def snapshot(conn: psycopg.Connection, check: bool = False) -> Snapshot:
             f"({exc.diag.message_primary}): run `vectorizer install` to upgrade it"
         ) from None
     integrity = integrity_counts(conn, [v["id"] for v in vectorizers]) if check else None
-    return Snapshot(vectorizers, workers, integrity)
+    return Snapshot(vectorizers, workers, integrity, concurrency=_concurrency(conn))
+
+
+def _concurrency(conn: psycopg.Connection) -> dict[int, tuple[int, bool]]:
+    try:
+        rows = conn.execute(catalog.CONCURRENCY, (STALE_AFTER_INTERVALS, STALE_SLACK)).fetchall()
+    except (psycopg.errors.UndefinedTable, psycopg.errors.InsufficientPrivilege):
+        return {}  # a schema from before this table, or a viewer without the grant
+    return {row[0]: (row[1], row[2]) for row in rows}
 
 
 def integrity_counts(
@@ -98,6 +108,13 @@ def worker_alive(worker: dict[str, Any]) -> bool:
     allowed = worker["expected_heartbeat_interval"] * STALE_AFTER_INTERVALS + STALE_SLACK
     age: timedelta = worker["now"] - worker["last_heartbeat"]
     return age <= allowed
+
+
+def _executors(level: tuple[int, bool] | None) -> str:
+    if level is None:
+        return "-"
+    executors, adaptive = level
+    return f"{executors} (adaptive)" if adaptive else str(executors)
 
 
 def _age(value: timedelta | None) -> str:
@@ -213,6 +230,7 @@ def render(data: Snapshot, now: datetime) -> str:
                 str(v["errors_last_hour"] or 0),
                 _since(v["last_success_at"], now),
                 _index_state(v.get("index_state")),
+                _executors(data.concurrency.get(v["id"])),
             ]
         )
     lines += [
@@ -229,6 +247,7 @@ def render(data: Snapshot, now: datetime) -> str:
                 "errors 1h",
                 "last success",
                 "index",
+                "executors",
             ],
             rows,
         )

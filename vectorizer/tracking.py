@@ -33,6 +33,9 @@ class WorkerTracking:
         self._last_error: str | None = None
         self._task: asyncio.Task[None] | None = None
         self._reuse: dict[int, ReuseCounts] = {}
+        # vectorizer id -> (executors, adaptive): to write, and as last written
+        self._concurrency: dict[int, tuple[int, bool]] = {}
+        self._concurrency_sent: dict[int, tuple[int, bool]] = {}
 
     async def _connection(self) -> psycopg.AsyncConnection:
         if self._conn is None or self._conn.closed:
@@ -87,6 +90,7 @@ class WorkerTracking:
             self._last_error = self._last_error or message
             raise
         await self._flush_reuse()
+        await self._flush_concurrency()
 
     async def _beat_forever(self) -> None:
         while True:
@@ -135,6 +139,27 @@ class WorkerTracking:
                 for unsent in pending[index:]:  # kept for the next beat
                     self.record_reuse(*unsent)
                 raise
+
+    def record_concurrency(self, vectorizer_id: int, executors: int, adaptive: bool) -> None:
+        """A vectorizer's executor level, written with the next heartbeat when it changed."""
+        if self._concurrency_sent.get(vectorizer_id) != (executors, adaptive):
+            self._concurrency[vectorizer_id] = (executors, adaptive)
+
+    async def _flush_concurrency(self) -> None:
+        pending, self._concurrency = self._concurrency, {}
+        for vectorizer_id, (executors, adaptive) in pending.items():
+            try:
+                await self._call(
+                    catalog.WORKER_CONCURRENCY,
+                    (self.worker_id, vectorizer_id, executors, adaptive),
+                )
+                self._concurrency_sent[vectorizer_id] = (executors, adaptive)
+            except (psycopg.errors.ForeignKeyViolation, psycopg.errors.UndefinedTable):
+                pass  # the vectorizer was dropped, or the schema predates this table
+            except psycopg.Error as exc:
+                log.warning(
+                    "could not record the concurrency of vectorizer %s: %s", vectorizer_id, exc
+                )
 
     async def error_row(self, vectorizer_id: int, message: str, details: str) -> None:
         """An error row (details: JSON) for a failure that charged no row (written outside

@@ -18,6 +18,7 @@ from typing import Any
 import psycopg
 
 from vectorizer import catalog
+from vectorizer.concurrency import ConnectionBudget
 from vectorizer.observability import tracing
 from vectorizer.observability.metrics import MetricsServer
 from vectorizer.observability.progress import Progress, ProgressDisplay
@@ -79,6 +80,7 @@ class Worker:
         self.settings = settings
         self.shutdown = asyncio.Event()
         self._runners: dict[int, VectorizerRunner] = {}
+        self._budget = ConnectionBudget(settings.max_connections)
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._discover = asyncio.Event()
         self._tracking = WorkerTracking(settings.db_url, timedelta(seconds=settings.poll_interval))
@@ -216,7 +218,7 @@ class Worker:
                 progress = Progress(name=str(vectorizer_id))
                 self._progress.bars[vectorizer_id] = progress
             runner = VectorizerRunner(
-                vectorizer_id, self.settings, self._tracking, self.shutdown, progress
+                vectorizer_id, self.settings, self._tracking, self.shutdown, self._budget, progress
             )
             self._runners[vectorizer_id] = runner
         return runner

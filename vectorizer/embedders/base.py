@@ -24,7 +24,7 @@ import os
 import re
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
@@ -140,6 +140,8 @@ class Embedder(ABC):
         self.limiter = RateLimiter()
         self._ready = False
         self._setup_lock = asyncio.Lock()
+        # told of every 429 and transient failure (the adaptive concurrency backs off)
+        self.on_pushback: Callable[[str], None] | None = None
         self._configure()
 
     def _configure(self) -> None:
@@ -173,6 +175,10 @@ class Embedder(ABC):
 
     def redact(self, text: str) -> str:
         return redact(text, self._secrets)
+
+    def pushed_back(self, reason: str) -> None:
+        if self.on_pushback is not None:
+            self.on_pushback(reason)
 
     def prepare_input(self, text: str) -> tuple[str, int]:
         """The text to send for one input and its token count for packing.

@@ -156,9 +156,11 @@ class EmbedCall:
                         return await self._embedder._request(texts)
             except ThrottledError as exc:
                 # The limiter has paused itself; the next attempt waits there.
+                self._embedder.pushed_back("429")
                 retries.throttled(exc)
                 continue
             except TransientError as exc:
+                self._embedder.pushed_back("transient error")
                 wait = retries.failed(exc)
             except VectorizerError as exc:
                 self._reraise_redacted(exc)

@@ -64,6 +64,7 @@ class OpenAIEmbedder(Embedder):
         self._client: openai.AsyncOpenAI | None = None
 
     async def _setup(self) -> None:
+        widen_http_reads()
         key = resolve_api_key(self._config.api_key_name, self._api_key)
         self._secrets = (key,)
         # base_url None lets the SDK fall back to OPENAI_BASE_URL, as pgai's worker does.
@@ -118,6 +119,21 @@ class OpenAIEmbedder(Embedder):
             raise classify(exc, self._secrets) from None
         self.limiter.observe(response.headers)
         return parse_response(await response.aread())
+
+
+# httpcore reads a response 64 KB per call, each call a trip through anyio and h11; a batch's
+# answer is ~1.6 MB of base64 (200 vectors of 1536 floats). Reading up to 1 MB per call cuts
+# the SDK's CPU per such request by a fifth (bench/openai_http.py); asyncio hands back what
+# has arrived, so no read waits for a fuller buffer.
+HTTP_READ_BYTES = 1 << 20
+
+
+def widen_http_reads() -> None:
+    """Raise httpcore's per-read size for every HTTP/1.1 connection of this process."""
+    from httpcore._async.http11 import AsyncHTTP11Connection
+
+    if getattr(AsyncHTTP11Connection, "READ_NUM_BYTES", HTTP_READ_BYTES) < HTTP_READ_BYTES:
+        AsyncHTTP11Connection.READ_NUM_BYTES = HTTP_READ_BYTES
 
 
 def request_options(config: OpenAIEmbedding) -> dict[str, Any]:

@@ -67,6 +67,12 @@ class Metrics:
             ["vectorizer", "step", "kind"],
             registry=r,
         )
+        self.concurrency = Gauge(
+            "vectorizer_concurrency",
+            "Executors a vectorizer runs now (adaptive unless concurrency was set)",
+            ["vectorizer"],
+            registry=r,
+        )
         self.queue_depth = Gauge(
             "vectorizer_queue_depth",
             "Queued keys (estimated above 100k)",

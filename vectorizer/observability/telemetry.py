@@ -25,6 +25,8 @@ class Telemetry:
         # vectorizer reports under its id)
         self._names: dict[int, str] = {}
         # what each rate limiter had waited when last reported (limiters count cumulatively)
+        # executors per vectorizer as last set (the status page shows it)
+        self.concurrency_levels: dict[str, int] = {}
         self._waited: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
 
     def enable_metrics(self) -> Metrics:
@@ -41,6 +43,11 @@ class Telemetry:
             self.metrics.rows.labels(vectorizer).inc(rows)
             self.metrics.chunks.labels(vectorizer).inc(chunks)
             self.metrics.last_progress.set_to_current_time()
+
+    def concurrency(self, vectorizer: str, level: int) -> None:
+        self.concurrency_levels[vectorizer] = level
+        if self.metrics is not None:
+            self.metrics.concurrency.labels(vectorizer).set(level)
 
     def skipped(self, vectorizer: str, reason: str, rows: int) -> None:
         """Rows committed without embedding anything, e.g. reason "empty" (no text)."""

@@ -29,6 +29,7 @@ from vectorizer.errors import VectorizerError
 from vectorizer.registry import Registry
 from vectorizer.reuse import METADATA_COLUMN, REUSE_COLUMNS
 from vectorizer.sqlparts import keys_condition
+from vectorizer.stages.binary_copy import BinaryRows, fits
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,7 @@ class TableWriter:
         self._with_metadata = False
         self._extra_columns: list[str] = []
         self._halfvec = False
+        self._binary: BinaryRows | None = None  # None: a layout it does not know, write_row
 
     async def _types(self, conn: psycopg.AsyncConnection) -> list[int]:
         if self._type_oids is None:
@@ -123,6 +125,15 @@ class TableWriter:
             self._extra_columns = [c for c in REUSE_COLUMNS if c in by_name]
             columns = self._columns + self._extra_columns
             self._type_oids = [by_name[column] for column in columns]
+            type_names = {name: regtype for name, _, regtype in found}
+            if fits(columns[len(self._pk) :], type_names):
+                self._binary = BinaryRows(
+                    conn,
+                    self._type_oids[: len(self._pk)],
+                    halfvec=self._halfvec,
+                    metadata=self._with_metadata,
+                    hashes=bool(self._extra_columns),
+                )
             self._copy = sql.SQL("copy {} ({}) from stdin with (format binary)").format(
                 self._target, sql.SQL(", ").join(map(sql.Identifier, columns))
             )
@@ -237,6 +248,11 @@ class TableWriter:
     ) -> int:
         types = await self._types(conn)
         written = await self._delete_and_copy(conn, rows, refill)
+        if self._binary is not None:
+            payload, encoded = self._binary.encode(rows)
+            async with conn.cursor() as cursor, cursor.copy(self._copy) as copy:
+                await copy.write(payload)
+            return written + encoded
         async with conn.cursor() as cursor, cursor.copy(self._copy) as copy:
             copy.set_types(types)
             for row in rows:

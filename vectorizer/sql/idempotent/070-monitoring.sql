@@ -80,6 +80,8 @@ begin
         -- ai.alter_vectorizer writes both; workers advance the re-embed
         execute pg_catalog.format('grant select, insert, update, delete on ai._vectorizer_config_version to %I', to_user);
         execute pg_catalog.format('grant select, insert, update, delete on ai._vectorizer_reembed to %I', to_user);
+        -- workers record their executors per vectorizer; `vectorizer status` reads them
+        execute pg_catalog.format('grant select, insert, update, delete on ai._vectorizer_worker_concurrency to %I', to_user);
     else
         execute pg_catalog.format('grant all privileges on schema ai to %I', to_user);
         execute pg_catalog.format('grant all privileges on table ai.pgai_lib_migration to %I', to_user);
@@ -97,6 +99,7 @@ begin
         execute pg_catalog.format('grant all privileges on table ai._vectorizer_empty_input to %I', to_user);
         execute pg_catalog.format('grant all privileges on table ai._vectorizer_config_version to %I', to_user);
         execute pg_catalog.format('grant all privileges on table ai._vectorizer_reembed to %I', to_user);
+        execute pg_catalog.format('grant all privileges on table ai._vectorizer_worker_concurrency to %I', to_user);
     end if;
 end
 $func$ language plpgsql volatile security invoker
