@@ -26,7 +26,7 @@ import logging
 import uuid
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, LiteralString
 
 import psycopg
 from psycopg import sql
@@ -99,27 +99,40 @@ class LeaseQueries:
     ) -> None:
         """Deletes the batch's queue rows (in the write transaction). One locked elsewhere
         (a pgai claim that could not take the key) stays and is processed again later."""
-        if not keys:
-            return
-        condition, params = keys_condition(self._pk, keys)
-        query = sql.SQL(
+        await self._on_leased_rows(
+            conn,
+            lease,
+            keys,
             "delete from {queue} where ctid = any(array("
             "select ctid from {queue} where {condition} and lease_token = %s"
-            " for update skip locked))"
-        ).format(queue=self._queue, condition=condition)
-        await conn.execute(query, [*params, lease.token])
+            " for update skip locked))",
+        )
 
     async def release(
         self, conn: psycopg.AsyncConnection, lease: Lease, keys: Sequence[Key]
     ) -> None:
         """Gives a batch that did not finish back to the queue at once, uncharged."""
+        await self._on_leased_rows(
+            conn,
+            lease,
+            keys,
+            "update {queue} set lease_token = null, lease_pid = null, leased_until = null"
+            " where {condition} and lease_token = %s",
+        )
+
+    async def _on_leased_rows(
+        self,
+        conn: psycopg.AsyncConnection,
+        lease: Lease,
+        keys: Sequence[Key],
+        statement: LiteralString,
+    ) -> None:
+        """Runs `statement` ({queue}, {condition}: the keys, then the lease token) over the
+        queue rows of `keys` that this lease holds."""
         if not keys:
             return
         condition, params = keys_condition(self._pk, keys)
-        query = sql.SQL(
-            "update {queue} set lease_token = null, lease_pid = null, leased_until = null"
-            " where {condition} and lease_token = %s"
-        ).format(queue=self._queue, condition=condition)
+        query = sql.SQL(statement).format(queue=self._queue, condition=condition)
         await conn.execute(query, [*params, lease.token])
 
     def _pk_list(self) -> sql.Composable:
