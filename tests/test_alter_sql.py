@@ -69,6 +69,45 @@ def test_processing_indexing_scheduling_apply_in_place(conn: psycopg.Connection,
     assert one(conn, "select count(*) from ai._vectorizer_reembed") == 0
 
 
+def view_columns(conn: psycopg.Connection, view: str) -> list[str]:
+    return [
+        row[0]
+        for row in conn.execute(
+            "select attname from pg_attribute where attrelid = %s::regclass and attnum > 0"
+            " order by attnum",
+            (view,),
+        ).fetchall()
+    ]
+
+
+def test_an_alter_regenerates_the_view_with_the_sources_new_columns(
+    conn: psycopg.Connection, docs: int
+) -> None:
+    conn.execute('alter table docs add column "Tag ""Line""" text')
+    conn.execute("grant select on docs_embedding to public")
+    grants = one(conn, "select ai._vectorizer_grants('docs_embedding'::regclass)")
+    assert 'Tag "Line"' not in view_columns(conn, "docs_embedding")
+
+    conn.execute("select ai.alter_vectorizer(%s, processing => ai.processing_default())", (docs,))
+
+    assert 'Tag "Line"' in view_columns(conn, "docs_embedding")
+    assert one(conn, "select ai._vectorizer_grants('docs_embedding'::regclass)") == grants
+
+
+def test_a_view_others_depend_on_is_left_as_it_was(conn: psycopg.Connection, docs: int) -> None:
+    conn.execute("alter table docs add column extra text")
+    conn.execute("create view on_top as select chunk from docs_embedding")
+    before = view_columns(conn, "docs_embedding")
+
+    conn.execute(
+        "select ai.alter_vectorizer(%s, processing => ai.processing_default(batch_size => 3))",
+        (docs,),
+    )
+
+    assert view_columns(conn, "docs_embedding") == before
+    assert config(conn, docs)["processing"]["batch_size"] == 3
+
+
 def test_chunking_change_makes_a_version_and_starts_a_reembed(
     conn: psycopg.Connection, docs: int
 ) -> None:

@@ -162,6 +162,59 @@ $func$ language plpgsql volatile security invoker
 set search_path to pg_catalog, pg_temp;
 
 -------------------------------------------------------------------------------
+-- The view lists the source's columns as they were when it was made: an alter regenerates it
+-- when the source has columns the view lacks (added since), keeping its grants. A view that
+-- user objects depend on cannot be dropped: it is left as it was, with a warning.
+create or replace function ai._vectorizer_refresh_view(_vec ai.vectorizer)
+returns void as
+$func$
+declare
+    _dest pg_catalog.jsonb = _vec.config operator(pg_catalog.->) 'destination';
+    _view pg_catalog.regclass;
+    _grants pg_catalog.jsonb;
+begin
+    if (_dest operator(pg_catalog.->>) 'implementation') operator(pg_catalog.<>) 'table' then
+        return;  -- a column destination has no view
+    end if;
+    _view = pg_catalog.to_regclass(pg_catalog.format('%I.%I'
+        , _dest operator(pg_catalog.->>) 'view_schema', _dest operator(pg_catalog.->>) 'view_name'));
+    if _view is null or not exists
+    ( select 1 from pg_catalog.pg_attribute a
+      where a.attrelid operator(pg_catalog.=)
+          pg_catalog.format('%I.%I', _vec.source_schema, _vec.source_table)::pg_catalog.regclass::pg_catalog.oid
+      and a.attnum operator(pg_catalog.>) 0 and not a.attisdropped
+      and a.attname operator(pg_catalog.<>) all
+          (array['embedding_uuid', 'chunk_seq', 'chunk', 'embedding', 'chunk_metadata']::pg_catalog.name[])
+      and not exists
+      ( select 1 from pg_catalog.pg_attribute v
+        where v.attrelid operator(pg_catalog.=) _view::pg_catalog.oid
+        and v.attname operator(pg_catalog.=) a.attname and not v.attisdropped
+      )
+    ) then
+        return;
+    end if;
+    _grants = ai._vectorizer_grants(_view);
+    begin
+        execute pg_catalog.format('drop view %s', _view);
+    exception when dependent_objects_still_exist then
+        raise warning 'the view %s was not regenerated with the source''s new columns: other objects depend on it', _view;
+        return;
+    end;
+    perform ai._vectorizer_create_view
+    ( _dest operator(pg_catalog.->>) 'view_schema', _dest operator(pg_catalog.->>) 'view_name'
+    , _vec.source_schema, _vec.source_table, _vec.source_pk
+    , _dest operator(pg_catalog.->>) 'target_schema', _dest operator(pg_catalog.->>) 'target_table'
+    , null
+    );
+    perform ai._vectorizer_apply_grants
+    ( pg_catalog.format('%I.%I', _dest operator(pg_catalog.->>) 'view_schema', _dest operator(pg_catalog.->>) 'view_name')::pg_catalog.regclass
+    , _grants
+    );
+end
+$func$ language plpgsql volatile security invoker
+set search_path to pg_catalog, pg_temp;
+
+-------------------------------------------------------------------------------
 create or replace function ai.alter_vectorizer
 ( vectorizer_id pg_catalog.int4
 , loading pg_catalog.jsonb default null
@@ -272,6 +325,7 @@ begin
     else
         update ai.vectorizer v set config = _new where v.id operator(pg_catalog.=) _vec.id;
     end if;
+    perform ai._vectorizer_refresh_view(_vec);
     -- workers reload the config when woken
     perform pg_catalog.pg_notify(ai._vectorizer_notify_channel(), _vec.id::pg_catalog.text);
     return _version;
