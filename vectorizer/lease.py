@@ -32,7 +32,7 @@ import psycopg
 from psycopg import sql
 
 from vectorizer.config import Vectorizer
-from vectorizer.sqlparts import keys_condition
+from vectorizer.sqlparts import ident_list, keys_condition
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class LeaseQueries:
             "select {pk}, bool_or(lease_token is not distinct from %s),"
             " bool_or(lease_token is distinct from %s)"
             " from {queue} where {condition} group by {pk}"
-        ).format(pk=self._pk_list(), queue=self._queue, condition=condition)
+        ).format(pk=ident_list(self._pk), queue=self._queue, condition=condition)
         async with conn.cursor() as cursor:
             await cursor.execute(query, [lease.token, lease.token, *params])
             for *key, ours, other in await cursor.fetchall():
@@ -134,9 +134,6 @@ class LeaseQueries:
         condition, params = keys_condition(self._pk, keys)
         query = sql.SQL(statement).format(queue=self._queue, condition=condition)
         await conn.execute(query, [*params, lease.token])
-
-    def _pk_list(self) -> sql.Composable:
-        return sql.SQL(", ").join(map(sql.Identifier, self._pk))
 
 
 async def unlock(conn: psycopg.AsyncConnection) -> None:
