@@ -218,10 +218,12 @@ class Executor:
         still there (locked until commit, see recheck.py) and unchanged since the claim read
         it."""
         keys = [item.key for item in items]
-        leases = await self._leases.check(conn, lease, keys)
+        # the source before the queue, in the order a TRUNCATE of the source takes them (its
+        # trigger truncates the queue): the other order deadlocks with it
         check = await self._recheck_rows.check(
             conn, keys, {item.key: item.version for item in items if item.version}
         )
+        leases = await self._leases.check(conn, lease, keys)
         await self._writer.delete(conn, sorted(check.gone))
         kept = []
         for item in items:
