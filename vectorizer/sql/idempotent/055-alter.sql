@@ -183,8 +183,8 @@ begin
       where a.attrelid operator(pg_catalog.=)
           pg_catalog.format('%I.%I', _vec.source_schema, _vec.source_table)::pg_catalog.regclass::pg_catalog.oid
       and a.attnum operator(pg_catalog.>) 0 and not a.attisdropped
-      and a.attname operator(pg_catalog.<>) all
-          (array['embedding_uuid', 'chunk_seq', 'chunk', 'embedding', 'chunk_metadata']::pg_catalog.name[])
+      -- a source column named like a store column (chunk, embedding, ...) is found too:
+      -- the view has the store's
       and not exists
       ( select 1 from pg_catalog.pg_attribute v
         where v.attrelid operator(pg_catalog.=) _view::pg_catalog.oid
@@ -200,6 +200,19 @@ begin
         raise warning 'the view %s was not regenerated with the source''s new columns: other objects depend on it', _view;
         return;
     end;
+    perform ai._vectorizer_recreate_view(_vec, _grants);
+end
+$func$ language plpgsql volatile security invoker
+set search_path to pg_catalog, pg_temp;
+
+-- The view named in the destination, made again over the store named there, with `grants`
+-- (ai._vectorizer_grants of the view it replaces).
+create or replace function ai._vectorizer_recreate_view(_vec ai.vectorizer, grants pg_catalog.jsonb)
+returns void as
+$func$
+declare
+    _dest pg_catalog.jsonb = _vec.config operator(pg_catalog.->) 'destination';
+begin
     perform ai._vectorizer_create_view
     ( _dest operator(pg_catalog.->>) 'view_schema', _dest operator(pg_catalog.->>) 'view_name'
     , _vec.source_schema, _vec.source_table, _vec.source_pk
@@ -208,7 +221,7 @@ begin
     );
     perform ai._vectorizer_apply_grants
     ( pg_catalog.format('%I.%I', _dest operator(pg_catalog.->>) 'view_schema', _dest operator(pg_catalog.->>) 'view_name')::pg_catalog.regclass
-    , _grants
+    , grants
     );
 end
 $func$ language plpgsql volatile security invoker
@@ -819,16 +832,7 @@ begin
         );
         _old = pg_catalog.format('%I.%I', _dest operator(pg_catalog.->>) 'target_schema', _dest operator(pg_catalog.->>) 'target_table');
         perform ai._vectorizer_apply_grants(_old, _store_grants);
-        perform ai._vectorizer_create_view
-        ( _dest operator(pg_catalog.->>) 'view_schema', _dest operator(pg_catalog.->>) 'view_name'
-        , _vec.source_schema, _vec.source_table, _vec.source_pk
-        , _dest operator(pg_catalog.->>) 'target_schema', _dest operator(pg_catalog.->>) 'target_table'
-        , null
-        );
-        perform ai._vectorizer_apply_grants
-        ( pg_catalog.format('%I.%I', _dest operator(pg_catalog.->>) 'view_schema', _dest operator(pg_catalog.->>) 'view_name')::pg_catalog.regclass
-        , _view_grants
-        );
+        perform ai._vectorizer_recreate_view(_vec, _view_grants);
         -- the shadow trigger (its table now has the store's name, which the source trigger knows)
         execute pg_catalog.format('drop trigger %I on %I.%I', '_vectorizer_shadow_trg_' operator(pg_catalog.||) _vec.id, _vec.source_schema, _vec.source_table);
         execute pg_catalog.format('drop trigger %I on %I.%I', '_vectorizer_shadow_trg_' operator(pg_catalog.||) _vec.id operator(pg_catalog.||) '_truncate', _vec.source_schema, _vec.source_table);
