@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tests.fake_openai import TEST_API_KEY, FakeOpenAI, Storm, expected_vector  # noqa: E402
+from tests.worker_helpers import wait_for  # noqa: E402
 
 DIMS = 8
 # chunks are split on blank lines; every part is shorter than a chunk and two parts are longer
@@ -210,17 +211,6 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait(timeout=30)
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.05)
-
-
 def finish(source: Source, env: dict[str, str]) -> None:
     """Once-mode runs until the queue is empty (a once-run may end while keys are still
     held by another worker's batch)."""
@@ -253,10 +243,11 @@ def sigkill(db_url: str, worker_repo: Path, rows: int, kills: int, seed: int = 1
             process = start_worker(db_url, env, "--concurrency", "2", "--poll-interval", "1")
             try:
                 # kill only once it is writing: a kill during start-up tests nothing
-                wait_until(
+                wait_for(
                     lambda b=before: stored_chunks(db_url) > b or not queued(source),
                     120,
-                    "the worker's first write",
+                    interval=0.05,
+                    what="the worker's first write",
                 )
                 time.sleep(rng.uniform(0.0, 1.0))
                 process.send_signal(signal.SIGKILL)
@@ -347,10 +338,11 @@ def timed_daemon(source: Source, env: dict[str, str]) -> float:
     started = time.monotonic()
     process = start_worker(source.db_url, env, "--concurrency", "2", "--poll-interval", "1")
     try:
-        wait_until(
+        wait_for(
             lambda: stored_chunks(source.db_url) == total and not queued(source),
             900,
-            "every chunk stored",
+            interval=0.05,
+            what="every chunk stored",
         )
         if process.poll() is not None:
             raise AssertionError(f"the daemon exited ({process.returncode})")
@@ -469,19 +461,22 @@ def postgres_restart(
             env = worker_env(fake, worker_repo)
             process = start_worker(db_url, env, "--concurrency", "2", "--poll-interval", "1")
             try:
-                wait_until(lambda: stored_chunks(db_url) > 0, 120, "the first write")
+                wait_for(
+                    lambda: stored_chunks(db_url) > 0, 120, interval=0.05, what="the first write"
+                )
                 own.stop()
                 time.sleep(down_seconds)
                 own.start()
                 back = time.monotonic()
                 at_restart = stored_chunks(db_url)
-                wait_until(
+                wait_for(
                     lambda: stored_chunks(db_url) > at_restart or not queued(source),
                     120,
-                    "a write after the restart",
+                    interval=0.05,
+                    what="a write after the restart",
                 )
                 recovery = time.monotonic() - back
-                wait_until(lambda: not queued(source), 300, "the queue to empty")
+                wait_for(lambda: not queued(source), 300, interval=0.05, what="the queue to empty")
                 if process.poll() is not None:
                     raise AssertionError(f"the daemon exited ({process.returncode})")
             finally:
