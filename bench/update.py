@@ -65,7 +65,7 @@ def run_worker(db_url: str, base_url: str, concurrency: int, code: Path) -> Run:
     )
     command = [sys.executable, "-m", "vectorizer", "worker", "--db-url", db_url, "--once"]
     process = subprocess.run(
-        [*command, "-c", str(concurrency), "--log-level", "info"],
+        [*command, *(["-c", str(concurrency)] if concurrency else []), "--log-level", "info"],
         env=env,
         cwd=code,
         capture_output=True,
@@ -170,7 +170,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=20000)
     parser.add_argument("--latency-ms", type=float, default=50.0)
-    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument(
+        "--concurrency", type=int, default=4, help="executors; 0: each checkout's own default"
+    )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--baseline", type=Path, help="a checkout to compare with")
     parser.add_argument("--repeat", type=int, default=1, help="catch-up runs per side")
