@@ -172,10 +172,19 @@ class FakeOpenAI(ThreadedServer):
         retry_after: str | None = None,
         retry_after_ms: str | None = None,
         code: str | None = None,
+        body: str | None = None,
     ) -> None:
-        """Answer the next `count` embeddings requests with `status` (e.g. 429, 500)."""
+        """Answer the next `count` embeddings requests with `status` (e.g. 429, 500).
+
+        The answer is OpenAI's JSON error object, or `body` verbatim (a proxy's HTML page).
+        """
         failure = Failure(
-            status, count, retry_after=retry_after, retry_after_ms=retry_after_ms, code=code
+            status,
+            count,
+            retry_after=retry_after,
+            retry_after_ms=retry_after_ms,
+            code=code,
+            message=body,
         )
         with self._lock:
             self._failures.append(failure)
@@ -266,6 +275,8 @@ class FakeOpenAI(ThreadedServer):
             if request.transport is not None:
                 request.transport.abort()
             return DROP, b"", {}
+        elif failure is not None and failure.message is not None:
+            return failure.status, failure.message.encode(), _retry_headers(failure)
         elif failure is not None:
             return failure.status, _injected_error(failure), _retry_headers(failure)
         if payload is None:

@@ -1,4 +1,8 @@
-"""The OpenAI embedder: the real openai SDK over real HTTP against tests/fake_openai.py."""
+"""The OpenAI embedder over real HTTP against tests/fake_openai.py.
+
+The embedder speaks httpx itself; where it must behave as the openai SDK (error texts, the
+error `code`), the SDK installed by the dev extra is the reference it is compared with.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 
@@ -26,13 +31,23 @@ from tests.fake_openai import (
 from vectorizer.config import OllamaEmbedding, OpenAIEmbedding
 from vectorizer.embedders import (
     ApiKeyNotFoundError,
+    BadInputError,
     EmbedResult,
     RequestPolicy,
     make_embedder,
 )
-from vectorizer.embedders.openai import MAX_INPUT_TOKENS
+from vectorizer.embedders.openai import (
+    DEFAULT_BASE_URL,
+    MAX_INPUT_TOKENS,
+    base_url,
+    classify,
+    error_code,
+    status_error,
+)
+from vectorizer.embedders.ratelimit import ThrottledError
 from vectorizer.embedders.tokenizers import cl100k_base
-from vectorizer.errors import VectorizerError
+from vectorizer.errors import TransientError, VectorizerError
+from vectorizer.version import __version__
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FAST = RequestPolicy(base_wait=0.01, max_wait=2.0, retry_budget=10.0, request_timeout=10.0)
@@ -133,6 +148,51 @@ async def test_base_url_none_uses_openai_base_url_env(fake_openai: FakeOpenAI) -
     result = await embed(config(None), ["from the environment"])
     assert result.errors == {}
     assert len(fake_openai.requests) == 1
+
+
+async def test_config_base_url_wins_over_the_environment(
+    fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")  # nothing listens there
+    # A trailing slash must not double up: the fake serves /v1/embeddings only.
+    result = await embed(config(None, base_url=fake_openai.base_url + "/"), ["a"])
+    assert result.errors == {}
+    assert len(fake_openai.requests) == 1
+
+
+def test_base_url_defaults_to_openai(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    assert base_url(None) == DEFAULT_BASE_URL == "https://api.openai.com/v1"
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://gpu-box:8080/v1")
+    assert base_url(None) == "http://gpu-box:8080/v1"
+    assert base_url("http://other:1/v1") == "http://other:1/v1"
+
+
+async def test_headers_name_the_client_organization_and_project(
+    fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_ORG_ID", "org-test123")
+    monkeypatch.setenv("OPENAI_PROJECT_ID", "proj_test456")
+    await embed(config(fake_openai), ["a"])
+
+    headers = {name.lower(): value for name, value in fake_openai.requests[0].headers.items()}
+    assert headers["openai-organization"] == "org-test123"
+    assert headers["openai-project"] == "proj_test456"
+    assert headers["content-type"] == "application/json"
+    assert headers["accept"] == "application/json"
+    assert headers["user-agent"].startswith(f"vectorizer/{__version__} ")
+
+
+async def test_organization_and_project_headers_absent_when_unset(
+    fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPENAI_ORG_ID", raising=False)
+    monkeypatch.delenv("OPENAI_PROJECT_ID", raising=False)
+    await embed(config(fake_openai), ["a"])
+
+    names = {name.lower() for name in fake_openai.requests[0].headers}
+    assert "openai-organization" not in names
+    assert "openai-project" not in names
 
 
 async def test_float_lists_are_accepted_when_base64_is_ignored(fake_openai: FakeOpenAI) -> None:
@@ -298,6 +358,44 @@ async def test_outage_longer_than_the_budget_is_a_vectorizer_error(
     assert len(fake_openai.requests) >= 3
 
 
+async def test_non_json_error_body_is_the_message_as_the_sdk_has_it(
+    fake_openai: FakeOpenAI,
+) -> None:
+    # A proxy in front of the server answers HTML; the SDK shows that text alone.
+    fake_openai.fail_next(502, count=10_000, body="<html>502 Bad Gateway</html>\n")
+    policy = RequestPolicy(base_wait=0.05, max_wait=0.1, retry_budget=0.3)
+    with pytest.raises(
+        VectorizerError, match=r"embedding provider unavailable: <html>502 Bad Gateway</html> \("
+    ):
+        await embed(config(fake_openai), ["a"], policy=policy)
+    assert len(fake_openai.requests) >= 2
+
+
+async def test_empty_error_body_leaves_the_status(fake_openai: FakeOpenAI) -> None:
+    fake_openai.fail_next(404, body="")
+    with pytest.raises(VectorizerError) as raised:
+        await embed(config(fake_openai), ["a"])
+    assert str(raised.value) == "Error code: 404"
+
+
+async def test_refused_connection_reads_as_the_sdk_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", TEST_API_KEY)
+    policy = RequestPolicy(base_wait=0.05, max_wait=0.1, retry_budget=0.3)
+    with pytest.raises(
+        VectorizerError, match=r"^embedding provider unavailable: Connection error\. \(openai: "
+    ):
+        await embed(config(None, base_url="http://127.0.0.1:9/v1"), ["a"], policy=policy)
+
+
+async def test_timeout_reads_as_the_sdk_error(fake_openai: FakeOpenAI) -> None:
+    fake_openai.stall_next(2.0, count=10)
+    policy = RequestPolicy(base_wait=0.01, max_wait=0.05, retry_budget=0.5, request_timeout=0.2)
+    with pytest.raises(
+        VectorizerError, match=r"^embedding provider unavailable: Request timed out\. \(openai: "
+    ):
+        await embed(config(fake_openai), ["a"], policy=policy)
+
+
 async def test_insufficient_quota_is_not_retried(fake_openai: FakeOpenAI) -> None:
     fake_openai.fail_next(429, count=5, code="insufficient_quota")
     with pytest.raises(VectorizerError, match="429"):
@@ -328,6 +426,39 @@ async def test_401_is_a_vectorizer_error_without_the_key(
         assert key[-8:] not in text
     assert raised.value.__cause__ is None
     assert len(fake_openai.requests) == 1
+
+
+async def test_key_stays_out_of_errors_and_debug_logs_whatever_fails(
+    fake_openai: FakeOpenAI,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # caplog sees records before the worker's redacting handler: httpx and httpcore debug
+    # lines included, so a header dump anywhere would show here.
+    key = "a-key-that-is-not-sk-shaped-0123456789"
+    monkeypatch.setenv("MY_KEY", key)
+    settings = config(fake_openai, api_key_name="MY_KEY")
+    policy = RequestPolicy(base_wait=0.01, max_wait=0.05, retry_budget=1.0, request_timeout=0.3)
+    fake_openai.drop_next(1)
+    fake_openai.stall_next(2.0)
+    fake_openai.fail_next(500, count=10_000)
+    errors = []
+    with caplog.at_level(logging.DEBUG):
+        with pytest.raises(VectorizerError) as outage:
+            await embed(settings, ["a"], policy=policy)
+        errors.append(outage.value)
+        fake_openai.reset()
+        fake_openai.configure(api_key=TEST_API_KEY)  # ours is now wrong, and echoed back
+        with pytest.raises(VectorizerError) as rejected:
+            await embed(settings, ["a"], policy=policy)
+        errors.append(rejected.value)
+
+    assert "Error code: 500" in str(outage.value)
+    assert "Incorrect API key provided" in str(rejected.value)
+    assert "httpcore" in caplog.text  # the debug lines were there to be searched
+    for text in [caplog.text, *(str(e) for e in errors), *(e.reason for e in errors)]:
+        assert key not in text
+        assert key[-8:] not in text
 
 
 async def test_right_key_is_sent_as_bearer_token(fake_openai: FakeOpenAI) -> None:
@@ -484,6 +615,27 @@ def _run_python(code: str, env: dict[str, str]) -> str:
     return completed.stdout.strip()
 
 
+def test_the_embedder_never_imports_the_openai_sdk(fake_openai: FakeOpenAI) -> None:
+    code = (
+        "import asyncio, os, sys\n"
+        "from vectorizer.config import OpenAIEmbedding\n"
+        "from vectorizer.embedders import make_embedder\n"
+        "async def main():\n"
+        "    settings = OpenAIEmbedding(implementation='openai', model='text-embedding-3-small',"
+        " dimensions=8)\n"
+        "    embedder = make_embedder(settings)\n"
+        "    try:\n"
+        "        result = await embedder.embed(['over the wire'])\n"
+        "    finally:\n"
+        "        await embedder.aclose()\n"
+        "    print(len(result.vectors[0]), 'openai' in sys.modules)\n"
+        "asyncio.run(main())\n"
+    )
+    env = dict(os.environ, OPENAI_API_KEY=TEST_API_KEY, OPENAI_BASE_URL=fake_openai.base_url)
+    assert _run_python(code, env) == "8 False"
+    assert len(fake_openai.requests) == 1
+
+
 def test_importing_the_registry_does_not_import_providers() -> None:
     code = (
         "import sys, vectorizer.embedders; print('openai' in sys.modules, 'litellm' in sys.modules)"
@@ -532,3 +684,74 @@ async def test_fake_server_runs_as_a_process(monkeypatch: pytest.MonkeyPatch) ->
     finally:
         process.terminate()
         assert process.wait(10) == 0
+
+
+# --- the SDK's error conventions -------------------------------------------------------------
+
+
+def _response(status: int, body: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
+    request = httpx.Request("POST", "http://127.0.0.1:9/v1/embeddings")
+    return httpx.Response(status, content=body, headers=headers, request=request)
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (
+            401,
+            b'{"error": {"message": "Incorrect API key", "type": "x", "code": "invalid_api_key"}}',
+        ),
+        (429, b'{"error": {"message": "Quota", "code": "insufficient_quota", "param": null}}'),
+        (400, b'{"message": "bare error object", "code": "bad", "n": 1.5, "ok": true}'),
+        (400, b'{"error": "a string, not an object"}'),
+        (500, b'["a", "list"]'),
+        (502, b"  <html>Bad Gateway</html>\n"),
+        (404, b""),
+        (422, b'{"detail": [{"loc": ["body", "input"], "msg": "field required"}]}'),
+        (503, '{"error": {"message": "caf\u00e9 \u2013 down"}}'.encode()),
+    ],
+)
+def test_error_messages_and_codes_match_the_sdk(status: int, body: bytes) -> None:
+    import openai
+
+    sdk = openai.OpenAI(api_key="sk-test", base_url="http://127.0.0.1:9/v1")
+    expected = sdk._make_status_error_from_response(_response(status, body))
+    message, parsed = status_error(_response(status, body))
+    assert message == str(expected)
+    assert error_code(parsed) == expected.code
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (400, BadInputError),
+        (413, BadInputError),
+        (422, BadInputError),
+        (401, VectorizerError),
+        (403, VectorizerError),
+        (404, VectorizerError),
+        (408, TransientError),
+        (409, TransientError),
+        (500, TransientError),
+        (504, TransientError),
+        (429, ThrottledError),
+    ],
+)
+def test_statuses_map_to_the_driver_kinds(status: int, kind: type[Exception]) -> None:
+    body = b'{"error": {"message": "no", "code": "whatever"}}'
+    error = classify(_response(status, body, {"retry-after-ms": "1500"}), ())
+    assert type(error) is kind
+    assert (
+        str(error) == f"Error code: {status} - {{'error': {{'message': 'no', 'code': 'whatever'}}}}"
+    )
+    if isinstance(error, TransientError):
+        assert error.retry_after == 1.5
+
+
+def test_insufficient_quota_is_not_throttling_and_the_key_is_masked() -> None:
+    body = b'{"error": {"message": "No quota for key my-secret-42", "code": "insufficient_quota"}}'
+    error = classify(_response(429, body), ("my-secret-42",))
+    assert type(error) is VectorizerError
+    assert "my-secret-42" not in str(error)
+    assert "No quota for key ***" in str(error)
+    assert str(error).startswith("Error code: 429 - ")

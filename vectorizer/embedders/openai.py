@@ -1,10 +1,20 @@
 """OpenAI embeddings (`implementation: openai`), and any OpenAI-compatible server via base_url.
 
+The embedder POSTs `/embeddings` with httpx itself rather than through the openai SDK, whose
+import alone costs most of a second (its `types` package builds hundreds of pydantic models)
+in every once-run. It keeps the SDK's conventions, so a pgai user sees no difference:
+
+* the server is `base_url`, else `OPENAI_BASE_URL`, else `https://api.openai.com/v1`;
+  `OPENAI_ORG_ID` and `OPENAI_PROJECT_ID` become the `OpenAI-Organization`/`OpenAI-Project`
+  headers; redirects are followed and proxies come from the environment;
+* error messages read as the SDK's (`Error code: 401 - {...}`, `Connection error.`,
+  `Request timed out.`), with secrets masked.
+
 Differences from pgai's worker, on purpose:
 
-* the SDK does not retry (`max_retries=0`): the shared driver does, with a budget, so a 429
-  never fails a row and an outage becomes one vectorizer-level error; 429s and the
-  `x-ratelimit-*` headers feed the rate limiter shared by everything using the same key;
+* nothing here retries: the shared driver does, with a budget, so a 429 never fails a row
+  and an outage becomes one vectorizer-level error; 429s and the `x-ratelimit-*` headers feed
+  the rate limiter shared by everything using the same key;
 * vectors travel as base64 and are decoded straight into numpy, never via Python floats;
 * `dimensions` goes only to models known to accept it (or when the config asks), so
   OpenAI-compatible servers that reject the parameter work (pgai #850).
@@ -13,12 +23,13 @@ Differences from pgai's worker, on purpose:
 from __future__ import annotations
 
 import binascii
+import json
 import logging
+import os
 from typing import Any
 
 import httpx
 import numpy as np
-import openai
 import orjson
 import pybase64
 
@@ -32,6 +43,7 @@ from vectorizer.embedders.base import (
     resolve_api_key,
 )
 from vectorizer.errors import TransientError, VectorizerError
+from vectorizer.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +53,15 @@ NATIVE_MODELS = frozenset({ADA_002, "text-embedding-3-small", "text-embedding-3-
 MAX_INPUT_TOKENS = 8191
 MAX_INPUTS_PER_REQUEST = 2048
 MAX_TOKENS_PER_REQUEST = 300_000
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+USER_AGENT = f"vectorizer/{__version__} httpx/{httpx.__version__}"
+# The SDK's pool size: batches of one vectorizer reuse keep-alive connections, and concurrent
+# requests are capped by the driver, never by the pool.
+CONNECTION_LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
+# The SDK's texts for failures with no response, so error rows read as under pgai.
+CONNECTION_ERROR = "Connection error."
+TIMEOUT_ERROR = "Request timed out."
 
 # Statuses the SDK itself would retry (besides 429); rare but harmless to retry.
 _TRANSIENT_STATUSES = frozenset({408, 409})
@@ -61,24 +82,24 @@ class OpenAIEmbedder(Embedder):
             raise VectorizerError("dimensions must be 1536 for text-embedding-ada-002")
         self._options = request_options(config)
         self._truncates = config.model in NATIVE_MODELS
-        self._client: openai.AsyncOpenAI | None = None
+        self._client: httpx.AsyncClient | None = None
 
     async def _setup(self) -> None:
         widen_http_reads()
         key = resolve_api_key(self._config.api_key_name, self._api_key)
         self._secrets = (key,)
-        # base_url None lets the SDK fall back to OPENAI_BASE_URL, as pgai's worker does.
-        self._client = openai.AsyncOpenAI(
-            api_key=key,
-            base_url=self._config.base_url,
-            max_retries=0,
+        self._client = httpx.AsyncClient(
+            base_url=base_url(self._config.base_url),
+            headers=request_headers(key),
             timeout=self.policy.request_timeout,
+            limits=CONNECTION_LIMITS,
+            follow_redirects=True,
         )
         self.use_limiter(key, str(self._client.base_url))
 
     async def aclose(self) -> None:
         if self._client is not None:
-            await self._client.close()
+            await self._client.aclose()
             self._client = None
             self._ready = False
 
@@ -103,27 +124,49 @@ class OpenAIEmbedder(Embedder):
             raise VectorizerError("the OpenAI embedder was used before setup()")
         body = {"input": texts, "model": self.model, "encoding_format": "base64", **self._options}
         try:
-            # The SDK's generic POST: same auth, errors and HTTP stack as embeddings.create,
-            # without its per-input request transformation and JSON encoder (a tenth of the
-            # worker's CPU in a backfill), and without building response objects we'd discard.
-            response = await self._client.post(
-                "/embeddings",
-                cast_to=httpx.Response,
-                content=orjson.dumps(body),
-                options={"headers": {"Content-Type": "application/json"}},
-            )
-        except openai.APIError as exc:
-            if isinstance(exc, openai.APIStatusError):
-                self.limiter.observe(exc.response.headers)
-            # `from None`: the SDK exception may echo the key; its message is redacted below.
-            raise classify(exc, self._secrets) from None
+            # httpx's base_url keeps its path: "embeddings" lands at <base_url>/embeddings.
+            response = await self._client.post("embeddings", content=orjson.dumps(body))
+        except httpx.TimeoutException as exc:
+            raise self._no_response(TIMEOUT_ERROR, exc) from None
+        except httpx.HTTPError as exc:
+            raise self._no_response(CONNECTION_ERROR, exc) from None
         self.limiter.observe(response.headers)
-        return parse_response(await response.aread())
+        if not response.is_success:
+            raise classify(response, self._secrets)
+        return parse_response(response.content)
+
+    def _no_response(self, message: str, exc: httpx.HTTPError) -> TransientError:
+        # The message is the SDK's; what httpx saw goes to the debug log, not the error row.
+        log.debug("embeddings request failed: %s", self.redact(f"{type(exc).__name__}: {exc}"))
+        return TransientError(message)
+
+
+def base_url(configured: str | None) -> str:
+    """Where requests go: the config's base_url, else OPENAI_BASE_URL, else OpenAI's API."""
+    return configured or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+
+
+def request_headers(api_key: str) -> dict[str, str]:
+    """Headers of every request: auth, JSON both ways, and the SDK's organization/project."""
+    headers = {
+        "Authorization": f"Bearer {api_key}",
+        "Content-Type": "application/json",
+        "Accept": "application/json",
+        "User-Agent": USER_AGENT,
+    }
+    for header, variable in (
+        ("OpenAI-Organization", "OPENAI_ORG_ID"),
+        ("OpenAI-Project", "OPENAI_PROJECT_ID"),
+    ):
+        value = os.environ.get(variable)
+        if value:
+            headers[header] = value
+    return headers
 
 
 # httpcore reads a response 64 KB per call, each call a trip through anyio and h11; a batch's
 # answer is ~1.6 MB of base64 (200 vectors of 1536 floats). Reading up to 1 MB per call cuts
-# the SDK's CPU per such request by a fifth (bench/openai_http.py); asyncio hands back what
+# the embedder's CPU per such request by a fifth (bench/openai_http.py); asyncio hands back what
 # has arrived, so no read waits for a fuller buffer.
 HTTP_READ_BYTES = 1 << 20
 
@@ -208,20 +251,38 @@ def usage_tokens(document: dict[str, Any]) -> int:
     return tokens if isinstance(tokens, int) else 0
 
 
-def classify(exc: openai.APIError, secrets: tuple[str, ...]) -> Exception:
-    """Map an SDK exception to the driver's kinds, with a redacted `str(exc)` message."""
-    message = redact(str(exc), secrets)
-    if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
-        return TransientError(message)
-    if not isinstance(exc, openai.APIStatusError):
-        return VectorizerError(message)
-    status = exc.status_code
-    if status == 429 and exc.code == "insufficient_quota":
+def classify(response: httpx.Response, secrets: tuple[str, ...]) -> Exception:
+    """Map an error response to the driver's kinds, with the SDK's message, redacted."""
+    text, body = status_error(response)
+    message = redact(text, secrets)
+    status = response.status_code
+    if status == 429 and error_code(body) == "insufficient_quota":
         return VectorizerError(message)  # billing, not throttling: waiting will not help
     if status == 429:
-        return ThrottledError(message, retry_after=parse_retry_after(exc.response.headers))
+        return ThrottledError(message, retry_after=parse_retry_after(response.headers))
     if status in _TRANSIENT_STATUSES or status >= 500:
-        return TransientError(message, retry_after=parse_retry_after(exc.response.headers))
+        return TransientError(message, retry_after=parse_retry_after(response.headers))
     if status in _BAD_INPUT_STATUSES:
         return BadInputError(message)
     return VectorizerError(message)
+
+
+def status_error(response: httpx.Response) -> tuple[str, object]:
+    """The SDK's message for an error response, and the body it parsed.
+
+    A JSON body is shown as the Python value it decodes to (`Error code: 400 - {'error': ...}`);
+    any other body is the message by itself, and an empty one leaves just the status.
+    """
+    text = response.text.strip()
+    try:
+        # The stdlib's parser, as the SDK: the message shows what it decodes to, NaN included.
+        body = json.loads(text)
+    except (ValueError, RecursionError):
+        return text or f"Error code: {response.status_code}", text
+    return f"Error code: {response.status_code} - {body}", body
+
+
+def error_code(body: object) -> object:
+    """OpenAI's `code` of an error body: `{"error": {"code": ...}}`, or a bare error object."""
+    error = body.get("error", body) if isinstance(body, dict) else body
+    return error.get("code") if isinstance(error, dict) else None
