@@ -1,39 +1,60 @@
-"""CPU per embeddings request of the OpenAI SDK path the worker uses, by httpcore read size.
+"""CPU per embeddings request: the openai SDK against the worker's own httpx path.
 
     python bench/openai_http.py [--requests 60] [--inputs 200] [--dimensions 1536]
 
 Starts the fake OpenAI server as a separate process (its CPU is not counted), then times, in
-this process, `client.post("/embeddings")` + `parse_response` for base64 answers of
-`--inputs` vectors: with httpcore's 64 KB reads and with the worker's 1 MB reads
-(`vectorizer.embedders.openai.widen_http_reads`), alternated. Prints CPU ms per request.
+this process, one `/embeddings` request and its decoding (`parse_response`) for base64 answers
+of `--inputs` vectors, three ways, alternated round by round:
+
+* the SDK's generic POST (`AsyncOpenAI.post(cast_to=httpx.Response)`, what the worker used
+  before it dropped the SDK), with httpcore's 64 KB reads and with 1 MB reads;
+* the worker's embedder (`OpenAIEmbedder._request`: its own `httpx.AsyncClient`), with the
+  1 MB reads it sets (`vectorizer.embedders.openai.widen_http_reads`).
+
+Prints CPU ms per request; the openai SDK comes with the dev extra.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+KB = 1024
+MODEL = "text-embedding-3-small"
 
-async def requests(base_url: str, body: bytes, count: int) -> None:
+Run = Callable[[str, list[str], int, int], Awaitable[None]]
+
+
+async def through_sdk(base_url: str, texts: list[str], dimensions: int, count: int) -> None:
     import httpx
     import openai
+    import orjson
 
     from vectorizer.embedders.openai import parse_response
 
     client = openai.AsyncOpenAI(api_key="sk-bench", base_url=base_url, max_retries=0)
+    body: dict[str, Any] = {
+        "input": texts,
+        "model": MODEL,
+        "encoding_format": "base64",
+        "dimensions": dimensions,
+    }
     try:
         for _ in range(count):
             response = await client.post(
                 "/embeddings",
                 cast_to=httpx.Response,
-                content=body,
+                content=orjson.dumps(body),
                 options={"headers": {"Content-Type": "application/json"}},
             )
             parse_response(await response.aread())
@@ -41,10 +62,28 @@ async def requests(base_url: str, body: bytes, count: int) -> None:
         await client.close()
 
 
-def cpu_per_request(base_url: str, body: bytes, count: int) -> float:
-    asyncio.run(requests(base_url, body, 3))  # warm: connection, imports
+async def through_embedder(base_url: str, texts: list[str], dimensions: int, count: int) -> None:
+    from vectorizer.config import OpenAIEmbedding
+    from vectorizer.embedders import make_embedder
+
+    settings = OpenAIEmbedding(
+        implementation="openai", model=MODEL, dimensions=dimensions, base_url=base_url
+    )
+    embedder = make_embedder(settings, api_key="sk-bench")
+    await embedder.setup()
+    try:
+        for _ in range(count):
+            await embedder._request(texts)  # one HTTP request, no batching or retries
+    finally:
+        await embedder.aclose()
+
+
+def cpu_per_request(
+    run: Run, base_url: str, texts: list[str], dimensions: int, count: int
+) -> float:
+    asyncio.run(run(base_url, texts, dimensions, 3))  # warm: connection, imports
     started = time.process_time()
-    asyncio.run(requests(base_url, body, count))
+    asyncio.run(run(base_url, texts, dimensions, count))
     return (time.process_time() - started) / count * 1000
 
 
@@ -56,11 +95,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
-    import orjson
     from httpcore._async.http11 import AsyncHTTP11Connection
 
     from vectorizer.embedders.openai import HTTP_READ_BYTES
 
+    os.environ.pop("OPENAI_BASE_URL", None)  # both clients go where they are told
     fake = subprocess.Popen(
         [sys.executable, "-m", "tests.fake_openai", "--no-log-inputs"],
         cwd=REPO,
@@ -70,27 +109,25 @@ def main() -> None:
     assert fake.stdout is not None
     base_url = fake.stdout.readline().strip()
     texts = [f"chunk {i} of a benchmark request" for i in range(args.inputs)]
-    body = orjson.dumps(
-        {
-            "input": texts,
-            "model": "text-embedding-3-small",
-            "encoding_format": "base64",
-            "dimensions": args.dimensions,
-        }
-    )
-    results: dict[int, list[float]] = {64 * 1024: [], HTTP_READ_BYTES: []}
+    ways: dict[tuple[str, int], Run] = {
+        ("openai SDK", 64 * KB): through_sdk,
+        ("openai SDK", HTTP_READ_BYTES): through_sdk,
+        ("httpx (the worker)", HTTP_READ_BYTES): through_embedder,
+    }
+    results: dict[tuple[str, int], list[float]] = {way: [] for way in ways}
     try:
         for _ in range(args.rounds):
-            for size, figures in results.items():
+            for (name, size), run in ways.items():
                 AsyncHTTP11Connection.READ_NUM_BYTES = size
-                figures.append(cpu_per_request(base_url, body, args.requests))
+                cpu = cpu_per_request(run, base_url, texts, args.dimensions, args.requests)
+                results[(name, size)].append(cpu)
     finally:
         fake.terminate()
         fake.wait()
-    for size, figures in results.items():
+    for (name, size), figures in results.items():
         best = min(figures)
         print(
-            f"reads of {size // 1024:>5} KB: {best:.2f} ms CPU per request (best of "
+            f"{name:<18} reads of {size // KB:>5} KB: {best:.2f} ms CPU per request (best of "
             f"{len(figures)}), {best / args.inputs * 1000:.1f} ms per 1k chunks"
         )
 

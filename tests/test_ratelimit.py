@@ -1,5 +1,5 @@
 """The shared rate limiter: its arithmetic on a virtual clock, then many concurrent embed calls
-through the real openai SDK against tests/fake_openai.py with an enforced budget."""
+through the OpenAI embedder's HTTP client against tests/fake_openai.py with an enforced budget."""
 
 from __future__ import annotations
 

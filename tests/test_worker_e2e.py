@@ -1,4 +1,4 @@
-"""The worker end to end: the real CLI as a subprocess, a real Postgres, the real openai SDK
+"""The worker end to end: the real CLI as a subprocess, a real Postgres, the OpenAI embedder
 over real HTTP to tests/fake_openai.py. Happy paths, destinations, keys and CLI settings."""
 
 from __future__ import annotations
