@@ -33,8 +33,8 @@ from vectorizer.settings import WorkerSettings
 from vectorizer.tracking import WorkerTracking
 
 if TYPE_CHECKING:
-    # imported when a vectorizer has work (`_build`): the pipeline, provider SDKs, numpy and
-    # langchain cost a once-run with nothing queued most of its time
+    # imported when a vectorizer has work (`_build`): the pipeline, provider SDKs and numpy
+    # cost a once-run with nothing queued most of its time
     from vectorizer.embedders import Embedder
     from vectorizer.stages.pipeline import RowPipeline
 

@@ -43,13 +43,17 @@ def named_keys_condition(
 ) -> tuple[sql.Composed, dict[str, object]]:
     """`(pk1, pk2) in ((%(k0)s, %(k1)s), ...)` for `keys`, with named parameters (the query
     around it names its other parameters)."""
-    width = len(pk)
-    rows = [
-        sql.SQL("({})").format(
-            sql.SQL(", ").join(sql.Placeholder(f"k{r * width + c}") for c in range(width))
-        )
-        for r in range(len(keys))
-    ]
-    condition = sql.SQL("({}) in ({})").format(ident_list(pk), sql.SQL(", ").join(rows))
+    condition = sql.SQL("({}) in ({})").format(
+        ident_list(pk), _named_key_placeholders(len(pk), len(keys))
+    )
     params = {f"k{i}": value for i, value in enumerate(v for key in keys for v in key)}
     return condition, params
+
+
+@functools.lru_cache(maxsize=256)
+def _named_key_placeholders(width: int, count: int) -> sql.SQL:
+    # one fragment, as in `_key_placeholders`: composing it per key cost ~0.3 ms per batch
+    rows = (
+        "(" + ", ".join(f"%(k{r * width + c})s" for c in range(width)) + ")" for r in range(count)
+    )
+    return sql.SQL(", ".join(rows))

@@ -1,8 +1,9 @@
 """Chunking: split parsed text into the pieces that get embedded.
 
-The splitters are LangChain's own, so chunk boundaries match pgai's byte for byte and existing
-embeddings stay valid when a pgai user switches workers. Each is built once per config; its
-`split_text` keeps no state between calls, so one instance serves every thread.
+The character splitters cut exactly where pgai's (LangChain's) do, so existing embeddings stay
+valid when a pgai user switches workers (vectorizer.stages.character_splitting). Each is built
+once per config; its `split_text` keeps no state between calls, so one instance serves every
+thread.
 """
 
 from __future__ import annotations
@@ -21,6 +22,11 @@ from vectorizer.config import (
 )
 from vectorizer.errors import VectorizerError
 from vectorizer.registry import Registry
+from vectorizer.stages.character_splitting import (
+    CharacterSplitter,
+    RecursiveCharacterSplitter,
+    check_sizes,
+)
 from vectorizer.stages.chunks import Chunk, locate
 from vectorizer.stages.markdown_chunking import MarkdownChunker
 from vectorizer.stages.token_chunking import TokenSplitter
@@ -80,43 +86,40 @@ def _no_chunking(config: NoChunking, counter: TokenCounter | None) -> Chunker:
 
 
 def _whole_text(text: str) -> list[str]:
-    # Blank text has nothing worth embedding, as with the LangChain splitters.
+    # Blank text has nothing worth embedding, as with the character splitters.
     if not text or text.isspace():
         return []
     return [text]
 
 
-def _langchain_splitter(
-    config: CharacterTextSplitter | RecursiveCharacterTextSplitter, counter: TokenCounter | None
+def _character_splitter(config: CharacterTextSplitter, counter: TokenCounter | None) -> Chunker:
+    _check_separators([config.separator], config.is_separator_regex)
+    sizes = _checked_sizes(config.chunk_size, config.chunk_overlap)
+    return CharacterSplitter(config.separator, *sizes, config.is_separator_regex).split_text
+
+
+def _recursive_splitter(
+    config: RecursiveCharacterTextSplitter, counter: TokenCounter | None
 ) -> Chunker:
-    # Imported here: LangChain takes a noticeable time to import and only chunking needs it.
-    import langchain_text_splitters as splitters
-
-    if isinstance(config, CharacterTextSplitter):
-        splitter_class: Any = splitters.CharacterTextSplitter
-        options: dict[str, Any] = {"separator": config.separator}
-        patterns = [config.separator]
-    else:
-        splitter_class = splitters.RecursiveCharacterTextSplitter
-        options, patterns = {"separators": config.separators}, config.separators
-    if config.is_separator_regex:
-        for pattern in patterns:
-            _check_regex(pattern)
-    splitter = _build(
-        splitter_class,
-        **options,
-        chunk_size=config.chunk_size,
-        chunk_overlap=config.chunk_overlap,
-        is_separator_regex=config.is_separator_regex,
-    )
-    return splitter.split_text
+    _check_separators(config.separators, config.is_separator_regex)
+    sizes = _checked_sizes(config.chunk_size, config.chunk_overlap)
+    return RecursiveCharacterSplitter(
+        config.separators, *sizes, config.is_separator_regex
+    ).split_text
 
 
-def _build(splitter_class: Callable[..., Any], **options: Any) -> Any:
+def _checked_sizes(chunk_size: int, chunk_overlap: int) -> tuple[int, int]:
     try:
-        return splitter_class(**options)
+        check_sizes(chunk_size, chunk_overlap)
     except ValueError as exc:
         raise VectorizerError(f"invalid chunking config: {exc}", step="chunking") from exc
+    return chunk_size, chunk_overlap
+
+
+def _check_separators(separators: list[str], is_regex: bool) -> None:
+    if is_regex:
+        for pattern in separators:
+            _check_regex(pattern)
 
 
 def _check_regex(pattern: str) -> None:
@@ -134,8 +137,8 @@ _CHUNKERS: Registry[Callable[[Any, TokenCounter | None], Chunker]] = Registry(
     "chunking",
     {
         NoChunking: _no_chunking,
-        CharacterTextSplitter: _langchain_splitter,
-        RecursiveCharacterTextSplitter: _langchain_splitter,
+        CharacterTextSplitter: _character_splitter,
+        RecursiveCharacterTextSplitter: _recursive_splitter,
         RecursiveTokenSplitter: _token_chunker,
         MarkdownSplitter: _token_chunker,
     },
