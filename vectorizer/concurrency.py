@@ -35,13 +35,15 @@ DEFAULT_MAX_CONNECTIONS = 15
 
 @dataclass(frozen=True)
 class AimdSettings:
-    interval: float = 0.5  # seconds of batches one decision looks at (at least `level` batches)
+    # seconds of batches one decision looks at (at least `level` batches): at 0.5 s a 2-core
+    # machine's noise undid one doubling in three in bench/backfill.py
+    interval: float = 1.0
     # a few executors cost a few connections and overlap a provider's latency with the
     # database's work from the first batch; slow start doubles from there
     start: int = 4
     slow_start_gain: float = 0.15  # a doubling must buy this much more throughput to continue
     probe_gain: float = 0.04  # one more executor must buy this much to be kept
-    worse: float = 0.05  # a doubling that lost more than this share is undone
+    worse: float = 0.15  # a doubling that lost more than this share is undone
     probe_every: int = 6  # settled intervals between probes
     congestion_factor: float = 0.5  # on 429s, timeouts, 5xx
     fall_threshold: float = 0.6  # throughput under this share of the settled rate has fallen
