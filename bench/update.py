@@ -12,6 +12,10 @@ on PYTHONPATH. Prints, per code:
 embedding inputs sent, tokens sent and saved, catch-up seconds; checks that both stores are
 identical (the baseline re-embeds every chunk, so its store is a fresh build of those rows);
 then repeats the same UPDATE with the keys queued again and reports what a no-op costs.
+
+The fake answers every request after `--latency-ms`, whatever its size, so a catch-up there is
+bound by the worker and the database; `--budget-tps 150000` (a 9M tokens-per-minute limit)
+makes it bound by tokens, as a real provider's rate limit bounds a large catch-up.
 """
 
 from __future__ import annotations
@@ -58,8 +62,16 @@ def fake_call(base_url: str, path: str, payload: dict[str, object] | None = None
         return response.read()
 
 
-def run_worker(db_url: str, base_url: str, concurrency: int, code: Path) -> Run:
-    fake_call(base_url, "/_reset", {})
+def run_worker(
+    db_url: str,
+    base_url: str,
+    concurrency: int,
+    code: Path,
+    behaviour: dict[str, object] | None = None,
+) -> Run:
+    fake_call(base_url, "/_reset", {})  # clears the request log, and the behaviour with it
+    if behaviour:
+        fake_call(base_url, "/_control", behaviour)
     env = dict(
         os.environ, OPENAI_API_KEY="sk-bench", OPENAI_BASE_URL=base_url, PYTHONPATH=str(code)
     )
@@ -173,6 +185,13 @@ def main() -> None:
     parser.add_argument(
         "--concurrency", type=int, default=4, help="executors; 0: each checkout's own default"
     )
+    parser.add_argument(
+        "--budget-tps",
+        type=float,
+        default=None,
+        help="the provider's token budget per second during the catch-up (a TPM limit / 60; "
+        "429s with Retry-After past it), as a real provider's limits bound a catch-up",
+    )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--baseline", type=Path, help="a checkout to compare with")
     parser.add_argument("--repeat", type=int, default=1, help="catch-up runs per side")
@@ -190,7 +209,8 @@ def main() -> None:
         started = time.perf_counter()
         build = run_worker(built_url, base_url, args.concurrency, REPO)
         print(
-            f"rows={args.rows} concurrency={args.concurrency} latency_ms={args.latency_ms}: "
+            f"rows={args.rows} concurrency={args.concurrency} latency_ms={args.latency_ms} "
+            f"budget_tps={args.budget_tps}: "
             f"built in {time.perf_counter() - started:.1f}s ({build.inputs} chunks embedded)"
         )
         labels = ["after", "before"] if args.baseline else ["after"]
@@ -203,7 +223,8 @@ def main() -> None:
         for clones in rounds:
             for url in clones.values():
                 edited = edit_rows(url, args.seed)
-        fake_call(base_url, "/_control", {"latency": args.latency_ms / 1000})
+        # the provider as the catch-ups meet it (the build above ran at full speed)
+        provider = {"latency": args.latency_ms / 1000, "budget_tps": args.budget_tps}
         print(f"edited rows: {edited} (id % 10 = 0: the first paragraph replaced by a new one)")
         print("catching up (runs alternate, so machine load hits both sides alike):")
         runs: dict[str, list[Run]] = {label: [] for label in labels}
@@ -211,7 +232,9 @@ def main() -> None:
             for label in labels if r % 2 == 0 else labels[::-1]:
                 code = args.baseline if label == "before" else REPO
                 assert code is not None
-                runs[label].append(run_worker(clones[label], base_url, args.concurrency, code))
+                runs[label].append(
+                    run_worker(clones[label], base_url, args.concurrency, code, provider)
+                )
                 report(label, runs[label][-1])
         first = rounds[0]
         reused = re.search(r"reused_same_row=(\d+)", runs["after"][0].log)
@@ -236,7 +259,7 @@ def main() -> None:
             queued = touch_again(url)
             code = args.baseline if label == "before" else REPO
             assert code is not None
-            run = run_worker(url, base_url, args.concurrency, code)
+            run = run_worker(url, base_url, args.concurrency, code, provider)
             untouched = tuple_versions(url) == versions
             report(label, run)
             print(f"  {'':<9} {queued} keys queued; store untouched (no row written): {untouched}")
