@@ -33,7 +33,7 @@ def test_the_worker_defaults() -> None:
     # a failed row waits 3 minutes, then 6, ... at most an hour (pgai's numbers)
     assert (ROW_RETRY.delay(0), ROW_RETRY.delay(1), ROW_RETRY.delay(20)) == (180, 360, 3600)
     assert 24 <= BREAKER.delay(0) <= 36 and BREAKER.ceiling(20) == 600
-    assert (DATABASE.delay(1), DATABASE.delay(20)) == (1.0, 30.0)
+    assert (DATABASE.delay(1), DATABASE.delay(20)) == (1.0, 5.0)
 
 
 def _vectorizer() -> Vectorizer:
