@@ -34,15 +34,18 @@ and pg_catalog.has_table_privilege('ai._vectorizer_empty_input', 'select, insert
 """
 
 # One round trip per batch: forget every claimed key that is not empty now, add the empty ones.
+# Each key list travels as one jsonb array (dumped once, not once per key).
 RECORD = """
-with forgotten as (
+with claimed as (select pk from pg_catalog.jsonb_array_elements(%(claimed)s::jsonb) pk),
+empty as (select pk from pg_catalog.jsonb_array_elements(%(empty)s::jsonb) pk),
+forgotten as (
     delete from ai._vectorizer_empty_input
     where vectorizer_id = %(vectorizer_id)s
-    and pk = any(%(claimed)s::jsonb[])
-    and not (pk = any(%(empty)s::jsonb[]))
+    and pk in (select pk from claimed)
+    and pk not in (select pk from empty)
 )
 insert into ai._vectorizer_empty_input (vectorizer_id, pk)
-select %(vectorizer_id)s, key from unnest(%(empty)s::jsonb[]) key
+select %(vectorizer_id)s, pk from empty
 on conflict (vectorizer_id, pk) do nothing
 """
 
@@ -69,8 +72,8 @@ class EmptyInputs:
             RECORD,
             {
                 "vectorizer_id": self._vectorizer_id,
-                "claimed": [self._jsonb(key) for key in claimed],
-                "empty": [self._jsonb(key) for key in empty],
+                "claimed": self._jsonb(claimed),
+                "empty": self._jsonb(empty),
             },
         )
         return len(empty)
@@ -90,8 +93,10 @@ class EmptyInputs:
                 )
         return self._usable
 
-    def _jsonb(self, key: tuple[Any, ...]) -> Jsonb:
-        return Jsonb(dict(zip(self._pk_names, key, strict=True)), dumps=_dumps)
+    def _jsonb(self, keys: Sequence[tuple[Any, ...]]) -> Jsonb:
+        """The keys as one jsonb array of `{column: value}` objects."""
+        names = self._pk_names
+        return Jsonb([dict(zip(names, key, strict=True)) for key in keys], dumps=_dumps)
 
 
 def _dumps(document: object) -> str:
