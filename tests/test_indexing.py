@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import subprocess
+import sys
 import threading
 import time
 from datetime import timedelta
@@ -19,6 +21,7 @@ from tests.test_status import cli
 from tests.worker_helpers import (
     DIMS,
     MODEL,
+    REPO_ROOT,
     create_source,
     daemon,
     doc_rows,
@@ -141,6 +144,50 @@ def test_worker_builds_the_hnsw_index_once_the_store_has_min_rows(
             (str([0.1] * DIMS),),
         ).fetchall()
     assert f"_vectorizer_ann_{vid}" in " ".join(line[0] for line in plan)
+
+
+# Runs the worker CLI in a subprocess and prints, at exit, which of these packages it imported.
+_IMPORTS_OF_A_RUN = """
+import atexit, runpy, sys
+watched = set(sys.argv[2].split(","))
+loaded = lambda: ",".join(sorted(watched & {name.split(".")[0] for name in sys.modules}))
+atexit.register(lambda: print("imported:" + loaded()))
+sys.argv = ["vectorizer", "worker", "--db-url", sys.argv[1], "--once"]
+runpy.run_module("vectorizer", run_name="__main__", alter_sys=True)
+"""
+_HEAVY = ("pydantic", "numpy", "httpx")
+
+
+def _imports_of_a_once_run(db_url: str, env: dict[str, str]) -> list[str]:
+    result = subprocess.run(
+        [sys.executable, "-c", _IMPORTS_OF_A_RUN, db_url, ",".join(_HEAVY)],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    line = next(line for line in result.stdout.splitlines() if line.startswith("imported:"))
+    return [name for name in line.removeprefix("imported:").split(",") if name]
+
+
+def test_an_idle_once_run_reads_the_config_only_when_the_index_may_be_due(
+    conn: psycopg.Connection, db_url: str, fake_openai: FakeOpenAI
+) -> None:
+    vid, env = _six_docs(conn, "ai.indexing_hnsw(min_rows => 5)", fake_openai)
+    assert set(_imports_of_a_once_run(db_url, env)) >= set(_HEAVY)  # work: the whole pipeline
+    assert _index(conn, "public", vid) is not None
+
+    # nothing queued and the index there: SQL alone says there is nothing to do
+    assert _imports_of_a_once_run(db_url, env) == []
+
+    conn.execute(sql.SQL("drop index {}").format(sql.Identifier(f"_vectorizer_ann_{vid}")))
+    imported = _imports_of_a_once_run(db_url, env)  # the index is due: checked the full way
+    assert "pydantic" in imported and "numpy" not in imported
+    index = _index(conn, "public", vid)
+    assert index is not None and index[1]
 
 
 def test_halfvec_store_gets_the_halfvec_opclass(

@@ -8,11 +8,15 @@ Statements composed per vectorizer from its catalog row (claim, requeue, write) 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from vectorizer.config import Vectorizer
+if TYPE_CHECKING:
+    from vectorizer.config import Vectorizer
+
 
 # --- schema and catalog ------------------------------------------------------------------
 
@@ -66,6 +70,14 @@ SWAP_STORE = "select ai._vectorizer_swap_store(%s)"
 REEMBED_RUNNING = (
     "select exists (select from ai._vectorizer_reembed"
     " where vectorizer_id = %s and finished_at is null)"
+)
+
+# An idle once-run's look at a vectorizer without reading its config into models: whether it
+# is disabled, and whether its vector index may be due by the test pgai's job path uses (false
+# only when the config wants no index, the index exists, or the store has fewer than min_rows).
+IDLE_STATE = (
+    "select v.disabled, ai._vectorizer_should_create_vector_index(v)"
+    " from ai.vectorizer v where v.id = %s"
 )
 
 # --- worker tracking -----------------------------------------------------------------------
@@ -139,13 +151,31 @@ async def load_vectorizer(conn: psycopg.AsyncConnection, vectorizer_id: int) -> 
     async with conn.cursor(row_factory=dict_row) as cursor:
         await cursor.execute(VECTORIZER, (vectorizer_id,))
         row = await cursor.fetchone()
-    return Vectorizer.model_validate(row) if row else None
+    if not row:
+        return None
+    # here, not at import: pydantic and the config models are what an idle once-run would
+    # otherwise import for nothing
+    from vectorizer.config import Vectorizer
+
+    return Vectorizer.model_validate(row)
 
 
 async def is_disabled(conn: psycopg.AsyncConnection, vectorizer_id: int) -> bool:
     """True when the vectorizer was disabled or dropped."""
     row = await (await conn.execute(IS_DISABLED, (vectorizer_id,))).fetchone()
     return row is None or bool(row[0])
+
+
+async def idle_state(conn: psycopg.AsyncConnection, vectorizer_id: int) -> tuple[bool, bool] | None:
+    """(disabled, index maybe due) of a vectorizer with nothing queued; None when it was
+    dropped. When the index test cannot be made (a config it does not know, a store it cannot
+    read), the index counts as maybe due: the caller then checks it the full way."""
+    try:
+        row = await (await conn.execute(IDLE_STATE, (vectorizer_id,))).fetchone()
+    except psycopg.DatabaseError:
+        disabled = await (await conn.execute(IS_DISABLED, (vectorizer_id,))).fetchone()
+        return None if disabled is None else (bool(disabled[0]), True)
+    return None if row is None else (bool(row[0]), bool(row[1]))
 
 
 async def pending_estimate(conn: psycopg.AsyncConnection, vectorizer_id: int) -> int:

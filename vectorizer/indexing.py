@@ -23,15 +23,17 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
 
 from vectorizer.backoff import Backoff
-from vectorizer.config import TableDestination, Vectorizer
 from vectorizer.reporting import error_row
 from vectorizer.tracking import WorkerTracking
+
+if TYPE_CHECKING:
+    from vectorizer.config import Vectorizer
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +88,8 @@ class IndexTarget:
 
 def index_target(vectorizer: Vectorizer) -> IndexTarget | None:
     """The index to build for `vectorizer`, or None when its config asks for none."""
+    from vectorizer.config import TableDestination
+
     indexing = vectorizer.config.indexing
     if indexing is None or indexing.implementation not in BUILDABLE:
         return None

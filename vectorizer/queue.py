@@ -8,14 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from vectorizer.config import Vectorizer
 from vectorizer.sqlparts import ident_list, keys_condition, placeholders
+
+if TYPE_CHECKING:
+    from vectorizer.config import Vectorizer
 
 FOUND = "__vectorizer_found"
 ATTEMPTS = "__vectorizer_attempts"

@@ -14,11 +14,14 @@ sees the new config and rolls back, uncharged, for the runner to reload).
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import psycopg
 
 from vectorizer import catalog
-from vectorizer.config import Vectorizer
+
+if TYPE_CHECKING:
+    from vectorizer.config import Vectorizer
 
 log = logging.getLogger(__name__)
 

@@ -11,16 +11,18 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from vectorizer.config import Vectorizer
 from vectorizer.errors import RowError, VectorizerError, failure_message
 from vectorizer.observability.progress import Progress
 from vectorizer.observability.telemetry import telemetry
-from vectorizer.reuse import ReuseCounts
+from vectorizer.reuse_counts import ReuseCounts
 from vectorizer.tracking import WorkerTracking
+
+if TYPE_CHECKING:
+    from vectorizer.config import Vectorizer
 
 log = logging.getLogger(__name__)
 

@@ -38,6 +38,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from vectorizer.config import ColumnDestination, Embedding, TableDestination, Vectorizer
 from vectorizer.registry import Registry
+from vectorizer.reuse_counts import ReuseCounts
 from vectorizer.sqlparts import keys_condition, named_keys_condition
 
 if TYPE_CHECKING:
@@ -63,37 +64,6 @@ def text_hash(text: str) -> bytes:
     """The hash stored with a chunk: blake2b of its formatted text."""
     # surrogatepass: a text the provider will reject still gets a stable hash
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=HASH_BYTES).digest()
-
-
-@dataclass
-class ReuseCounts:
-    """What one batch (or a run) embedded and what it reused instead."""
-
-    embedded: int = 0
-    same_row: int = 0
-    other_row: int = 0
-    rows_unchanged: int = 0
-    tokens_saved: int = 0
-
-    def add(self, other: ReuseCounts) -> None:
-        self.embedded += other.embedded
-        self.same_row += other.same_row
-        self.other_row += other.other_row
-        self.rows_unchanged += other.rows_unchanged
-        self.tokens_saved += other.tokens_saved
-
-    def __bool__(self) -> bool:
-        return any((self.embedded, self.same_row, self.other_row, self.rows_unchanged))
-
-    def fields(self) -> dict[str, int]:
-        """The counts as structured log fields."""
-        return {
-            "embedded": self.embedded,
-            "reused_same_row": self.same_row,
-            "reused_other_row": self.other_row,
-            "unchanged_rows": self.rows_unchanged,
-            "tokens_saved": self.tokens_saved,
-        }
 
 
 @dataclass

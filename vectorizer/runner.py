@@ -17,12 +17,10 @@ from typing import TYPE_CHECKING
 import psycopg
 from pgvector.psycopg import register_vector_async
 from psycopg.pq import TransactionStatus
-from pydantic import ValidationError
 
 from vectorizer import catalog, reembed
 from vectorizer.backoff import Backoff
 from vectorizer.concurrency import AdaptiveConcurrency, ConnectionBudget
-from vectorizer.config import Vectorizer
 from vectorizer.errors import VectorizerError
 from vectorizer.indexing import IndexBuilder
 from vectorizer.observability import tracing
@@ -33,6 +31,10 @@ from vectorizer.settings import WorkerSettings
 from vectorizer.tracking import WorkerTracking
 
 if TYPE_CHECKING:
+    from pydantic import ValidationError
+
+    from vectorizer.config import Vectorizer
+
     # imported when a vectorizer has work (`_build`): the pipeline, provider SDKs and numpy
     # cost a once-run with nothing queued most of its time
     from vectorizer.embedders import Embedder
@@ -208,6 +210,8 @@ class VectorizerRunner:
         async with self._connections.get() as conn:
             if self._settings.once and not await catalog.has_work(conn, self.vectorizer_id):
                 return await self._nothing_queued(conn)
+            from pydantic import ValidationError  # with work only: see `_nothing_queued`
+
             try:
                 components = await self._build(conn)
             except ValidationError as exc:
@@ -305,7 +309,15 @@ class VectorizerRunner:
 
     async def _nothing_queued(self, conn: psycopg.AsyncConnection) -> int:
         """A once-run with an empty queue: no pipeline or embedder is built (nor their
-        packages imported), only the vector index is checked, as after any drain."""
+        packages imported), only the vector index is checked, as after any drain; the config
+        is read into models (pydantic imported) only when SQL says the index may be due."""
+        state = await catalog.idle_state(conn, self.vectorizer_id)
+        if state is None:
+            self.gone = True
+            return 0
+        disabled, index_maybe_due = state
+        if disabled or not index_maybe_due:
+            return 0
         vectorizer = await catalog.load_vectorizer(conn, self.vectorizer_id)
         if vectorizer is None:
             self.gone = True

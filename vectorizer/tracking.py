@@ -15,7 +15,7 @@ from uuid import UUID
 import psycopg
 
 from vectorizer import catalog
-from vectorizer.reuse import ReuseCounts
+from vectorizer.reuse_counts import ReuseCounts
 from vectorizer.version import __version__
 
 log = logging.getLogger(__name__)

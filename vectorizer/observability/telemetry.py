@@ -13,7 +13,7 @@ from vectorizer.observability.history import RateHistory
 from vectorizer.observability.metrics import Health, Metrics
 
 if TYPE_CHECKING:  # reuse imports the embedders, which import observability
-    from vectorizer.reuse import ReuseCounts
+    from vectorizer.reuse_counts import ReuseCounts
 
 
 class Telemetry:
