@@ -168,8 +168,8 @@ def merge(pieces: Iterable[str], joiner: str, size: int, overlap: int) -> list[s
             _emit(chunks, joiner.join(window))
             while total > overlap or (total > 0 and total + length + _gap(window, step) > size):
                 dropped = window.popleft()
-                total -= len(dropped) + (step if window else 0)
-        total += length + (step if window else 0)
+                total -= len(dropped) + _gap(window, step)
+        total += length + _gap(window, step)
         window.append(piece)
     _emit(chunks, joiner.join(window))
     return chunks

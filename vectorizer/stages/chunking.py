@@ -8,8 +8,9 @@ thread.
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from vectorizer.config import (
@@ -22,11 +23,7 @@ from vectorizer.config import (
 )
 from vectorizer.errors import VectorizerError
 from vectorizer.registry import Registry
-from vectorizer.stages.character_splitting import (
-    CharacterSplitter,
-    RecursiveCharacterSplitter,
-    check_sizes,
-)
+from vectorizer.stages.character_splitting import CharacterSplitter, RecursiveCharacterSplitter
 from vectorizer.stages.chunks import Chunk, locate
 from vectorizer.stages.markdown_chunking import MarkdownChunker
 from vectorizer.stages.token_chunking import TokenSplitter
@@ -94,26 +91,32 @@ def _whole_text(text: str) -> list[str]:
 
 def _character_splitter(config: CharacterTextSplitter, counter: TokenCounter | None) -> Chunker:
     _check_separators([config.separator], config.is_separator_regex)
-    sizes = _checked_sizes(config.chunk_size, config.chunk_overlap)
-    return CharacterSplitter(config.separator, *sizes, config.is_separator_regex).split_text
+    with _invalid_sizes():
+        splitter = CharacterSplitter(
+            config.separator, config.chunk_size, config.chunk_overlap, config.is_separator_regex
+        )
+    return splitter.split_text
 
 
 def _recursive_splitter(
     config: RecursiveCharacterTextSplitter, counter: TokenCounter | None
 ) -> Chunker:
     _check_separators(config.separators, config.is_separator_regex)
-    sizes = _checked_sizes(config.chunk_size, config.chunk_overlap)
-    return RecursiveCharacterSplitter(
-        config.separators, *sizes, config.is_separator_regex
-    ).split_text
+    with _invalid_sizes():
+        splitter = RecursiveCharacterSplitter(
+            config.separators, config.chunk_size, config.chunk_overlap, config.is_separator_regex
+        )
+    return splitter.split_text
 
 
-def _checked_sizes(chunk_size: int, chunk_overlap: int) -> tuple[int, int]:
+@contextlib.contextmanager
+def _invalid_sizes() -> Iterator[None]:
+    """The splitters reject sizes with LangChain's ValueError texts; pgai users see them as a
+    chunking config error."""
     try:
-        check_sizes(chunk_size, chunk_overlap)
+        yield
     except ValueError as exc:
         raise VectorizerError(f"invalid chunking config: {exc}", step="chunking") from exc
-    return chunk_size, chunk_overlap
 
 
 def _check_separators(separators: list[str], is_regex: bool) -> None:
