@@ -163,6 +163,7 @@ class Run:
     wall: float  # start to exit
     processing: float  # the drain, from the worker's log
     cpu: float  # user + system seconds of the worker process
+    system: float  # of which in the kernel (socket I/O, epoll, page faults)
     rss_mb: float  # peak
     levels: str  # the adaptive concurrency's changes, e.g. "1>2>4>8"
 
@@ -217,7 +218,8 @@ def run_worker(
     cpu = usage.ru_utime + usage.ru_stime
     changes = re.findall(r"concurrency (\d+) -> (\d+)", log)
     levels = ">".join([changes[0][0], *(new for _, new in changes)]) if changes else ""
-    return Run(elapsed, processing, cpu, peak.mb or usage.ru_maxrss / 1024, levels)
+    rss_mb = peak.mb or usage.ru_maxrss / 1024
+    return Run(elapsed, processing, cpu, usage.ru_stime, rss_mb, levels)
 
 
 def copy_floor(db_url: str) -> tuple[int, float]:
@@ -353,7 +355,8 @@ def single(args: argparse.Namespace, server_url: str) -> None:
         f"(wall {chunks / run.wall:,.0f})  requests {requests}"
     )
     print(
-        f"  worker cpu {run.cpu:.2f}s ({run.cpu / chunks * 1e6:.0f} ms per 1k chunks)  "
+        f"  worker cpu {run.cpu:.2f}s, {run.system:.2f}s system "
+        f"({run.cpu / chunks * 1e6:.0f} ms per 1k chunks)  "
         f"peak rss {run.rss_mb:.0f} MB  adaptive levels {run.levels or '-'}"
     )
     print(
