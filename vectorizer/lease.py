@@ -79,7 +79,7 @@ class LeaseQueries:
         result = LeaseCheck()
         if not keys:
             return result
-        condition, params = keys_condition(self._pk, keys)
+        condition, params = keys_condition(self._pk, keys, row_type=self._queue)
         query = sql.SQL(
             "select {pk}, bool_or(lease_token is not distinct from %s),"
             " bool_or(lease_token is distinct from %s)"
@@ -131,7 +131,7 @@ class LeaseQueries:
         queue rows of `keys` that this lease holds."""
         if not keys:
             return
-        condition, params = keys_condition(self._pk, keys)
+        condition, params = keys_condition(self._pk, keys, row_type=self._queue)
         query = sql.SQL(statement).format(queue=self._queue, condition=condition)
         await conn.execute(query, [*params, lease.token])
 

@@ -60,7 +60,7 @@ class QueueQueries:
         self, keys: Sequence[tuple[object, ...]]
     ) -> tuple[sql.Composed, list[object]]:
         """DELETE of `keys` from the failed queue: they were embedded after all."""
-        condition, params = keys_condition(self.pk_names, keys)
+        condition, params = keys_condition(self.pk_names, keys, row_type=self.failed_table)
         return sql.SQL("delete from {} where {}").format(self.failed_table, condition), params
 
 

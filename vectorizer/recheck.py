@@ -57,13 +57,16 @@ class SourceRecheck:
     def __init__(self, vectorizer: Vectorizer) -> None:
         self._pk = tuple(vectorizer.pk_names)
         self._source = sql.Identifier(vectorizer.source_schema, vectorizer.source_table)
+        # the key columns' types for the batch's keys (the source's row type may carry
+        # domains that refuse the nulls of the other columns)
+        self._key_type = sql.Identifier(vectorizer.queue_schema, vectorizer.queue_table)
         if isinstance(vectorizer.config.destination, TableDestination):
             self._strength = sql.SQL("key share")
         else:
             self._strength = sql.SQL("no key update")
 
     def _select(self, keys: Sequence[Key], lock: bool) -> tuple[sql.Composed, list[object]]:
-        condition, params = keys_condition(self._pk, keys, prefix="s")
+        condition, params = keys_condition(self._pk, keys, prefix="s", row_type=self._key_type)
         query = sql.SQL("select {}, md5(s::text) from {} s where {}").format(
             sql.SQL(", ").join(sql.Identifier("s", name) for name in self._pk),
             self._source,

@@ -292,7 +292,9 @@ class TableReuse(Reuse):
     async def _stored(
         self, conn: psycopg.AsyncConnection, plan: BatchPlan
     ) -> tuple[dict[Key, list[_Stored]], set[bytes]]:
-        keys, params = named_keys_condition(self._pk, [row.key for row in plan.rows])
+        keys, params = named_keys_condition(
+            self._pk, [row.key for row in plan.rows], row_type=self._target
+        )
         hashes = sorted({digest for row in plan.rows for digest in row.hashes})
         params.update(hashes=hashes, provenance=plan.provenance)
         async with conn.cursor() as cursor:
@@ -330,6 +332,9 @@ class ColumnReuse(Reuse):
         super().__init__(vectorizer, tokens)
         self._pk = vectorizer.pk_names
         source = sql.Identifier(vectorizer.source_schema, vectorizer.source_table)
+        # the key columns' types for the batch's keys (the source's row type may carry
+        # domains that refuse the nulls of the other columns)
+        self._queue = sql.Identifier(vectorizer.queue_schema, vectorizer.queue_table)
         self._stored_query = sql.SQL(
             "select {s_pk}, h.chunk_hash, h.config_hash, s.{column} is not null"
             " from {source} s join ai._vectorizer_column_hash h"
@@ -348,7 +353,9 @@ class ColumnReuse(Reuse):
         return bool(row and row[0])
 
     async def _reuse_stored(self, conn: psycopg.AsyncConnection, plan: BatchPlan) -> None:
-        condition, params = keys_condition(self._pk, [row.key for row in plan.rows], prefix="s")
+        condition, params = keys_condition(
+            self._pk, [row.key for row in plan.rows], prefix="s", row_type=self._queue
+        )
         cursor = await conn.execute(self._stored_query + condition, params)
         width = len(self._pk)
         stored = {

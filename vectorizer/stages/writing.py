@@ -179,7 +179,7 @@ class TableWriter:
     async def delete(self, conn: psycopg.AsyncConnection, keys: Sequence[tuple[Any, ...]]) -> None:
         if not keys:
             return
-        condition, params = keys_condition(self._pk, keys)
+        condition, params = keys_condition(self._pk, keys, row_type=self._target)
         await conn.execute(
             sql.SQL("delete from {} where {}").format(self._target, condition), params
         )
