@@ -108,6 +108,14 @@ def replying(*responses: bytes, then_close: bool = False) -> Handler:
     return handler
 
 
+async def eventually(condition: Callable[[], bool], within: float = 3.0) -> None:
+    """Wait for `condition` (the other end of a socket acts on its own time)."""
+    deadline = asyncio.get_running_loop().time() + within
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "the condition never held"
+        await asyncio.sleep(0.01)
+
+
 @pytest.fixture
 async def transport() -> AsyncIterator[AsyncioTransport]:
     transport = AsyncioTransport()
@@ -380,6 +388,7 @@ async def test_idle_pool_is_bounded() -> None:
         http = client(transport, server)
         await asyncio.gather(*(http.get("/") for _ in range(5)))
         assert transport.idle_connections == 2
+        await eventually(lambda: server.closed == 3)
         await asyncio.sleep(0.05)
         assert server.closed == 3
         await transport.aclose()
@@ -389,9 +398,9 @@ async def test_aclose_closes_idle_connections() -> None:
     transport = AsyncioTransport()
     async with RawServer(each_request(lambda head, body: answer())) as server:
         await client(transport, server).get("/")
+        assert server.closed == 0
         await transport.aclose()
-        await asyncio.sleep(0.05)
-        assert server.closed == 1
+        await eventually(lambda: server.closed == 1)
         with pytest.raises(RuntimeError, match="after aclose"):
             await client(transport, server).get("/")
 
@@ -464,6 +473,32 @@ async def test_write_timeout_when_the_server_stops_reading(transport: AsyncioTra
         with pytest.raises(httpx.WriteTimeout):
             await client(transport, server, timeout=0.3).post("/", content=big)
     assert transport.idle_connections == 0
+
+
+async def test_early_answer_to_a_body_still_being_sent(transport: AsyncioTransport) -> None:
+    size = 32 << 20
+    body_bytes_read: list[int] = []
+
+    async def early(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")  # not the body, for now
+        writer.write(answer(b"too large", status="413 Content Too Large"))
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        total = 0
+        try:
+            while data := await reader.read(1 << 20):
+                total += len(data)
+        except ConnectionResetError:
+            pass
+        body_bytes_read.append(total)
+
+    async with RawServer(early) as server:
+        got = await client(transport, server, timeout=5).post("/", content=b"x" * size)
+        assert (got.status_code, got.content) == (413, b"too large")
+        assert transport.idle_connections == 0
+        await eventually(lambda: bool(body_bytes_read))
+    # The rest of the body was dropped with the connection, not sent to a server done with it.
+    assert body_bytes_read[0] < size
 
 
 async def test_large_body_is_sent_whole(transport: AsyncioTransport) -> None:

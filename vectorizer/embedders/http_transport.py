@@ -137,7 +137,8 @@ class AsyncioTransport(httpx.AsyncBaseTransport):
         finally:
             self._busy.discard(connection)
         connection.served += 1
-        reusable = parser.keep_alive and not wants_close(request.headers)
+        # An early answer (a 413 say) can come while the request is still being sent.
+        reusable = parser.keep_alive and connection.sent and not wants_close(request.headers)
         self._release(connection, reusable)
         return parser.response()
 
@@ -235,6 +236,11 @@ class _Connection(asyncio.Protocol):
     def nothing_received(self) -> bool:
         return self._parser is not None and not self._parser.received
 
+    @property
+    def sent(self) -> bool:
+        """Everything written has left for the socket."""
+        return self.transport is not None and not self.transport.get_write_buffer_size()
+
     def reusable(self, idle_after: float) -> bool:
         transport = self.transport
         return (
@@ -245,8 +251,12 @@ class _Connection(asyncio.Protocol):
         )
 
     def close(self) -> None:
-        if self.transport is not None:
+        if self.transport is None:
+            return
+        if self.sent:
             self.transport.close()
+        else:  # the rest of a request already answered: flushing it could wait forever
+            self.transport.abort()
 
     def abort(self) -> None:
         if self.transport is not None:
