@@ -159,10 +159,11 @@ class AsyncioTransport(httpx.AsyncBaseTransport):
                     ssl=context,
                     server_hostname=server_hostname,
                 )
-        except TimeoutError:  # before OSError: the timeout is one, and so is ETIMEDOUT
+        except TimeoutError as exc:  # before OSError: the timeout is one, and so is ETIMEDOUT
+            waited = f"took longer than {timeout} s" if timeout is not None else "timed out"
             raise httpx.ConnectTimeout(
-                f"connecting to {host}:{port} took longer than {timeout} s", request=request
-            ) from None
+                f"connecting to {host}:{port} {waited}", request=request
+            ) from exc
         except OSError as exc:  # refused, unreachable, unknown host, TLS verification
             raise httpx.ConnectError(describe(exc), request=request) from exc
         log.debug("connected to %s:%d (%s)", host, port, scheme)
