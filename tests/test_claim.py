@@ -123,3 +123,29 @@ def test_a_burst_after_an_empty_analyzed_queue_lands_like_one_without_that_histo
     assert conn.execute("select count(*) from seasoned_embedding_store").fetchone() == (burst,)
     # before the fix: 33-74 s for the seasoned queue against ~1.5 s fresh
     assert timings["seasoned"] < 3 * timings["fresh"] + 5, timings
+
+
+def test_a_claim_that_leases_rows_commits_without_waiting_for_the_wal(
+    conn: psycopg.Connection, db_url: str
+) -> None:
+    create_source(conn)
+    vid = create_vectorizer(conn)
+    insert_rows(conn, "docs", doc_rows(3))
+
+    async def claim_in_a_transaction() -> tuple[int, str, str]:
+        async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as session:
+            vectorizer = await load_vectorizer(session, vid)
+            assert vectorizer is not None
+            claim = build_queries(vectorizer).claim
+            async with session.transaction():
+                cursor = await session.execute(claim, {"batch_size": 50, **Lease().params()})
+                claimed = len(await cursor.fetchall())
+                inside = await (await session.execute("show synchronous_commit")).fetchone()
+            # set locally: the setting ends with the claim's transaction
+            after = await (await session.execute("show synchronous_commit")).fetchone()
+            await session.execute("select pg_advisory_unlock_all()")
+            assert inside is not None and after is not None
+            return claimed, inside[0], after[0]
+
+    claimed, inside, after = asyncio.run(claim_in_a_transaction())
+    assert (claimed, inside, after) == (3, "off", "on")

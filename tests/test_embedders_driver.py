@@ -307,6 +307,19 @@ async def test_non_finite_vectors_are_row_errors() -> None:
     assert result.vectors[0] is not None
 
 
+async def test_non_finite_rows_of_a_matrix_are_row_errors() -> None:
+    class MatrixEmbedder(LocalEmbedder):
+        async def _request(self, texts: list[str]) -> tuple[Vectors, int]:
+            vectors, tokens = await super()._request(texts)
+            return np.vstack(vectors), tokens  # as providers answering base64 do
+
+    result = await MatrixEmbedder().embed(["fine", "NAN", "fine too"])
+    assert list(result.errors) == [1]
+    assert "non-finite" in result.errors[1]
+    assert result.vectors[1] is None
+    assert result.vectors[2] is not None and result.vectors[2].shape == (4,)
+
+
 async def test_wrong_number_of_vectors_raises() -> None:
     class ShortEmbedder(LocalEmbedder):
         async def _request(self, texts: list[str]) -> tuple[Vectors, int]:

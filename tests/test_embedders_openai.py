@@ -41,6 +41,7 @@ from vectorizer.embedders.openai import (
     MAX_INPUT_TOKENS,
     base_url,
     classify,
+    decode_embeddings,
     error_code,
     status_error,
 )
@@ -757,3 +758,19 @@ def test_insufficient_quota_is_not_throttling_and_the_key_is_masked() -> None:
     assert "my-secret-42" not in str(error)
     assert "No quota for key ***" in str(error)
     assert str(error).startswith("Error code: 429 - ")
+
+
+def test_base64_vectors_of_one_length_decode_into_one_matrix() -> None:
+    import base64
+
+    rows = np.arange(12, dtype="<f4").reshape(3, 4)
+    encoded = [base64.b64encode(row.tobytes()).decode() for row in rows]
+    matrix = decode_embeddings(encoded)
+    assert isinstance(matrix, np.ndarray) and matrix.dtype == np.float32
+    assert np.array_equal(matrix, rows)
+    # a server that answers vectors of different lengths (or floats) gets one array each, so
+    # the driver can charge only the odd ones
+    ragged = decode_embeddings([encoded[0], base64.b64encode(rows[1, :2].tobytes()).decode()])
+    assert [len(vector) for vector in ragged] == [4, 2]
+    mixed = decode_embeddings([encoded[0], [1.0, 2.0, 3.0, 4.0]])
+    assert [vector.tolist() for vector in mixed] == [rows[0].tolist(), [1.0, 2.0, 3.0, 4.0]]

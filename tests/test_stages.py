@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import random
 import string
 import uuid
 import zipfile
@@ -419,6 +420,26 @@ def test_template_renders_values_with_str() -> None:
 def test_template_matches_string_template_substitute(template: str) -> None:
     expected = string.Template(template).substitute(chunk="a chunk", **ROW)
     assert make_formatter(_template(template))("a chunk", ROW) == expected
+
+
+def test_template_matches_string_template_on_generated_templates() -> None:
+    # templates built from every piece the syntax has, next to each other in any order
+    pieces = ["$title", "${id}", "$$", "$chunk", "${chunk}", "$$title", "$ ", "x$", "é", " ", "\n"]
+    rng = random.Random(5)
+    row = {**ROW, "weird name": 1}
+    for _ in range(2000):
+        template = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 8)))
+        reference = string.Template(template)
+        if not reference.is_valid():
+            continue
+        formatter = make_formatter(_template(template))
+        try:
+            expected = reference.substitute(row, chunk="the chunk")
+        except KeyError as missing:  # e.g. "$$" then "$title" reads "$" then "$title"
+            with pytest.raises(VectorizerError, match=f'column "{missing.args[0]}"'):
+                formatter("the chunk", row)
+            continue
+        assert formatter("the chunk", row) == expected, template
 
 
 def test_template_missing_column_names_it() -> None:

@@ -107,11 +107,7 @@ class Executor:
         lease = Lease()
         items: list[_Item] = []
         try:
-            async with conn.transaction():
-                # a lease lost in a server crash is harmless (the keys are claimable again and
-                # the write finds the lease gone), so the claim's commit need not wait for WAL
-                await conn.execute("set local synchronous_commit = off")
-                items = await self._claim(conn, lease)
+            items = await self._claim(conn, lease)
             result = await self._process(conn, lease, items)
         except asyncio.CancelledError:
             raise
@@ -148,13 +144,15 @@ class Executor:
             await self._config_guard.ensure_current(conn)
             with tracing.span("vectorizer.stage", stage="write", rows=len(good)):
                 await self._write(conn, good)
-            await self._forget_failures(conn, [item for item in live if item.error is None])
-            failed = [item for item in live if item.error is not None]
-            result.failed = await self._charge(conn, failed)
-            await self._leases.settle(conn, lease, [item.key for item in items])
-            result.empty = await self._empty.record(
-                conn, [item.key for item in items], [i.key for i in live if _is_empty(i)]
-            )
+            # bookkeeping whose results nothing reads: sent together, one wait for all
+            async with conn.pipeline():
+                await self._forget_failures(conn, [item for item in live if item.error is None])
+                failed = [item for item in live if item.error is not None]
+                result.failed = await self._charge(conn, failed)
+                await self._leases.settle(conn, lease, [item.key for item in items])
+                result.empty = await self._empty.record(
+                    conn, [item.key for item in items], [i.key for i in live if _is_empty(i)]
+                )
         result.rows_done = sum(1 for item in live if item.error is None)
         # a row's savings count only if it is done: not one whose embedding or write failed
         for item in live:

@@ -142,10 +142,13 @@ def _claim(
     of each locked key, and return the current source rows (FOUND false when the row was
     deleted) with a digest of each (VERSION) for the write's re-check.
 
-    The claim runs in a short transaction of its own; what it leaves behind is the lease (see
-    lease.py): the queue rows carry the batch's token, the claiming backend's pid and an
-    expiry, and the key's advisory lock (pgai's scheme) is held at session level until the
-    batch is written, so neither a pgai worker nor another of ours takes the key meanwhile.
+    The claim is one autocommit statement, its own transaction; a lease lost in a server crash
+    is harmless (the keys are claimable again and the write finds the lease gone), so its
+    commit does not wait for the WAL flush (`async_commit`, evaluated with any row claimed).
+    What it leaves behind is the lease (see lease.py): the queue rows carry the batch's
+    token, the claiming backend's pid and an expiry, and the key's advisory lock (pgai's
+    scheme) is held at session level until the batch is written, so neither a pgai worker
+    nor another of ours takes the key meanwhile.
     A leased row is skipped while its lease runs and its backend lives: a worker that
     crashed or was killed gives its keys back at once (its pid is gone), a lease that
     outlived its expiry comes back regardless.
@@ -201,9 +204,12 @@ def _claim(
                 ) w
                 where l.locked
             ))
+        ), async_commit as (
+            select pg_catalog.set_config('synchronous_commit', 'off', true)
         )
         select l.attempts as {attempts}, {claimed_key}, s.*
         from locked_items l
+        cross join async_commit
         left join lateral (
             select true as {found}, md5(s::text) as {version}, s.*
             from {source} s

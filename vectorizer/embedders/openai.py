@@ -47,6 +47,7 @@ from vectorizer.embedders.base import (
     resolve_api_key,
 )
 from vectorizer.embedders.http_transport import AsyncioTransport, proxy_mounts
+from vectorizer.embedders.results import Vectors
 from vectorizer.errors import TransientError, VectorizerError
 from vectorizer.version import __version__
 
@@ -125,7 +126,7 @@ class OpenAIEmbedder(Embedder):
                 text, size = truncate(text)
         return text, estimate_tokens(size)
 
-    async def _request(self, texts: list[str]) -> tuple[list[np.ndarray], int]:
+    async def _request(self, texts: list[str]) -> tuple[Vectors, int]:
         if self._client is None:
             raise VectorizerError("the OpenAI embedder was used before setup()")
         body = {"input": texts, "model": self.model, "encoding_format": "base64", **self._options}
@@ -242,17 +243,29 @@ def truncate(text: str) -> tuple[str, int]:
     return cut, len(cut.encode("utf-8"))
 
 
-def parse_response(body: bytes) -> tuple[list[np.ndarray], int]:
+def parse_response(body: bytes) -> tuple[Vectors, int]:
     """Vectors (in input order) and prompt tokens from a `/embeddings` response body."""
     try:
         document = orjson.loads(body)
         items = sorted(document["data"], key=lambda item: item.get("index", 0))
-        vectors = [decode_embedding(item["embedding"]) for item in items]
+        vectors = decode_embeddings([item["embedding"] for item in items])
     except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as exc:
         raise VectorizerError(
             f"the provider returned a malformed embeddings response: {exc}"
         ) from None
     return vectors, usage_tokens(document)
+
+
+def decode_embeddings(values: list[Any]) -> Vectors:
+    """The vectors as one (n x d) matrix when all are base64 of one length (the driver then
+    checks them in one numpy call), else one array each."""
+    if values and all(isinstance(value, str) for value in values):
+        decoded = [pybase64.b64decode(value, validate=True) for value in values]
+        size = len(decoded[0])
+        if size and size % 4 == 0 and all(len(raw) == size for raw in decoded):
+            matrix = np.frombuffer(b"".join(decoded), dtype="<f4").reshape(len(decoded), -1)
+            return matrix.astype(np.float32, copy=False)
+    return [decode_embedding(value) for value in values]
 
 
 def decode_embedding(value: str | list[float]) -> np.ndarray:

@@ -74,19 +74,39 @@ def _python_template(config: PythonTemplate) -> Formatter:
 
 
 class _TemplateFormatter:
-    """Substitutes one chunk into a pre-compiled template; holds no per-call state."""
+    """Renders a valid template as `Template.substitute(row, chunk=chunk)` does, from parts
+    split once: the literal text (`$$` already a `$`) and the names between, so a chunk costs
+    a join rather than a regex pass with a callback per placeholder (~3 us per chunk)."""
 
-    __slots__ = ("_template",)
+    __slots__ = ("_literals", "_names")
 
     def __init__(self, template: Template) -> None:
-        self._template = template
+        self._literals: list[str] = []
+        self._names: list[str] = []
+        text = template.template
+        literal: list[str] = []
+        end = 0
+        for match in template.pattern.finditer(text):
+            literal.append(text[end : match.start()])
+            end = match.end()
+            if match.group("escaped") is not None:
+                literal.append(template.delimiter)
+                continue
+            self._literals.append("".join(literal))
+            self._names.append(match.group("named") or match.group("braced"))
+            literal = []
+        literal.append(text[end:])
+        self._literals.append("".join(literal))
 
     def __call__(self, chunk: str, row: Mapping[str, Any]) -> str:
-        # The row is passed as the mapping, not unpacked as keywords: column names that are not
-        # identifiers stay harmless and no per-chunk dict is built. `chunk` wins over a column of
-        # that name, which SQL validation forbids anyway.
+        # `chunk` wins over a column of that name (SQL validation forbids one anyway); values
+        # render with str(), so NULL reads `None` as in pgai
+        literals = self._literals
+        parts = [literals[0]]
         try:
-            return self._template.substitute(row, chunk=chunk)
+            for index, name in enumerate(self._names, start=1):
+                parts.append(chunk if name == "chunk" else str(row[name]))
+                parts.append(literals[index])
         except KeyError as exc:
             # Every row carries every source column, so this fails alike for all of them.
             name = exc.args[0] if exc.args else "?"
@@ -94,6 +114,7 @@ class _TemplateFormatter:
                 f'template references column "{name}" which the source table does not have',
                 step="formatting",
             ) from None
+        return "".join(parts)
 
 
 _FORMATTERS: Registry[Callable[[Any], Formatter]] = Registry(
