@@ -49,3 +49,17 @@ def positive_int(names: Sequence[str], environ: Mapping[str, str] | None = None)
             return int(text)
         log.warning("ignoring %s=%r: expected a positive whole number", name, text)
     return None
+
+
+def choice(
+    name: str, accepted: Sequence[str], environ: Mapping[str, str] | None = None
+) -> str | None:
+    """`name`'s value, lowercased, when it is one of `accepted`; None when unset or not (an
+    unknown value is logged)."""
+    text = raw(name, environ)
+    if text is None:
+        return None
+    if text.lower() in accepted:
+        return text.lower()
+    log.warning("ignoring %s=%r: expected one of %s", name, text, ", ".join(accepted))
+    return None

@@ -16,6 +16,9 @@ Differences from pgai's worker, on purpose:
   and an outage becomes one vectorizer-level error; 429s and the `x-ratelimit-*` headers feed
   the rate limiter shared by everything using the same key;
 * vectors travel as base64 and are decoded straight into numpy, never via Python floats;
+* the bytes move through `http_transport.AsyncioTransport` (bare asyncio, half the CPU of
+  httpx's own transport per answer); `VECTORIZER_HTTP_TRANSPORT=httpcore` goes back to
+  httpx's;
 * `dimensions` goes only to models known to accept it (or when the config asks), so
   OpenAI-compatible servers that reject the parameter work (pgai #850).
 """
@@ -33,6 +36,7 @@ import numpy as np
 import orjson
 import pybase64
 
+from vectorizer import env
 from vectorizer.config import OpenAIEmbedding
 from vectorizer.embedders.base import (
     BadInputError,
@@ -42,6 +46,7 @@ from vectorizer.embedders.base import (
     redact,
     resolve_api_key,
 )
+from vectorizer.embedders.http_transport import AsyncioTransport, proxy_mounts
 from vectorizer.embedders.results import Vectors
 from vectorizer.errors import TransientError, VectorizerError
 from vectorizer.version import __version__
@@ -60,6 +65,9 @@ USER_AGENT = f"vectorizer/{__version__} httpx/{httpx.__version__}"
 # The SDK's pool size: batches of one vectorizer reuse keep-alive connections, and concurrent
 # requests are capped by the driver, never by the pool.
 CONNECTION_LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
+# `httpcore`: httpx's own transport instead of http_transport's, should a server need it.
+TRANSPORT_ENV = "VECTORIZER_HTTP_TRANSPORT"
+TRANSPORTS = ("asyncio", "httpcore")
 # The SDK's texts for failures with no response, so error rows read as under pgai.
 CONNECTION_ERROR = "Connection error."
 TIMEOUT_ERROR = "Request timed out."
@@ -86,14 +94,12 @@ class OpenAIEmbedder(Embedder):
         self._client: httpx.AsyncClient | None = None
 
     async def _setup(self) -> None:
-        widen_http_reads()
         key = resolve_api_key(self._config.api_key_name, self._api_key)
         self._secrets = (key,)
-        self._client = httpx.AsyncClient(
+        self._client = http_client(
             base_url=base_url(self._config.base_url),
             headers=request_headers(key),
             timeout=self.policy.request_timeout,
-            limits=CONNECTION_LIMITS,
             follow_redirects=True,
         )
         self.use_limiter(key, str(self._client.base_url))
@@ -142,6 +148,19 @@ class OpenAIEmbedder(Embedder):
         return TransientError(message)
 
 
+def http_client(**options: Any) -> httpx.AsyncClient:
+    """An httpx client on http_transport's asyncio transport, unless VECTORIZER_HTTP_TRANSPORT
+    asks for httpx's own; proxies come from the environment either way."""
+    if env.choice(TRANSPORT_ENV, TRANSPORTS) == "httpcore":
+        widen_http_reads()
+        return httpx.AsyncClient(limits=CONNECTION_LIMITS, **options)
+    mounts = proxy_mounts(limits=CONNECTION_LIMITS)
+    if any(mounts.values()):
+        widen_http_reads()  # the proxies' transports are httpcore's
+    transport = AsyncioTransport(max_idle_connections=CONNECTION_LIMITS.max_keepalive_connections)
+    return httpx.AsyncClient(transport=transport, mounts=mounts, **options)
+
+
 def base_url(configured: str | None) -> str:
     """Where requests go: the config's base_url, else OPENAI_BASE_URL, else OpenAI's API."""
     return configured or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
@@ -165,10 +184,11 @@ def request_headers(api_key: str) -> dict[str, str]:
     return headers
 
 
-# httpcore reads a response 64 KB per call, each call a trip through anyio and h11; a batch's
-# answer is ~1.6 MB of base64 (200 vectors of 1536 floats). Reading up to 1 MB per call saves
-# 5-20 % of the CPU per such request (bench/openai_http.py); asyncio hands back what has
-# arrived, so no read waits for a fuller buffer.
+# httpcore (VECTORIZER_HTTP_TRANSPORT=httpcore, and proxies) reads a response 64 KB per call,
+# each call a trip through anyio and h11; a batch's answer is ~1.6 MB of base64 (200 vectors of
+# 1536 floats). Reading up to 1 MB per call saves 5-20 % of the CPU per such request
+# (bench/openai_http.py); asyncio hands back what has arrived, so no read waits for a fuller
+# buffer.
 HTTP_READ_BYTES = 1 << 20
 
 
