@@ -547,3 +547,25 @@ def test_disable_enable_and_drop_while_the_daemon_runs(
         stderr = handle.stderr()
     assert code == 0, stderr
     assert "Traceback" not in stderr
+
+
+def test_a_disable_during_a_drain_stops_it_after_the_batches_in_flight(
+    conn: psycopg.Connection, db_url: str, fake: FakeOpenAI
+) -> None:
+    create_source(conn, rows=doc_rows(200))
+    vid = create_vectorizer(conn, processing="ai.processing_default(batch_size => 5)")
+    fake.configure(latency=0.1)
+    with daemon(db_url, "--poll-interval", "1m", "-c", "2", env=worker_env(fake)) as handle:
+        wait_for(lambda: len(_stored_ids(conn)) >= 10, 20, what="the drain under way")
+        conn.execute("select ai.disable_vectorizer_schedule(%s)", (vid,))
+        # each executor finishes the batch it holds (5 rows, ~0.1 s), then sees the flag
+        time.sleep(1.0)
+        stopped_at = len(_stored_ids(conn))
+        time.sleep(1.0)
+        assert len(_stored_ids(conn)) == stopped_at
+        assert stopped_at < 200 and len(_queued_ids(conn, vid)) == 200 - stopped_at
+
+        conn.execute("select ai.enable_vectorizer_schedule(%s)", (vid,))  # NOTIFYs
+        wait_for(lambda: len(_stored_ids(conn)) == 200, 60, what="the rest after enabling")
+        code, _ = terminate(handle)
+    assert code == 0

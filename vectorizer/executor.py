@@ -26,7 +26,7 @@ from vectorizer.config import UriLoading, Vectorizer
 from vectorizer.embedders import Embedder
 from vectorizer.empty_inputs import EmptyInputs
 from vectorizer.errors import RowError, VectorizerError
-from vectorizer.lease import Lease, LeaseQueries, quietly, unlock
+from vectorizer.lease import Lease, LeaseQueries, quietly, unlock, unlock_and_check
 from vectorizer.observability import tracing
 from vectorizer.observability.telemetry import telemetry
 from vectorizer.queue import ATTEMPTS, FOUND, KEY_PREFIX, VERSION, Claimer, QueueQueries
@@ -117,7 +117,7 @@ class Executor:
             await quietly("release the batch's key locks", unlock(conn))
             raise
         if items:
-            await unlock(conn)
+            result.disabled = await unlock_and_check(conn, self.vectorizer.id)
         return result
 
     async def _process(

@@ -142,6 +142,19 @@ async def unlock(conn: psycopg.AsyncConnection) -> None:
     await conn.execute("select pg_advisory_unlock_all()")
 
 
+# The next batch's "is the vectorizer disabled or dropped?" asked with the same round trip.
+UNLOCK_AND_CHECK = (
+    "select pg_advisory_unlock_all(),"
+    " coalesce((select disabled from ai.vectorizer where id = %s), true)"
+)
+
+
+async def unlock_and_check(conn: psycopg.AsyncConnection, vectorizer_id: int) -> bool:
+    """`unlock`, and whether the vectorizer is now disabled or dropped."""
+    row = await (await conn.execute(UNLOCK_AND_CHECK, (vectorizer_id,))).fetchone()
+    return row is None or bool(row[1])
+
+
 async def quietly(what: str, step: Coroutine[Any, Any, Any]) -> bool:
     """Awaits a clean-up step, logging instead of raising; False when it failed."""
     try:

@@ -49,6 +49,8 @@ class BatchResult:
     empty: int = 0  # rows with nothing to embed (no chunk, no error)
     failed: list[FailedRow] = field(default_factory=list)
     reuse: ReuseCounts = field(default_factory=ReuseCounts)
+    # read with the batch's last statement: True or False after a claim, None when unknown
+    disabled: bool | None = None
 
 
 def error_row(

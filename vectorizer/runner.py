@@ -341,10 +341,13 @@ class VectorizerRunner:
         )
         done = 0
         full_batch = batch_size_for(vectorizer)
+        disabled: bool | None = None  # as the last batch found it; None: ask
         async with self._connections.get() as conn:
             # a slot above the level stops between batches: the controller shrank the pool
             while not self._shutdown.is_set() and slot < drain.level:
-                if await catalog.is_disabled(conn, vectorizer.id):
+                if disabled is None:
+                    disabled = await catalog.is_disabled(conn, vectorizer.id)
+                if disabled:
                     break
                 try:
                     with tracing.span("vectorizer.batch", vectorizer_id=vectorizer.id):
@@ -359,6 +362,7 @@ class VectorizerRunner:
                     self._altered = True
                     break
                 done += result.rows_done
+                disabled = result.disabled
                 await self.reporter.report(vectorizer, result)
                 self.indexer.poke(vectorizer)  # a queue that never empties still gets its index
                 # live changes are drained: a running re-embed may queue its next slice
