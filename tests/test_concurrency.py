@@ -113,6 +113,24 @@ def test_falling_throughput_cuts_the_level() -> None:
     assert feed.interval(140) == 6  # two in a row under 60 % of the settled rate: x 0.75
 
 
+def test_a_cut_for_falling_throughput_is_kept_only_when_it_pays() -> None:
+    def fallen() -> Feed:
+        feed = Feed()
+        for rate in (100, 190, 370, 380, 400, 150):
+            feed.interval(rate)
+        assert feed.interval(140) == 6
+        return feed
+
+    # the database was busy (a checkpoint): six executors do no better than eight did
+    feed = fallen()
+    assert feed.interval(142) == 8
+    assert feed.interval(390) == 8  # and the settled rate is measured afresh at eight
+    # eight were in each other's way: six do clearly better, and stay
+    feed = fallen()
+    assert feed.interval(300) == 6
+    assert feed.interval(300) == 6
+
+
 def test_level_stays_within_the_ceiling() -> None:
     feed = Feed(ceiling=5)
     rates = iter((100, 190, 370, 700, 1400))

@@ -7,7 +7,9 @@ embedding driver with every 429 or transient failure:
 * slow start: from 4, double the level while each doubling still buys throughput;
 * then settle, and every few intervals probe one more executor, kept only when it pays;
 * halve on 429s, timeouts and 5xx (the provider is the bottleneck: more requests make it
-  worse), and cut by a quarter when throughput falls well below the settled figure;
+  worse), and try a quarter less when throughput falls well below the settled figure,
+  keeping the cut only when it pays (a checkpoint or a busy neighbour slows every level
+  alike, and the fallen rate at the old level is the benchmark);
 * never above the ceiling: this worker's connection budget (`--max-connections`), shared
   fairly between the vectorizers draining at the same time.
 
@@ -48,6 +50,7 @@ class AimdSettings:
     congestion_factor: float = 0.5  # on 429s, timeouts, 5xx
     fall_threshold: float = 0.6  # throughput under this share of the settled rate has fallen
     fall_factor: float = 0.75
+    fall_gain: float = 0.04  # a cut for falling throughput must buy this much to be kept
     fall_intervals: int = 2  # consecutive: a busy neighbour can halve one interval's figure
 
 
@@ -116,6 +119,8 @@ class AdaptiveConcurrency:
             self._slow_start(rate, ceiling)
         elif self._phase == "probe":
             self._probe(rate, ceiling)
+        elif self._phase == "fall_trial":
+            self._fall_trial(rate)
         else:
             self._steady(rate, ceiling)
         if self.level > ceiling:
@@ -151,6 +156,15 @@ class AdaptiveConcurrency:
             self._settle(self._trial_from)
             self._log(old, f"one more executor did not pay ({rate:,.0f} chunks/s)")
 
+    def _fall_trial(self, rate: float) -> None:
+        old = self.level
+        assert self._reference is not None
+        if rate >= self._reference * (1 + self._settings.fall_gain):
+            self._settle(old)  # fewer executors did better: they were in each other's way
+            return
+        self._settle(self._trial_from)
+        self._log(old, f"fewer executors did not help ({rate:,.0f} chunks/s)")
+
     def _steady(self, rate: float, ceiling: int) -> None:
         old = self.level
         if self._reference is None:
@@ -160,6 +174,7 @@ class AdaptiveConcurrency:
             self._low_intervals += 1
             if self._low_intervals >= self._settings.fall_intervals:
                 self._settle(math.floor(old * self._settings.fall_factor))
+                self._phase, self._trial_from, self._reference = "fall_trial", old, rate
                 self._log(old, f"throughput fell to {rate:,.0f} chunks/s")
             return
         self._low_intervals = 0
