@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from types import FrameType
 from typing import Any, TextIO
 
 import psycopg
@@ -289,7 +292,10 @@ def render(data: Snapshot, now: datetime) -> str:
 
 
 def show_status(db_url: str, out: TextIO, watch: float | None = None, check: bool = False) -> None:
-    with psycopg.connect(db_url, autocommit=True) as conn:
+    with (
+        psycopg.connect(db_url, autocommit=True) as conn,
+        _Interrupts(enabled=bool(watch)) as interrupts,
+    ):
         while True:
             data = snapshot(conn, check)
             now = conn.execute(catalog.NOW).fetchone()[0]  # type: ignore[index]
@@ -298,9 +304,42 @@ def show_status(db_url: str, out: TextIO, watch: float | None = None, check: boo
                 out.write("\x1b[H\x1b[2J")  # clear the terminal between refreshes
             out.write(text + "\n")
             out.flush()
-            if not watch:
+            if not watch or interrupts.stop:
                 return
-            time.sleep(watch)
+            interrupts.sleep(watch)
+
+
+class _Interrupts:
+    """With `--watch`, Ctrl-C while a screen is being read ends the loop once it is drawn: a
+    KeyboardInterrupt in the middle of a query would make psycopg cancel it and wait for the
+    server (up to 10 s). Ctrl-C between screens, or a second one, interrupts at once."""
+
+    def __init__(self, enabled: bool) -> None:
+        self._enabled = enabled and threading.current_thread() is threading.main_thread()
+        self._previous: Any = None
+        self._sleeping = False
+        self.stop = False
+
+    def __enter__(self) -> _Interrupts:
+        if self._enabled:
+            self._previous = signal.signal(signal.SIGINT, self._interrupted)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._enabled:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def sleep(self, seconds: float) -> None:
+        self._sleeping = True
+        try:
+            time.sleep(seconds)
+        finally:
+            self._sleeping = False
+
+    def _interrupted(self, signum: int, frame: FrameType | None) -> None:
+        if self._sleeping or self.stop:
+            raise KeyboardInterrupt
+        self.stop = True  # no lock taken here: a handler may run inside any code
 
 
 def retry_failed(db_url: str, vectorizer: str) -> int:
