@@ -15,11 +15,12 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from datetime import date, datetime, time
 from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
+
+from vectorizer.sqlparts import key_text
 
 log = logging.getLogger(__name__)
 
@@ -101,13 +102,5 @@ class EmptyInputs:
 
 def _dumps(document: object) -> str:
     # Values the JSON module can't write become text that casts back to the column's type in
-    # SQL (`(pk ->> 'col')::type`): that is how ai._vectorizer_empty_rows finds their rows.
-    return json.dumps(document, default=_sql_text)
-
-
-def _sql_text(value: object) -> str:
-    if isinstance(value, bytes | bytearray | memoryview):
-        return "\\x" + bytes(value).hex()  # bytea's hex input format
-    if isinstance(value, datetime | date | time):
-        return value.isoformat()
-    return str(value)  # Decimal, UUID, and the text form of other types
+    # SQL: that is how ai._vectorizer_empty_rows finds their rows.
+    return json.dumps(document, default=key_text)

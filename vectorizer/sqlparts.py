@@ -46,7 +46,7 @@ def keys_condition(
     return condition, [value for key in keys for value in key]
 
 
-# Key values whose JSON form (orjson's, or `_key_text`) is read back exactly by the column's
+# Key values whose JSON form (orjson's, or `key_text`) is read back exactly by the column's
 # input function. Anything else (a float that may be NaN, an interval, a range) keeps one
 # placeholder per value.
 _JSON_KEY_TYPES = (int, str, uuid.UUID, datetime.date, decimal.Decimal, bytes)
@@ -75,15 +75,17 @@ def _keys_document(pk_names: Sequence[str], keys: Sequence[tuple[object, ...]]) 
 
 
 def _dump_keys(document: object) -> bytes:
-    return orjson.dumps(document, default=_key_text)
+    return orjson.dumps(document, default=key_text)
 
 
-def _key_text(value: object) -> str:
-    if isinstance(value, bytes):
-        return "\\x" + value.hex()  # bytea's hex input format
-    if isinstance(value, decimal.Decimal):
-        return str(value)
-    raise TypeError(f"no JSON form for a key of type {type(value).__name__}")
+def key_text(value: object) -> str:
+    """A key value JSON cannot hold, as text its column's input function reads back (in SQL,
+    `(pk ->> 'col')::type`)."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return "\\x" + bytes(value).hex()  # bytea's hex input format
+    if isinstance(value, datetime.datetime | datetime.date | datetime.time):
+        return value.isoformat()
+    return str(value)  # Decimal, UUID, and the text form of other types
 
 
 @functools.lru_cache(maxsize=256)
