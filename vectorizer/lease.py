@@ -31,6 +31,7 @@ from typing import Any, LiteralString
 import psycopg
 from psycopg import sql
 
+from vectorizer import catalog
 from vectorizer.config import Vectorizer
 from vectorizer.sqlparts import ident_list, keys_condition
 
@@ -142,11 +143,8 @@ async def unlock(conn: psycopg.AsyncConnection) -> None:
     await conn.execute("select pg_advisory_unlock_all()")
 
 
-# The next batch's "is the vectorizer disabled or dropped?" asked with the same round trip.
-UNLOCK_AND_CHECK = (
-    "select pg_advisory_unlock_all(),"
-    " coalesce((select disabled from ai.vectorizer where id = %s), true)"
-)
+# The next batch's `catalog.is_disabled` asked with the same round trip (dropped: disabled).
+UNLOCK_AND_CHECK = f"select pg_advisory_unlock_all(), coalesce(({catalog.IS_DISABLED}), true)"
 
 
 async def unlock_and_check(conn: psycopg.AsyncConnection, vectorizer_id: int) -> bool:
