@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
@@ -366,9 +367,9 @@ def test_retry_failed_command_by_name_and_id_and_unknown(
     assert queue_count(conn, vid) == 3  # nothing else moved
 
 
-def test_status_watch_finishes_the_screen_it_is_reading_when_interrupted(
-    conn: psycopg.Connection, db_url: str
-) -> None:
+@contextlib.contextmanager
+def watching(conn: psycopg.Connection, db_url: str) -> Iterator[subprocess.Popen[str]]:
+    """`vectorizer status --watch 0.2` over one vectorizer, killed at the end if still running."""
     create_source(conn, rows=doc_rows(2))
     create_vectorizer(conn, name="watched_vec")
     process = subprocess.Popen(
@@ -380,6 +381,17 @@ def test_status_watch_finishes_the_screen_it_is_reading_when_interrupted(
         text=True,
     )
     try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+
+
+def test_status_watch_finishes_the_screen_it_is_reading_when_interrupted(
+    conn: psycopg.Connection, db_url: str
+) -> None:
+    with watching(conn, db_url) as process:
         time.sleep(1.5)  # a few screens drawn
         with conn.transaction():
             # the next screen's queries wait behind this lock: Ctrl-C lands mid-query
@@ -389,10 +401,6 @@ def test_status_watch_finishes_the_screen_it_is_reading_when_interrupted(
             time.sleep(1.0)
             assert process.poll() is None  # not cancelled: still reading that screen
         out, err = process.communicate(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
     assert process.returncode == 0, err
     assert out.split(CLEAR_SCREEN)[-1].startswith("Vectorizers\n")
     assert "watched_vec" in out.split(CLEAR_SCREEN)[-1]  # the last screen was drawn whole
@@ -400,24 +408,10 @@ def test_status_watch_finishes_the_screen_it_is_reading_when_interrupted(
 
 
 def test_status_watch_redraws_until_interrupted(conn: psycopg.Connection, db_url: str) -> None:
-    create_source(conn, rows=doc_rows(2))
-    create_vectorizer(conn, name="watched_vec")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "vectorizer", "status", "--db-url", db_url, "--watch", "0.2"],
-        env=worker_env(),
-        cwd=str(REPO_ROOT),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    with watching(conn, db_url) as process:
         time.sleep(1.2)
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=30)  # a loaded CI machine is slow to start
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
     assert process.returncode == 0, err
     screens = out.split(CLEAR_SCREEN)
     assert screens[0] == ""  # every screen starts by clearing the terminal
