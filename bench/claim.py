@@ -33,6 +33,7 @@ sys.path.insert(0, str(REPO))
 from bench.backfill import start_database  # noqa: E402
 from vectorizer.catalog import load_vectorizer  # noqa: E402
 from vectorizer.install import install  # noqa: E402
+from vectorizer.lease import Lease  # noqa: E402
 from vectorizer.queue import EXECUTOR_SESSION, Claimer, build_queries  # noqa: E402
 
 BATCH = 50
@@ -77,18 +78,18 @@ async def claim_all(url: str, vectorizer_id: int, rows: int, history: bool) -> l
         await conn.execute(EXECUTOR_SESSION)
         vectorizer = await load_vectorizer(conn, vectorizer_id)
         assert vectorizer is not None
-        claimer = Claimer(build_queries(vectorizer), BATCH)
+        claimer = Claimer(build_queries(vectorizer))
         if history:
             for _ in range(12):
                 async with conn.transaction():
-                    await claimer.claim(conn)
+                    await claimer.claim(conn, Lease().params(), BATCH)
         await asyncio.to_thread(fill, url, rows)
         await holder.execute("select txid_current()")  # an open transaction, like a batch's
         times = []
         while True:
             started = time.perf_counter()
             async with conn.transaction():
-                claimed = await claimer.claim(conn)
+                claimed = await claimer.claim(conn, Lease().params(), BATCH)
             times.append(time.perf_counter() - started)
             if not claimed:
                 return times[:-1]

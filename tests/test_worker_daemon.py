@@ -213,7 +213,10 @@ def test_signal_drains_the_batch_in_hand_and_exits_0(
     rows = 60
     vid = _start_slow_backfill(conn, fake, rows, latency=0.3)
 
-    with daemon(db_url, "--poll-interval", "1m", env=worker_env(fake)) as handle:
+    # two batches in flight: adaptive concurrency could otherwise claim all twelve before
+    # the signal lands, leaving nothing for the assertion that claiming stopped
+    args = ("--poll-interval", "1m", "--concurrency", "2")
+    with daemon(db_url, *args, env=worker_env(fake)) as handle:
         _wait_mid_batch(conn, handle, vid)
         started = time.monotonic()
         handle.signal(signum)

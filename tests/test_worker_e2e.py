@@ -308,6 +308,18 @@ def test_duplicate_queue_rows_of_a_key_are_embedded_once(
     assert count(conn, "ai._vectorizer_errors") == 0
 
 
+def test_unset_batch_size_grows_claims_of_one_chunk_rows_toward_400_chunks(
+    conn: psycopg.Connection, db_url: str, fake: FakeOpenAI
+) -> None:
+    create_source(conn, rows=doc_rows(1000))
+    vid = create_vectorizer(conn, chunking="ai.chunking_none()")
+    run_ok(db_url, "--concurrency", "1", env=worker_env(fake))
+    # one request per batch, one chunk per row: the request sizes are the claims
+    assert [r.input_count for r in fake.embedded_requests] == [50, 100, 200, 400, 250]
+    assert [row[:2] for row in store_rows(conn)] == [(i, 0) for i in range(1, 1001)]
+    assert queue_count(conn, vid) == 0
+
+
 def test_worker_tracking_rows(conn: psycopg.Connection, db_url: str, fake: FakeOpenAI) -> None:
     create_source(conn, rows=doc_rows(7))
     vid = create_vectorizer(conn)

@@ -22,7 +22,8 @@ import psycopg
 
 from vectorizer import catalog, reembed
 from vectorizer.backoff import Backoff
-from vectorizer.config import UriLoading, Vectorizer
+from vectorizer.batch_size import BatchSize
+from vectorizer.config import Vectorizer
 from vectorizer.embedders import Embedder
 from vectorizer.empty_inputs import EmptyInputs
 from vectorizer.errors import RowError, VectorizerError
@@ -41,9 +42,6 @@ log = logging.getLogger(__name__)
 # pgvector's refusal of a vector of the wrong size ("expected 768 dimensions, not 1536")
 _DIMENSION_MISMATCH = re.compile(r"expected \d+ dimensions, not \d+")
 
-DEFAULT_BATCH_SIZE = 50
-DOCUMENT_BATCH_SIZE = 1
-
 
 @dataclass
 class _Item:
@@ -60,15 +58,6 @@ class _Item:
     @property
     def unchanged(self) -> bool:
         return self.plan is not None and self.plan.unchanged
-
-
-def batch_size_for(vectorizer: Vectorizer) -> int:
-    configured = vectorizer.config.processing.batch_size
-    if configured:
-        return configured
-    if isinstance(vectorizer.config.loading, UriLoading):
-        return DOCUMENT_BATCH_SIZE
-    return DEFAULT_BATCH_SIZE
 
 
 class Executor:
@@ -90,7 +79,9 @@ class Executor:
         self._writer = writer
         self._queries = queries
         self._retry = retry
-        self._claimer = Claimer(queries, batch_size_for(vectorizer))
+        self.batch_size = BatchSize(vectorizer)
+        self._requested = self.batch_size.rows  # the size of the claim in hand
+        self._claimer = Claimer(queries)
         self._recheck_rows = SourceRecheck(vectorizer)
         self._leases = LeaseQueries(vectorizer)
         self._empty = EmptyInputs(vectorizer.id, queries.pk_names)
@@ -123,12 +114,13 @@ class Executor:
     async def _process(
         self, conn: psycopg.AsyncConnection, lease: Lease, items: list[_Item]
     ) -> BatchResult:
-        result = BatchResult(claimed=len(items))
+        result = BatchResult(claimed=len(items), requested=self._requested)
         if not items:
             return result
         live = [item for item in items if item.row.pop(FOUND, None)]
         if live:
             await self._prepare(live)
+            self.batch_size.observe(len(live), sum(len(item.chunks) for item in live))
         ready = [item for item in live if item.error is None]
         # outside a transaction: the keys are ours (lease.py), so no other worker of ours
         # writes them meanwhile, and the write re-checks that the rows are what was read
@@ -162,7 +154,8 @@ class Executor:
         return result
 
     async def _claim(self, conn: psycopg.AsyncConnection, lease: Lease) -> list[_Item]:
-        rows = await self._claimer.claim(conn, lease.params())
+        self._requested = self.batch_size.rows
+        rows = await self._claimer.claim(conn, lease.params(), self._requested)
         pk = self._queries.pk_names
         items = []
         for row in rows:

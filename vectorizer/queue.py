@@ -68,33 +68,33 @@ class Claimer:
     """Claims batches for one executor, each starting in key order where the last one ended
     (see `_claim`), and wrapping around to the first queued key when the range runs dry."""
 
-    def __init__(self, queries: QueueQueries, batch_size: int) -> None:
+    def __init__(self, queries: QueueQueries) -> None:
         self._queries = queries
-        self._batch_size = batch_size
         self._cursor: tuple[Any, ...] | None = None
 
     async def claim(
-        self, conn: psycopg.AsyncConnection, lease: dict[str, Any]
+        self, conn: psycopg.AsyncConnection, lease: dict[str, Any], batch_size: int
     ) -> list[dict[str, Any]]:
-        """The claimed keys' source rows (FOUND false for deleted ones), in key order; `lease`
-        is `lease.Lease.params()`, the token and duration the claimed queue rows get."""
-        rows = await self._claim(conn, lease)
+        """Up to `batch_size` claimed keys' source rows (FOUND false for deleted ones), in key
+        order; `lease` is `lease.Lease.params()`, the token and duration the claimed queue
+        rows get."""
+        params: dict[str, Any] = {"batch_size": batch_size, **lease}
+        rows = await self._claim(conn, params)
         if not rows and self._cursor is not None:
             self._cursor = None
-            rows = await self._claim(conn, lease)
+            rows = await self._claim(conn, params)
         found = [row for row in rows if row.get(FOUND)]  # a deleted row's columns are null
         if found:
             self._cursor = tuple(found[-1][column] for column in self._queries.index_order)
         return rows
 
     async def _claim(
-        self, conn: psycopg.AsyncConnection, lease: dict[str, Any]
+        self, conn: psycopg.AsyncConnection, params: dict[str, Any]
     ) -> list[dict[str, Any]]:
-        params: dict[str, Any] = {"batch_size": self._batch_size, **lease}
         query = self._queries.claim
         if self._cursor is not None:
             query = self._queries.claim_after
-            params.update((f"after_{i}", value) for i, value in enumerate(self._cursor))
+            params = params | {f"after_{i}": value for i, value in enumerate(self._cursor)}
         async with conn.cursor(row_factory=dict_row) as cursor:
             await cursor.execute(query, params)
             return await cursor.fetchall()

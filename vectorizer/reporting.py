@@ -44,6 +44,7 @@ class FailedRow:
 @dataclass
 class BatchResult:
     claimed: int = 0
+    requested: int = 0  # the claim's size: `claimed` is less when the queue ran short
     rows_done: int = 0
     chunks: int = 0
     empty: int = 0  # rows with nothing to embed (no chunk, no error)

@@ -327,7 +327,7 @@ class VectorizerRunner:
         return 0
 
     async def _executor_loop(self, components: _Components, slot: int, drain: _Drain) -> int:
-        from vectorizer.executor import Executor, batch_size_for
+        from vectorizer.executor import Executor
         from vectorizer.stages.writing import make_writer
 
         vectorizer = components.vectorizer
@@ -340,7 +340,6 @@ class VectorizerRunner:
             self._settings.row_retry,
         )
         done = 0
-        full_batch = batch_size_for(vectorizer)
         disabled: bool | None = None  # as the last batch found it; None: ask
         async with self._connections.get() as conn:
             # a slot above the level stops between batches: the controller shrank the pool
@@ -366,23 +365,26 @@ class VectorizerRunner:
                 await self.reporter.report(vectorizer, result)
                 self.indexer.poke(vectorizer)  # a queue that never empties still gets its index
                 # live changes are drained: a running re-embed may queue its next slice
-                if result.claimed == 0 and not await self._feed_reembed(conn, vectorizer):
+                if result.claimed == 0 and not await self._feed_reembed(
+                    conn, vectorizer, executor.batch_size.rows
+                ):
                     drain.drained = True
                     break
                 if drain.controller is not None:
                     drain.controller.batch_done(result.chunks)
                     self._publish_level(vectorizer, drain)
-                    if result.claimed >= full_batch:
+                    if result.claimed >= result.requested:
                         self._top_up(components, drain)
         return done
 
-    async def _feed_reembed(self, conn: psycopg.AsyncConnection, vectorizer: Vectorizer) -> bool:
-        """Whether a slice of a re-embed was queued for this executor to claim."""
+    async def _feed_reembed(
+        self, conn: psycopg.AsyncConnection, vectorizer: Vectorizer, batch_size: int
+    ) -> bool:
+        """Whether a slice of a re-embed (`batch_size` keys) was queued for this executor to
+        claim."""
         if self._altered:
             return False
-        from vectorizer.executor import batch_size_for
-
-        fed = await reembed.feed(conn, vectorizer.id, batch_size_for(vectorizer))
+        fed = await reembed.feed(conn, vectorizer.id, batch_size)
         if fed == reembed.SWAP_DUE and await reembed.swap(conn, vectorizer.id):
             log.info("vectorizer %s: the new store covers every key; swapped in", self.label)
             self._altered = True  # the destination moved: reload before writing again
