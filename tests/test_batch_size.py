@@ -59,7 +59,15 @@ def test_short_rows_grow_the_claim_by_doubling_up_to_the_target() -> None:
     for _ in range(6):
         size.observe(size.rows, size.rows)  # one chunk per row
         seen.append(size.rows)
-    assert seen == [ROWS_START, 100, 200, TARGET_CHUNKS, TARGET_CHUNKS, TARGET_CHUNKS, TARGET_CHUNKS]
+    assert seen == [
+        ROWS_START,
+        100,
+        200,
+        TARGET_CHUNKS,
+        TARGET_CHUNKS,
+        TARGET_CHUNKS,
+        TARGET_CHUNKS,
+    ]
 
 
 def test_long_rows_shrink_the_claim_at_once() -> None:

@@ -273,6 +273,7 @@ def worker_settings(args: argparse.Namespace) -> WorkerSettings:
 
 
 def _worker(args: argparse.Namespace) -> int:
+    from vectorizer import allocator
     from vectorizer.observability.logging import LEVELS, configure_logging
     from vectorizer.worker import run_worker
 
@@ -282,6 +283,7 @@ def _worker(args: argparse.Namespace) -> int:
         print(f"error: invalid log level {level!r} or format {fmt!r}", file=sys.stderr)
         return 2
     configure_logging(level, fmt)
+    allocator.tune()
     settings = worker_settings(args)
     if settings.once and sys.stderr.isatty():
         settings.progress_out = sys.stderr  # plain log lines only when not on a terminal

@@ -18,7 +18,7 @@ import psycopg
 from pgvector.psycopg import register_vector_async
 from psycopg.pq import TransactionStatus
 
-from vectorizer import catalog, reembed
+from vectorizer import allocator, catalog, reembed
 from vectorizer.backoff import Backoff
 from vectorizer.concurrency import AdaptiveConcurrency, ConnectionBudget
 from vectorizer.errors import VectorizerError
@@ -142,7 +142,7 @@ class VectorizerRunner:
                     if self._breaker.is_open:
                         continue  # the poll interval's wake-ups probe again once it closes
                 try:
-                    await self.drain()
+                    embedded = await self.drain()
                 except psycopg.OperationalError as exc:
                     db_failures += 1
                     spent = db_failures > self._settings.db_retry_attempts
@@ -163,6 +163,8 @@ class VectorizerRunner:
                         if self.reporter.progress is not None:
                             self.reporter.progress.finished = True
                         return None
+                    if embedded:
+                        allocator.release()  # drained: the batches' memory can go back
             return None
         finally:
             if not once:
