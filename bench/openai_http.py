@@ -14,7 +14,8 @@ of `--inputs` vectors, four ways, alternated round by round:
 * the embedder as it runs by default, on `vectorizer.embedders.http_transport`'s asyncio
   transport (the read size is httpcore's only).
 
-Prints CPU ms per request; the openai SDK comes with the dev extra.
+Prints CPU ms per request; the openai SDK comes with the dev extra. The process's malloc is
+tuned as the worker command's is (`vectorizer.allocator`) unless `--glibc-malloc`.
 """
 
 from __future__ import annotations
@@ -112,7 +113,16 @@ def main() -> None:
     parser.add_argument("--inputs", type=int, default=200)
     parser.add_argument("--dimensions", type=int, default=1536)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--glibc-malloc",
+        action="store_true",
+        help="keep glibc's own malloc thresholds (the worker command fixes them: allocator.py)",
+    )
     args = parser.parse_args()
+    if not args.glibc_malloc:
+        from vectorizer import allocator
+
+        allocator.tune()
 
     from httpcore._async.http11 import AsyncHTTP11Connection
 
