@@ -14,7 +14,6 @@ checkout's code first on PYTHONPATH, alternating.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -29,7 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from backfill import start_database  # noqa: E402
+from backfill import start_database, worker_env  # noqa: E402
 
 
 def prepare(db_url: str) -> None:
@@ -52,14 +51,7 @@ def prepare(db_url: str) -> None:
 
 def run_once(db_url: str, code: Path) -> float:
     # no provider is reachable: a run that tried to embed would fail, not pass unnoticed
-    env = dict(
-        os.environ,
-        PYTHONPATH=str(code),
-        OPENAI_API_KEY="sk-bench",
-        OPENAI_BASE_URL="http://127.0.0.1:9/v1",
-    )
-    # an installed package runs from compiled bytecode: let the warm-up run write it
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env = worker_env(code, "http://127.0.0.1:9/v1")
     started = time.perf_counter()
     process = subprocess.run(
         [sys.executable, "-m", "vectorizer", "worker", "--db-url", db_url, "--once"],
