@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import random
 
+from tests.worker_helpers import catalog_vectorizer
 from vectorizer.backoff import BREAKER, DATABASE, ROW_RETRY, Backoff
-from vectorizer.config import Vectorizer
 from vectorizer.reporting import error_row
 
 
@@ -36,43 +36,9 @@ def test_the_worker_defaults() -> None:
     assert (DATABASE.delay(1), DATABASE.delay(20)) == (1.0, 5.0)
 
 
-def _vectorizer() -> Vectorizer:
-    return Vectorizer.model_validate(
-        {
-            "id": 7,
-            "name": "docs",
-            "source_schema": "public",
-            "source_table": "docs",
-            "source_pk": [{"attname": "id", "typname": "int4", "attnum": 1, "pknum": 1}],
-            "queue_schema": "ai",
-            "queue_table": "_vectorizer_q_7",
-            "queue_failed_table": "_vectorizer_q_failed_7",
-            "disabled": False,
-            "config": {
-                "version": "0.12.1",
-                "loading": {"implementation": "column", "column_name": "body"},
-                "parsing": {"implementation": "auto"},
-                "chunking": {"implementation": "none"},
-                "formatting": {"implementation": "chunk_value"},
-                "embedding": {
-                    "implementation": "openai",
-                    "model": "text-embedding-3-small",
-                    "dimensions": 4,
-                },
-                "processing": {"implementation": "default"},
-                "destination": {
-                    "implementation": "table",
-                    "target_schema": "public",
-                    "target_table": "docs_store",
-                },
-            },
-        }
-    )
-
-
 def test_a_row_error_row_carries_pgai_keys_and_the_row() -> None:
     message, details = error_row(
-        _vectorizer(), "loading", "no such file", pk={"id": 3}, is_retryable=True, attempts=2
+        catalog_vectorizer(), "loading", "no such file", pk={"id": 3}, is_retryable=True, attempts=2
     )
     assert message == "loading failed"
     assert json.loads(details) == {
@@ -86,7 +52,9 @@ def test_a_row_error_row_carries_pgai_keys_and_the_row() -> None:
 
 
 def test_vectorizer_error_rows_name_the_provider_or_say_unexpected() -> None:
-    message, details = error_row(_vectorizer(), "embedding", "bad key", retry_in_seconds=30.0)
+    message, details = error_row(
+        catalog_vectorizer(), "embedding", "bad key", retry_in_seconds=30.0
+    )
     assert message == "embedding provider failed"
     assert json.loads(details) == {
         "error_reason": "bad key",

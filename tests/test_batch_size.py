@@ -2,45 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from tests.worker_helpers import catalog_vectorizer
 from vectorizer.batch_size import ROWS_START, TARGET_CHUNKS, BatchSize
-from vectorizer.config import MAX_BATCH_SIZE, Vectorizer
-
-
-def _vectorizer(**config: Any) -> Vectorizer:
-    return Vectorizer.model_validate(
-        {
-            "id": 7,
-            "name": "docs",
-            "source_schema": "public",
-            "source_table": "docs",
-            "source_pk": [{"attname": "id", "typname": "int4", "attnum": 1, "pknum": 1}],
-            "queue_schema": "ai",
-            "queue_table": "_vectorizer_q_7",
-            "queue_failed_table": "_vectorizer_q_failed_7",
-            "disabled": False,
-            "config": {
-                "version": "0.12.1",
-                "loading": {"implementation": "column", "column_name": "body"},
-                "parsing": {"implementation": "auto"},
-                "chunking": {"implementation": "none"},
-                "formatting": {"implementation": "chunk_value"},
-                "embedding": {"implementation": "openai", "model": "m", "dimensions": 4},
-                "processing": {"implementation": "default"},
-                "destination": {
-                    "implementation": "table",
-                    "target_schema": "public",
-                    "target_table": "docs_store",
-                },
-                **config,
-            },
-        }
-    )
+from vectorizer.config import MAX_BATCH_SIZE
 
 
 def test_a_configured_batch_size_never_moves() -> None:
-    size = BatchSize(_vectorizer(processing={"implementation": "default", "batch_size": 7}))
+    size = BatchSize(catalog_vectorizer(processing={"implementation": "default", "batch_size": 7}))
     for rows, chunks in [(7, 7), (7, 7000), (7, 0)]:
         size.observe(rows, chunks)
         assert size.rows == 7
@@ -48,13 +16,13 @@ def test_a_configured_batch_size_never_moves() -> None:
 
 def test_documents_go_one_at_a_time_whatever_they_hold() -> None:
     loading = {"implementation": "uri", "column_name": "url"}
-    size = BatchSize(_vectorizer(loading=loading))
+    size = BatchSize(catalog_vectorizer(loading=loading))
     size.observe(1, 1)
     assert size.rows == 1
 
 
 def test_short_rows_grow_the_claim_by_doubling_up_to_the_target() -> None:
-    size = BatchSize(_vectorizer())
+    size = BatchSize(catalog_vectorizer())
     seen = [size.rows]
     for _ in range(6):
         size.observe(size.rows, size.rows)  # one chunk per row
@@ -71,7 +39,7 @@ def test_short_rows_grow_the_claim_by_doubling_up_to_the_target() -> None:
 
 
 def test_long_rows_shrink_the_claim_at_once() -> None:
-    size = BatchSize(_vectorizer())
+    size = BatchSize(catalog_vectorizer())
     size.observe(50, 50 * 100)  # a hundred chunks per row: 5,000 vectors in one batch
     assert size.rows == TARGET_CHUNKS // 100
     size.observe(4, 4 * 1000)
@@ -79,7 +47,7 @@ def test_long_rows_shrink_the_claim_at_once() -> None:
 
 
 def test_rows_without_chunks_grow_it_by_doubling_only_and_never_past_the_maximum() -> None:
-    size = BatchSize(_vectorizer())
+    size = BatchSize(catalog_vectorizer())
     size.observe(50, 0)
     assert size.rows == 100
     for _ in range(10):

@@ -24,6 +24,7 @@ import psycopg
 from psycopg import sql
 
 from tests.fake_openai import TEST_API_KEY, FakeOpenAI, expected_vector
+from vectorizer.config import Vectorizer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DIMS = 8
@@ -340,4 +341,41 @@ def run_python(
         text=True,
         timeout=timeout,
         check=False,
+    )
+
+
+def catalog_vectorizer(**config: Any) -> Vectorizer:
+    """A catalog row of vectorizer 7 over public.docs (id int4), as the worker reads it: a
+    column, no chunking, 4-d OpenAI embeddings; `config` replaces top-level config keys."""
+    return Vectorizer.model_validate(
+        {
+            "id": 7,
+            "name": "docs",
+            "source_schema": "public",
+            "source_table": "docs",
+            "source_pk": [{"attname": "id", "typname": "int4", "attnum": 1, "pknum": 1}],
+            "queue_schema": "ai",
+            "queue_table": "_vectorizer_q_7",
+            "queue_failed_table": "_vectorizer_q_failed_7",
+            "disabled": False,
+            "config": {
+                "version": "0.12.1",
+                "loading": {"implementation": "column", "column_name": "body"},
+                "parsing": {"implementation": "auto"},
+                "chunking": {"implementation": "none"},
+                "formatting": {"implementation": "chunk_value"},
+                "embedding": {
+                    "implementation": "openai",
+                    "model": "text-embedding-3-small",
+                    "dimensions": 4,
+                },
+                "processing": {"implementation": "default"},
+                "destination": {
+                    "implementation": "table",
+                    "target_schema": "public",
+                    "target_table": "docs_store",
+                },
+                **config,
+            },
+        }
     )
