@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from tests.fake_openai import FakeOpenAI
 from tests.worker_helpers import (
@@ -52,11 +53,13 @@ def _queued_ids(conn: psycopg.Connection, vectorizer_id: int) -> set[int]:
 
 
 def _batch_open(conn: psycopg.Connection, vectorizer_id: int) -> bool:
-    """An executor of the worker holds a batch transaction open right now."""
+    """A batch of the worker is in flight: some queued keys carry its lease (claimed, not
+    written yet). No transaction is open while a batch waits for the provider, so the
+    backend's state cannot tell."""
     row = conn.execute(
-        "select count(*) from pg_stat_activity where datname = current_database()"
-        " and application_name like %s and state like 'idle in transaction%%'",
-        (f"vectorizer-worker[{vectorizer_id}]: executor%",),
+        sql.SQL("select exists (select from ai.{} where lease_token is not null)").format(
+            sql.Identifier(f"_vectorizer_q_{vectorizer_id}")
+        )
     ).fetchone()
     return bool(row and row[0])
 
