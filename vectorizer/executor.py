@@ -80,7 +80,6 @@ class Executor:
         self._queries = queries
         self._retry = retry
         self.batch_size = BatchSize(vectorizer)
-        self._requested = self.batch_size.rows  # the size of the claim in hand
         self._claimer = Claimer(queries)
         self._recheck_rows = SourceRecheck(vectorizer)
         self._leases = LeaseQueries(vectorizer)
@@ -98,8 +97,10 @@ class Executor:
         lease = Lease()
         items: list[_Item] = []
         try:
-            items = await self._claim(conn, lease)
+            requested = self.batch_size.rows
+            items = await self._claim(conn, lease, requested)
             result = await self._process(conn, lease, items)
+            result.requested = requested
         except asyncio.CancelledError:
             raise
         except BaseException:
@@ -114,7 +115,7 @@ class Executor:
     async def _process(
         self, conn: psycopg.AsyncConnection, lease: Lease, items: list[_Item]
     ) -> BatchResult:
-        result = BatchResult(claimed=len(items), requested=self._requested)
+        result = BatchResult(claimed=len(items))
         if not items:
             return result
         live = [item for item in items if item.row.pop(FOUND, None)]
@@ -153,9 +154,10 @@ class Executor:
         result.chunks = sum(len(item.chunks) for item in live if item.error is None)
         return result
 
-    async def _claim(self, conn: psycopg.AsyncConnection, lease: Lease) -> list[_Item]:
-        self._requested = self.batch_size.rows
-        rows = await self._claimer.claim(conn, lease.params(), self._requested)
+    async def _claim(
+        self, conn: psycopg.AsyncConnection, lease: Lease, batch_size: int
+    ) -> list[_Item]:
+        rows = await self._claimer.claim(conn, lease.params(), batch_size)
         pk = self._queries.pk_names
         items = []
         for row in rows:
