@@ -33,6 +33,7 @@ from psycopg import sql
 
 from vectorizer import catalog
 from vectorizer.config import Vectorizer
+from vectorizer.queue import queue_table
 from vectorizer.sqlparts import ident_list, keys_condition
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ class LeaseQueries:
 
     def __init__(self, vectorizer: Vectorizer) -> None:
         self._pk = tuple(vectorizer.pk_names)
-        self._queue = sql.Identifier(vectorizer.queue_schema, vectorizer.queue_table)
+        self._queue = queue_table(vectorizer)
 
     async def check(
         self, conn: psycopg.AsyncConnection, lease: Lease, keys: Sequence[Key]

@@ -100,12 +100,19 @@ class Claimer:
             return await cursor.fetchall()
 
 
+def queue_table(vectorizer: Vectorizer) -> sql.Identifier:
+    """The vectorizer's queue table. Also the row type that gives a batch's keys their
+    columns' types (`keys_condition`): it has the key columns and nothing else that could
+    refuse the nulls of the other columns, as a domain in the source table might."""
+    return sql.Identifier(vectorizer.queue_schema, vectorizer.queue_table)
+
+
 def build_queries(vectorizer: Vectorizer) -> QueueQueries:
     pk = vectorizer.pk_names
     # the queue's key index lists the columns in primary-key order, which may differ from
     # the table's column order that the rest of the worker uses
     index_order = [c.attname for c in sorted(vectorizer.source_pk, key=lambda c: c.pknum)]
-    queue = sql.Identifier(vectorizer.queue_schema, vectorizer.queue_table)
+    queue = queue_table(vectorizer)
     failed = sql.Identifier(vectorizer.queue_schema, vectorizer.queue_failed_table)
     source = sql.Identifier(vectorizer.source_schema, vectorizer.source_table)
     return QueueQueries(

@@ -32,6 +32,7 @@ import psycopg
 from psycopg import sql
 
 from vectorizer.config import TableDestination, Vectorizer
+from vectorizer.queue import queue_table
 from vectorizer.sqlparts import keys_condition
 
 Key = tuple[Any, ...]
@@ -57,9 +58,7 @@ class SourceRecheck:
     def __init__(self, vectorizer: Vectorizer) -> None:
         self._pk = tuple(vectorizer.pk_names)
         self._source = sql.Identifier(vectorizer.source_schema, vectorizer.source_table)
-        # the key columns' types for the batch's keys (the source's row type may carry
-        # domains that refuse the nulls of the other columns)
-        self._key_type = sql.Identifier(vectorizer.queue_schema, vectorizer.queue_table)
+        self._key_type = queue_table(vectorizer)
         if isinstance(vectorizer.config.destination, TableDestination):
             self._strength = sql.SQL("key share")
         else:

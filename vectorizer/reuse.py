@@ -37,6 +37,7 @@ from psycopg.types.json import set_json_loads
 from pydantic import TypeAdapter, ValidationError
 
 from vectorizer.config import ColumnDestination, Embedding, TableDestination, Vectorizer
+from vectorizer.queue import queue_table
 from vectorizer.registry import Registry
 from vectorizer.reuse_counts import ReuseCounts
 from vectorizer.sqlparts import keys_condition, named_keys_condition
@@ -332,9 +333,7 @@ class ColumnReuse(Reuse):
         super().__init__(vectorizer, tokens)
         self._pk = vectorizer.pk_names
         source = sql.Identifier(vectorizer.source_schema, vectorizer.source_table)
-        # the key columns' types for the batch's keys (the source's row type may carry
-        # domains that refuse the nulls of the other columns)
-        self._queue = sql.Identifier(vectorizer.queue_schema, vectorizer.queue_table)
+        self._queue = queue_table(vectorizer)  # the row type of the batch's keys
         self._stored_query = sql.SQL(
             "select {s_pk}, h.chunk_hash, h.config_hash, s.{column} is not null"
             " from {source} s join ai._vectorizer_column_hash h"
