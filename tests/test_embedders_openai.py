@@ -6,6 +6,7 @@ error `code`), the SDK installed by the dev extra is the reference it is compare
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -107,6 +108,25 @@ async def test_request_shape_for_text_embedding_3(fake_openai: FakeOpenAI) -> No
     assert request.encoding_format == "base64"
     assert request.user == "user-42"
     assert "authorization" not in {name.lower() for name in request.headers}
+
+
+async def test_answers_are_freed_without_the_cyclic_collector(fake_openai: FakeOpenAI) -> None:
+    # httpx links a response and its stream both ways; unlinked, a few MB answer is freed
+    # when the request ends, not when the collector (rarely run by the worker) finds it
+    embedder = make_embedder(config(fake_openai), policy=FAST)
+    try:
+        await embedder.embed(["warm up"])
+        gc.collect()
+        gc.disable()
+        try:
+            for _ in range(3):
+                assert_vectors(await embedder.embed(["alpha", "beta"]), ["alpha", "beta"], 768)
+            left = [o for o in gc.get_objects() if isinstance(o, httpx.Response)]
+        finally:
+            gc.enable()
+    finally:
+        await embedder.aclose()
+    assert left == []
 
 
 async def test_user_is_omitted_when_unset(fake_openai: FakeOpenAI) -> None:

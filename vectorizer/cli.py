@@ -273,7 +273,7 @@ def worker_settings(args: argparse.Namespace) -> WorkerSettings:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from vectorizer import allocator
+    from vectorizer import allocator, collector
     from vectorizer.observability.logging import LEVELS, configure_logging
     from vectorizer.worker import run_worker
 
@@ -284,6 +284,7 @@ def _worker(args: argparse.Namespace) -> int:
         return 2
     configure_logging(level, fmt)
     allocator.tune()
+    collector.tune()
     settings = worker_settings(args)
     if settings.once and sys.stderr.isatty():
         settings.progress_out = sys.stderr  # plain log lines only when not on a terminal
