@@ -18,6 +18,7 @@ from langchain_text_splitters import CharacterTextSplitter as LangchainCharacter
 from langchain_text_splitters import RecursiveCharacterTextSplitter as LangchainRecursive
 from pydantic import TypeAdapter
 
+from tests import document_samples as samples
 from vectorizer.config import (
     AutoParsing,
     CharacterTextSplitter,
@@ -40,7 +41,7 @@ from vectorizer.stages.formatting import make_formatter, template_columns
 from vectorizer.stages.loading import ColumnLoader, make_loader
 from vectorizer.stages.parsing import make_parser
 from vectorizer.stages.payload import Document, Payload
-from vectorizer.stages.pipeline import RowPipeline
+from vectorizer.stages.pipeline import PreparedChunks, RowPipeline
 
 DEFAULT_SEPARATORS = ["\n\n", "\n", ".", "?", "!", " ", ""]
 
@@ -558,13 +559,42 @@ async def test_pipeline_lets_vectorizer_errors_through(monkeypatch: pytest.Monke
     pipeline = RowPipeline(_config())
     failure = VectorizerError("parser backend missing", step="parsing")
 
-    async def broken(payload: object) -> str:
+    def broken(payload: object) -> str:
         raise failure
 
-    monkeypatch.setattr(pipeline._parse, "parse", broken)
+    # what both the text-at-hand path and the awaited one ask first
+    monkeypatch.setattr(pipeline._parse, "_plan", broken)
     with pytest.raises(VectorizerError) as caught:
         await pipeline.prepare_row({"title": "T", "body": "text"})
     assert caught.value is failure
+
+
+async def test_a_batch_mixing_text_at_hand_and_parsed_documents_keeps_row_order() -> None:
+    # text columns are taken at once, a PDF waits for a parser process: results in row order
+    pipeline = RowPipeline(_config())
+    rows = [
+        {"title": "A", "body": "first text"},
+        {"title": "B", "body": samples.pdf()},
+        {"title": "C", "body": None},
+        {"title": "D", "body": 42},
+        {"title": "E", "body": b"plain bytes text"},
+        {"title": "F", "body": "last text"},
+    ]
+    prepared = await pipeline.prepare(rows)
+
+    assert isinstance(prepared[0], PreparedChunks)
+    assert prepared[0].texts == ["A: first text"]
+    assert isinstance(prepared[1], PreparedChunks)
+    assert prepared[1].texts and all(text.startswith("B: ") for text in prepared[1].texts)
+    assert " ".join(prepared[1].texts).count(samples.words("pdf")[0]) >= 1
+    assert prepared[2] == PreparedChunks()
+    assert isinstance(prepared[3], RowError)
+    assert prepared[3].step == "loading"
+    assert "holds a int value" in prepared[3].message
+    assert isinstance(prepared[4], PreparedChunks)
+    assert prepared[4].texts == ["E: plain bytes text"]
+    assert isinstance(prepared[5], PreparedChunks)
+    assert prepared[5].texts == ["F: last text"]
 
 
 @pytest.mark.parametrize(

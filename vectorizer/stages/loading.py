@@ -25,6 +25,10 @@ class ColumnLoader:
         self.column_name = config.column_name
 
     async def load(self, row: Mapping[str, Any]) -> Payload:
+        return self.load_now(row)
+
+    def load_now(self, row: Mapping[str, Any]) -> Payload:
+        """`load` without awaiting: the pipeline takes a column's text without a task."""
         try:
             value = row[self.column_name]
         except KeyError:

@@ -85,6 +85,11 @@ class Parser:
         # Read when a document needs it, so text-only vectorizers never depend on it.
         return document_settings.parse_timeout()
 
+    def parse_now(self, payload: Payload) -> str | None:
+        """The text, when no parser process is needed (text, or a text document); else None."""
+        planned = self._plan(payload)
+        return planned if isinstance(planned, str) else None
+
     async def parse(self, payload: Payload) -> str:
         planned = self._plan(payload)
         if isinstance(planned, str):

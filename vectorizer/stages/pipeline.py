@@ -75,9 +75,7 @@ class RowPipeline:
         """Load, parse, chunk and format `rows`: each row's chunks (none when it has nothing
         to embed) or its RowError. A VectorizerError (every row would fail) raises."""
         with tracing.span("vectorizer.stage", stage="load_parse", rows=len(rows)):
-            texts = await asyncio.gather(
-                *(self._load_and_parse(row) for row in rows), return_exceptions=True
-            )
+            texts = await self._load_and_parse_all(rows)
         for text in texts:
             if isinstance(text, BaseException) and not isinstance(text, RowError):
                 raise text
@@ -90,6 +88,34 @@ class RowPipeline:
         if isinstance(prepared, RowError):
             raise prepared
         return prepared
+
+    async def _load_and_parse_all(
+        self, rows: Sequence[Mapping[str, Any]]
+    ) -> list[str | BaseException]:
+        """Each row's text or its exception. Text at hand (a text column, the common case) is
+        taken without a task per row: those cost a backfill ~1 ms of CPU per 1,000 chunks."""
+        texts = [self._text_at_hand(row) for row in rows]
+        waiting = [index for index, text in enumerate(texts) if text is None]
+        if waiting:
+            awaited = await asyncio.gather(
+                *(self._load_and_parse(rows[index]) for index in waiting), return_exceptions=True
+            )
+            for index, text in zip(waiting, awaited, strict=True):
+                texts[index] = text
+        return texts  # type: ignore[return-value]  # no None is left
+
+    def _text_at_hand(self, row: Mapping[str, Any]) -> str | BaseException | None:
+        """The row's text when neither loading nor parsing waits for anything; else None."""
+        load_now = getattr(self._loader, "load_now", None)
+        if load_now is None:
+            return None
+        try:
+            payload = _guarded("loading", load_now, row)
+            if isinstance(payload, str) and not payload:
+                return ""  # as `parse`: nothing to embed
+            return _guarded("parsing", self._parse.parse_now, payload)
+        except _CLASSIFIED as exc:
+            return exc
 
     async def _load_and_parse(self, row: Mapping[str, Any]) -> str:
         return await self.parse(await self.load(row))
