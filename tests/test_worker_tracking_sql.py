@@ -10,6 +10,9 @@ import psycopg
 import pytest
 from psycopg import errors
 
+from vectorizer import tracking as tracking_module
+from vectorizer.tracking import WorkerTracking
+
 
 def one(conn: psycopg.Connection, query: str, params: Any = None) -> Any:
     row = conn.execute(query, params).fetchone()
@@ -299,3 +302,48 @@ def test_worker_stop_marks_only_its_process_row(conn: psycopg.Connection) -> Non
     assert stopped is not None and stopped >= before
     assert process(conn, other)["stopped_at"] is None
     conn.execute("select ai._worker_stop(%s)", (uuid.uuid4(),))  # an unknown worker: no error
+
+
+# --- the worker's coalesced progress writes (vectorizer.tracking) ---------------------------
+
+
+async def test_successes_are_written_at_most_once_an_interval_and_on_flush(
+    conn: psycopg.Connection, db_url: str, vectorizer_id: int
+) -> None:
+    tracking = WorkerTracking(db_url, dt.timedelta(minutes=1))
+    await tracking.start()
+    try:
+        await tracking.record_progress(vectorizer_id, 5)  # the first: written at once
+        first = progress(conn, vectorizer_id)
+        assert first is not None and first["success_count"] == 5
+        for _ in range(10):
+            await tracking.record_progress(vectorizer_id, 1)
+        unchanged = progress(conn, vectorizer_id)
+        assert unchanged is not None and unchanged["success_count"] == 5  # counted, not sent
+        await tracking.flush_progress(vectorizer_id)
+        flushed = progress(conn, vectorizer_id)
+        assert flushed is not None and flushed["success_count"] == 15
+        assert flushed["last_success_at"] > first["last_success_at"]
+        await tracking.flush_progress()  # nothing pending: nothing written
+        again = progress(conn, vectorizer_id)
+        assert again is not None and again["last_success_at"] == flushed["last_success_at"]
+        await tracking.record_progress(vectorizer_id, 2)
+    finally:
+        await tracking.stop()  # the final heartbeat writes what is pending
+    stopped = progress(conn, vectorizer_id)
+    assert stopped is not None and stopped["success_count"] == 17
+
+
+async def test_successes_after_the_interval_are_written_with_the_batch(
+    conn: psycopg.Connection, db_url: str, vectorizer_id: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tracking_module, "PROGRESS_INTERVAL", 0.0)
+    tracking = WorkerTracking(db_url, dt.timedelta(minutes=1))
+    await tracking.start()
+    try:
+        for count in range(1, 4):
+            await tracking.record_progress(vectorizer_id, 1)
+            row = progress(conn, vectorizer_id)
+            assert row is not None and row["success_count"] == count
+    finally:
+        await tracking.stop()

@@ -129,9 +129,14 @@ class Reporter:
         for failed in result.failed:
             await self._row_failed(vectorizer, failed)
         if result.rows_done:
-            await self._tracking.progress(self._id, result.rows_done)
+            await self._tracking.record_progress(self._id, result.rows_done)
         if result.reuse:
             self._tracking.record_reuse(self._id, result.reuse)
+
+    async def drain_finished(self) -> None:
+        """Writes the drain's successes not written yet: the progress row is current when
+        the queue is empty."""
+        await self._tracking.flush_progress(self._id)
 
     def concurrency(self, vectorizer: Vectorizer, executors: int, adaptive: bool) -> None:
         """The executor level of the drain running now (metric, status)."""

@@ -243,6 +243,7 @@ class VectorizerRunner:
             items = await self._run_executors(components, fixed)
         finally:
             self._budget.leave(vectorizer.id)
+        await self.reporter.drain_finished()
         # a wake-up that found nothing to do is polling chatter, not news
         log.log(
             logging.INFO if items or self.reporter.chunks else logging.DEBUG,

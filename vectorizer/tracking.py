@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
@@ -19,6 +20,11 @@ from vectorizer.reuse_counts import ReuseCounts
 from vectorizer.version import __version__
 
 log = logging.getLogger(__name__)
+
+# A vectorizer's successes are written at most this often (and when a drain ends, and with
+# every heartbeat): one `_worker_progress` per batch was a round trip on the shared tracking
+# connection, which every executor waited for in turn.
+PROGRESS_INTERVAL = 1.0  # seconds
 
 
 class WorkerTracking:
@@ -36,6 +42,9 @@ class WorkerTracking:
         # vectorizer id -> (executors, adaptive): to write, and as last written
         self._concurrency: dict[int, tuple[int, bool]] = {}
         self._concurrency_sent: dict[int, tuple[int, bool]] = {}
+        # vectorizer id -> successes not written yet, and when each was last written
+        self._pending_successes: dict[int, int] = {}
+        self._progress_sent: dict[int, float] = {}
 
     async def _connection(self) -> psycopg.AsyncConnection:
         if self._conn is None or self._conn.closed:
@@ -89,6 +98,7 @@ class WorkerTracking:
             self._errors += errors
             self._last_error = self._last_error or message
             raise
+        await self.flush_progress()
         await self._flush_reuse()
         await self._flush_concurrency()
 
@@ -99,6 +109,27 @@ class WorkerTracking:
                 await self.heartbeat()
             except psycopg.Error as exc:
                 log.warning("heartbeat failed, will retry: %s", exc)
+
+    async def record_progress(self, vectorizer_id: int, successes: int) -> None:
+        """Counts a batch's successes; written once PROGRESS_INTERVAL has passed since the
+        vectorizer's last write (else by `flush_progress`)."""
+        self._pending_successes[vectorizer_id] = (
+            self._pending_successes.get(vectorizer_id, 0) + successes
+        )
+        if time.monotonic() - self._progress_sent.get(vectorizer_id, 0.0) >= PROGRESS_INTERVAL:
+            await self._send_progress(vectorizer_id)
+
+    async def flush_progress(self, vectorizer_id: int | None = None) -> None:
+        """Writes the successes counted and not written yet (of one vectorizer, or all)."""
+        pending = [vectorizer_id] if vectorizer_id is not None else list(self._pending_successes)
+        for each in pending:
+            if self._pending_successes.get(each):
+                await self._send_progress(each)
+
+    async def _send_progress(self, vectorizer_id: int) -> None:
+        successes = self._pending_successes.pop(vectorizer_id, 0)
+        self._progress_sent[vectorizer_id] = time.monotonic()
+        await self.progress(vectorizer_id, successes)
 
     async def progress(
         self, vectorizer_id: int, successes: int, error_message: str | None = None
