@@ -242,7 +242,9 @@ class TableReuse(Reuse):
             " select 0, ctid::text, {pk}, chunk_seq, chunk_hash,"
             " config_hash is not distinct from %(provenance)s, chunk, meta from mine"
             " union all select 1, null, {nulls}, null, h.digest, true, null, null"
-            " from unnest(%(hashes)b::bytea[]) as h(digest)"
+            " from (select pg_catalog.substr(p.packed, i * {size} + 1, {size}) as digest"
+            " from (select %(hashes)s::bytea as packed) as p,"
+            " pg_catalog.generate_series(0, pg_catalog.length(p.packed) / {size} - 1) as i) as h"
             " where not exists (select from mine m where m.chunk_hash = h.digest"
             " and m.config_hash = %(provenance)s)"
             " and exists (select from {target} s where s.chunk_hash = h.digest"
@@ -252,6 +254,7 @@ class TableReuse(Reuse):
             metadata=self._metadata,
             target=self._target,
             nulls=sql.SQL(", ").join([sql.NULL] * len(self._pk)),
+            size=sql.Literal(HASH_BYTES),
             keys=keys,
         )
 
@@ -296,7 +299,9 @@ class TableReuse(Reuse):
         keys, params = named_keys_condition(
             self._pk, [row.key for row in plan.rows], row_type=self._target
         )
-        hashes = sorted({digest for row in plan.rows for digest in row.hashes})
+        # one bytea of fixed-size hashes, cut apart in SQL: psycopg dumps an array param
+        # element by element in Python, ~0.15 ms per batch of 400
+        hashes = b"".join(sorted({digest for row in plan.rows for digest in row.hashes}))
         params.update(hashes=hashes, provenance=plan.provenance)
         async with conn.cursor() as cursor:
             # orjson: a stored chunk_metadata is parsed for every stored chunk of the batch
