@@ -273,7 +273,7 @@ def worker_settings(args: argparse.Namespace) -> WorkerSettings:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from vectorizer import allocator, collector
+    from vectorizer import allocator, collector, lean_imports
     from vectorizer.observability.logging import LEVELS, configure_logging
     from vectorizer.worker import run_worker
 
@@ -285,6 +285,7 @@ def _worker(args: argparse.Namespace) -> int:
     configure_logging(level, fmt)
     allocator.tune()
     collector.tune()
+    lean_imports.skip_httpx_cli()
     settings = worker_settings(args)
     if settings.once and sys.stderr.isatty():
         settings.progress_out = sys.stderr  # plain log lines only when not on a terminal
