@@ -21,8 +21,10 @@ if TYPE_CHECKING:
 
 FOUND = "__vectorizer_found"
 ATTEMPTS = "__vectorizer_attempts"
-# md5 of the source row's text form at claim time: the write re-checks it (recheck.py)
+# the source row's version at claim time: the write re-checks it (recheck.py)
 VERSION = "__vectorizer_version"
+# that version, of source row `s`: every UPDATE of the row changes its xmin or its ctid
+ROW_VERSION = sql.SQL("s.xmin::text || '/' || s.ctid::text")
 # the claimed key's columns, also for a deleted row (whose source columns are null)
 KEY_PREFIX = "__vectorizer_key."
 
@@ -147,7 +149,7 @@ def _claim(
 ) -> sql.Composed:
     """One statement: pick due, unleased queue rows, lock their keys, lease every queued row
     of each locked key, and return the current source rows (FOUND false when the row was
-    deleted) with a digest of each (VERSION) for the write's re-check.
+    deleted) with the version of each (VERSION) for the write's re-check.
 
     The claim is one autocommit statement, its own transaction; a lease lost in a server crash
     is harmless (the keys are claimable again and the write finds the lease gone), so its
@@ -218,7 +220,7 @@ def _claim(
         from locked_items l
         cross join async_commit
         left join lateral (
-            select true as {found}, md5(s::text) as {version}, s.*
+            select true as {found}, {row_version} as {version}, s.*
             from {source} s
             where {join_sl}
             limit 1
@@ -244,6 +246,7 @@ def _claim(
         attempts=sql.Identifier(ATTEMPTS),
         found=sql.Identifier(FOUND),
         version=sql.Identifier(VERSION),
+        row_version=ROW_VERSION,
         claimed_key=sql.SQL(", ").join(
             sql.SQL("{} as {}").format(sql.Identifier("l", name), sql.Identifier(KEY_PREFIX + name))
             for name in pk
