@@ -18,7 +18,7 @@ import psycopg
 from pgvector.psycopg import register_vector_async
 from psycopg.pq import TransactionStatus
 
-from vectorizer import allocator, catalog, reembed
+from vectorizer import allocator, catalog, collector, reembed
 from vectorizer.backoff import Backoff
 from vectorizer.concurrency import AdaptiveConcurrency, ConnectionBudget
 from vectorizer.errors import VectorizerError
@@ -190,6 +190,7 @@ class VectorizerRunner:
         from vectorizer.stages.pipeline import RowPipeline, token_counter_for
 
         embedder = make_embedder(vectorizer.config.embedding)
+        collector.embedder_in_use(embedder.frees_answers)
         await embedder.setup()
         # after setup: the model's tokenizer and input limit may come from the embedder
         counter = await asyncio.to_thread(token_counter_for, vectorizer.config, embedder)

@@ -121,6 +121,9 @@ class Embedder(ABC):
     # imported up front by `provider_class`, so no import runs alongside another provider's
     # requests.
     lazy_imports: tuple[str, ...] = ()
+    # Whether its answers are freed when a request ends, not left in reference cycles for
+    # the garbage collector (SDKs on httpx leave them): see vectorizer.collector.
+    frees_answers: bool = False
 
     def __init__(
         self,

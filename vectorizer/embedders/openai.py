@@ -81,6 +81,7 @@ _READ = httpx.ByteStream(b"")  # the stream of a response whose body is read: no
 
 class OpenAIEmbedder(Embedder):
     provider = "openai"
+    frees_answers = True  # unlink()
     max_inputs_per_request = MAX_INPUTS_PER_REQUEST
     max_tokens_per_request = MAX_TOKENS_PER_REQUEST
 
