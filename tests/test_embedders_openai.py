@@ -118,13 +118,13 @@ async def test_answers_are_freed_without_the_cyclic_collector(fake_openai: FakeO
         await embedder.embed(["warm up"])
         gc.collect()
         # earlier tests' responses may still be referenced (a kept traceback): not ours
-        before = {id(o) for o in gc.get_objects() if isinstance(o, httpx.Response)}
+        before = {id(o) for o in gc.get_objects() if type(o) is httpx.Response}
         gc.disable()
         try:
             for _ in range(3):
                 assert_vectors(await embedder.embed(["alpha", "beta"]), ["alpha", "beta"], 768)
             left = [
-                o for o in gc.get_objects() if isinstance(o, httpx.Response) and id(o) not in before
+                o for o in gc.get_objects() if type(o) is httpx.Response and id(o) not in before
             ]
         finally:
             gc.enable()
