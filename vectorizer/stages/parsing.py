@@ -101,6 +101,9 @@ class Parser:
             raise self._failure(planned, exc) from exc
 
     def _plan(self, payload: Payload) -> str | _Job:
+        # An empty payload (NULL or empty column) is skipped without error, as in pgai.
+        if isinstance(payload, str) and not payload:
+            return ""
         if self.implementation == "none":
             return _parse_none(payload)
         if isinstance(payload, str):

@@ -65,6 +65,10 @@ class RowPipeline:
 
     def __init__(self, config: Config, counter: TokenCounter | None = None) -> None:
         self._loader = make_loader(config.loading)
+        # loaders that need no I/O (a column) also load without awaiting
+        self._load_now: Callable[[Mapping[str, Any]], Payload] | None = getattr(
+            self._loader, "load_now", None
+        )
         self._parse = make_parser(config.parsing)
         self._counter = counter or token_counter_for(config)
         self._chunk = make_chunk_placer(config.chunking, self._counter)
@@ -106,13 +110,10 @@ class RowPipeline:
 
     def _text_at_hand(self, row: Mapping[str, Any]) -> str | BaseException | None:
         """The row's text when neither loading nor parsing waits for anything; else None."""
-        load_now = getattr(self._loader, "load_now", None)
-        if load_now is None:
+        if self._load_now is None:
             return None
         try:
-            payload = _guarded("loading", load_now, row)
-            if isinstance(payload, str) and not payload:
-                return ""  # as `parse`: nothing to embed
+            payload = _guarded("loading", self._load_now, row)
             return _guarded("parsing", self._parse.parse_now, payload)
         except _CLASSIFIED as exc:
             return exc
@@ -140,9 +141,6 @@ class RowPipeline:
 
     async def parse(self, payload: Payload) -> str:
         """The text to chunk; a document waits for a parser process without blocking the loop."""
-        # An empty payload (NULL or empty column) is skipped without error, as in pgai.
-        if isinstance(payload, str) and not payload:
-            return ""
         return await _guarded_async("parsing", self._parse.parse(payload))
 
     def prepare_chunks(self, text: str, row: Mapping[str, Any]) -> PreparedChunks:
