@@ -245,6 +245,27 @@ async def test_malformed_answers_are_protocol_errors(transport: AsyncioTransport
         assert transport.idle_connections == 0, wire
 
 
+async def test_bytes_past_the_body_are_dropped_with_the_connection(
+    transport: AsyncioTransport,
+) -> None:
+    """Bytes past Content-Length, in the body's last read or alone in a later one, mean the
+    next answer could not be told apart: the body is exact and the connection is not pooled."""
+
+    async def in_two_writes(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nab")
+        await writer.drain()
+        await asyncio.sleep(0.05)  # the head and the body's start arrive first
+        writer.write(b"cHTTP/1.1 200 OK\r\n")
+        await writer.drain()
+        await reader.read()
+
+    for handler in (replying(answer(b"abc") + b"HTTP/1.1 200 OK\r\n"), in_two_writes):
+        async with RawServer(handler) as server:
+            assert (await client(transport, server).get("/")).content == b"abc"
+            assert transport.idle_connections == 0
+
+
 async def test_truncated_body_is_a_protocol_error(transport: AsyncioTransport) -> None:
     wire = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this"
     async with RawServer(replying(wire, then_close=True)) as server:

@@ -73,14 +73,14 @@ class BinaryRows:
 
     def encode(self, rows: Sequence[RowEmbeddings]) -> tuple[bytes, int]:
         """The whole COPY stream (signature to trailer) and the number of chunks in it."""
-        parts = [SIGNATURE]
+        parts: list[bytes | np.ndarray] = [SIGNATURE]
         written = 0
         for row in rows:
             written += self._encode_row(row, parts)
         parts.append(TRAILER)
         return b"".join(parts), written
 
-    def _encode_row(self, row: RowEmbeddings, parts: list[bytes]) -> int:
+    def _encode_row(self, row: RowEmbeddings, parts: list[bytes | np.ndarray]) -> int:
         # kept in place, or copied inside Postgres (a copy has a vector only when refilled)
         seqs = [
             seq
@@ -100,7 +100,7 @@ class BinaryRows:
             append(_INT4.pack(4, seq))
             append(_text(row.chunks[seq]))
             append(vector_prefix)
-            append(matrix[index].tobytes())
+            append(matrix[index])  # joined from the array itself, not from a copy
             if self._metadata:
                 append(_jsonb(row.metadata_at(seq)))
             if self._hashes:

@@ -251,7 +251,8 @@ class TableWriter:
         if self._binary is not None:
             payload, encoded = self._binary.encode(rows)
             async with conn.cursor() as cursor, cursor.copy(self._copy) as copy:
-                await copy.write(payload)
+                # a view: psycopg cuts a large buffer into pieces, which would copy bytes
+                await copy.write(memoryview(payload))
             return written + encoded
         async with conn.cursor() as cursor, cursor.copy(self._copy) as copy:
             copy.set_types(types)
