@@ -286,6 +286,7 @@ def _worker(args: argparse.Namespace) -> int:
     allocator.tune()
     collector.tune()
     lean_imports.skip_httpx_cli()
+    lean_imports.single_threaded_blas()
     settings = worker_settings(args)
     if settings.once and sys.stderr.isatty():
         settings.progress_out = sys.stderr  # plain log lines only when not on a terminal
