@@ -25,7 +25,7 @@ from vectorizer.config import (
 )
 from vectorizer.embedders.tokenizers import cl100k_base
 from vectorizer.errors import VectorizerError
-from vectorizer.stages.chunks import PagedText
+from vectorizer.stages.chunks import PagedText, locate
 from vectorizer.stages.markdown_chunking import MarkdownChunker
 from vectorizer.stages.pipeline import RowPipeline
 from vectorizer.stages.token_chunking import TokenSplitter
@@ -330,6 +330,28 @@ def test_character_splitter_chunks_get_located_metadata() -> None:
         # sizes do not depend on tokens here: estimated, not tokenised, and flagged so
         assert meta["tokens"] == -(-len(chunk.encode()) // 3) and meta["tokens_estimated"]
         assert "headings" not in meta
+
+
+def test_located_chunks_are_the_first_occurrences_str_find_gives() -> None:
+    # repetitive texts, where the first 32 characters of a piece match in many places where
+    # the whole piece does not, and pieces of every length (empty, shorter than that, absent)
+    rng = random.Random(11)
+    for _ in range(300):
+        text = "".join(rng.choice(("a" * 40, "b", "ab")) for _ in range(rng.randint(0, 40)))
+        pieces = []
+        for _ in range(rng.randint(1, 6)):
+            if rng.random() < 0.2:  # a piece that is not in the text
+                pieces.append("".join(rng.choice("abc") for _ in range(rng.randint(1, 60))))
+                continue
+            start = rng.randint(0, len(text))
+            pieces.append(text[start : start + rng.randint(0, 120)])
+        cursor, expected = 0, []
+        for piece in pieces:
+            start = text.find(piece, cursor)
+            start = text.find(piece) if start < 0 else start
+            expected.append((start, start + len(piece)) if start >= 0 else (None, None))
+            cursor = start + 1 if start >= 0 else cursor
+        assert [(c.start, c.end) for c in locate(text, pieces)] == expected
 
 
 def test_weighted_mean_is_token_weighted_and_unit_length() -> None:

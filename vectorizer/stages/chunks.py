@@ -54,15 +54,25 @@ def locate(text: str, pieces: list[str]) -> list[Chunk]:
     chunks: list[Chunk] = []
     cursor = 0
     for piece in pieces:
-        start = text.find(piece, cursor)
+        start = _find(text, piece, cursor)
         if start < 0:
-            start = text.find(piece)
+            start = _find(text, piece, 0)
         if start < 0:
             chunks.append(Chunk(piece, None, None))
             continue
         chunks.append(Chunk(piece, start, start + len(piece)))
         cursor = start + 1
     return chunks
+
+
+def _find(text: str, piece: str, start: int) -> int:
+    """`text.find(piece, start)`, by the piece's first characters and a comparison: for a
+    chunk-long needle str.find first preprocesses the whole needle (a third of the cost)."""
+    probe = piece[:32]
+    at = text.find(probe, start)
+    while at >= 0 and not text.startswith(piece, at):
+        at = text.find(probe, at + 1)
+    return at
 
 
 def metadata(chunk: Chunk, text: str, tokens: int, *, estimated: bool = False) -> dict[str, Any]:
