@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import orjson
 import pytest
 
 from tests.fake_openai import (
@@ -40,10 +41,12 @@ from vectorizer.embedders import (
 from vectorizer.embedders.openai import (
     DEFAULT_BASE_URL,
     MAX_INPUT_TOKENS,
+    _parse_without_base64,
     base_url,
     classify,
     decode_embeddings,
     error_code,
+    parse_response,
     status_error,
 )
 from vectorizer.embedders.ratelimit import ThrottledError
@@ -798,3 +801,56 @@ def test_base64_vectors_of_one_length_decode_into_one_matrix() -> None:
     assert [len(vector) for vector in ragged] == [4, 2]
     mixed = decode_embeddings([encoded[0], [1.0, 2.0, 3.0, 4.0]])
     assert [vector.tolist() for vector in mixed] == [rows[0].tolist(), [1.0, 2.0, 3.0, 4.0]]
+
+
+def _answer_bodies() -> dict[str, tuple[bytes, bool]]:
+    """Embeddings answers as servers write them, and whether the base64 fast path reads them."""
+    import base64
+
+    rows = np.arange(24, dtype="<f4").reshape(3, 8) / 7
+    b64 = [base64.b64encode(row.tobytes()).decode() for row in rows]
+    usage = {"prompt_tokens": 9, "total_tokens": 9}
+
+    def items(embeddings: list[object], order: list[int]) -> list[dict[str, object]]:
+        return [{"object": "embedding", "index": i, "embedding": embeddings[i]} for i in order]
+
+    compact = {"object": "list", "data": items(b64, [0, 1, 2]), "model": "m", "usage": usage}
+    return {
+        "compact": (orjson.dumps(compact), True),
+        "spaced, out of order": (
+            json.dumps({**compact, "data": items(b64, [2, 0, 1])}, indent=2).encode(),
+            True,
+        ),
+        # some encoders escape "/" (legal JSON): only a full parse reads such a value right
+        "escaped slashes": (orjson.dumps(compact).replace(b"/", b"\\/"), False),
+        "float lists": (
+            orjson.dumps({**compact, "data": items([r.tolist() for r in rows], [0, 1, 2])}),
+            False,
+        ),
+        "one float list": (
+            orjson.dumps({**compact, "data": items([b64[0], b64[1], rows[2].tolist()], [0, 1, 2])}),
+            False,
+        ),
+        "another embedding key": (orjson.dumps({**compact, "embedding": b64[0]}), False),
+    }
+
+
+@pytest.mark.parametrize("name", list(_answer_bodies()))
+def test_answers_decode_alike_with_and_without_the_base64_fast_path(name: str) -> None:
+    body, fast = _answer_bodies()[name]
+    if name == "escaped slashes":
+        assert b"\\/" in body  # the premise: these vectors have a "/" in their base64
+    rows = np.arange(24, dtype="<f4").reshape(3, 8) / 7
+    assert (_parse_without_base64(body) is not None) == fast
+    vectors, tokens = parse_response(body)
+    assert tokens == 9
+    assert np.array_equal(np.asarray(vectors), rows)
+
+
+def test_a_malformed_answer_is_named_whichever_path_reads_it() -> None:
+    body, _ = _answer_bodies()["compact"]
+    start = body.index(b'"embedding":"') + len(b'"embedding":"')
+    bad_base64 = body[:start] + b"!" + body[start + 1 :]
+    for broken in (body[:-1], body.replace(b'"data"', b'"dat"'), bad_base64):
+        with pytest.raises(VectorizerError, match="malformed embeddings response"):
+            parse_response(broken)
