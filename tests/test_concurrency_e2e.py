@@ -41,11 +41,11 @@ def _levels(stderr: str) -> list[int]:
 def test_default_settings_grow_the_executors_above_one(
     conn: psycopg.Connection, db_url: str, fake: FakeOpenAI
 ) -> None:
-    create_source(conn, rows=doc_rows(300))
+    create_source(conn, rows=doc_rows(600))
     vid = create_vectorizer(conn, processing="ai.processing_default(batch_size => 5)")
     with daemon(db_url, "--poll-interval", "1s", env=worker_env(fake)) as handle:
-        wait_for_stderr(handle, "concurrency 4 -> 8", 60)
-        wait_for(lambda: count(conn, "docs_embedding_store") == 300, 60, what="the backfill")
+        wait_for_stderr(handle, "concurrency 8 -> 12", 60)
+        wait_for(lambda: count(conn, "docs_embedding_store") == 600, 60, what="the backfill")
         # `vectorizer status` shows the level the live worker reported with its heartbeat
         executors, adaptive = wait_for(
             lambda: snapshot(conn).concurrency.get(vid), 30, what="the reported executors"
@@ -54,8 +54,9 @@ def test_default_settings_grow_the_executors_above_one(
         assert f"{executors} (adaptive)" in render(snapshot(conn), datetime.now(UTC))
         assert handle.alive(), handle.stderr()
         stderr = handle.stderr()
-    # slow start from 4: the first doubling pays at this latency (more may, machine allowing)
-    assert _levels(stderr)[0] == 8, stderr
+    # slow start from 8: the first doubling pays at this latency, up to the default budget's
+    # 12 executors
+    assert _levels(stderr)[0] == 12, stderr
 
 
 def test_explicit_concurrency_wins(conn: psycopg.Connection, db_url: str, fake: FakeOpenAI) -> None:

@@ -4,7 +4,7 @@ said (`processing_default(concurrency => …)` or `--concurrency` still win).
 An AIMD controller per vectorizer, fed by the runner with every committed batch and by the
 embedding driver with every 429 or transient failure:
 
-* slow start: from 4, double the level while each doubling still buys throughput;
+* slow start: from 8, double the level while each doubling still buys throughput;
 * then settle, and every few intervals probe one more executor, kept only when it pays;
 * halve on 429s, timeouts and 5xx (the provider is the bottleneck: more requests make it
   worse), and try a quarter less when throughput falls well below the settled figure,
@@ -40,18 +40,25 @@ class AimdSettings:
     # seconds of batches one decision looks at (at least `level` batches): at 0.5 s a 2-core
     # machine's noise undid one doubling in three in bench/backfill.py
     interval: float = 1.0
-    # a few executors cost a few connections and overlap a provider's latency with the
-    # database's work from the first batch; slow start doubles from there
-    start: int = 4
+    # 8 executors overlap a provider's latency with the database's work from the first
+    # seconds (a backfill spent them at 4 before), and a wake-up for a row or two still
+    # runs one executor (the runner tops up only after a full batch); slow start doubles
+    # from there
+    start: int = 8
     slow_start_gain: float = 0.15  # a doubling must buy this much more throughput to continue
     probe_gain: float = 0.04  # one more executor must buy this much to be kept
-    worse: float = 0.15  # a doubling that lost more than this share is undone
+    # a doubling that lost more than this share is undone: one interval of a 2-core
+    # machine moved ±15-30 % at the same level, and too few executors cost more (a
+    # provider's latency uncovered) than a few too many (connections, memory)
+    worse: float = 0.3
     probe_every: int = 6  # settled intervals between probes
     congestion_factor: float = 0.5  # on 429s, timeouts, 5xx
     fall_threshold: float = 0.6  # throughput under this share of the settled rate has fallen
     fall_factor: float = 0.75
-    fall_gain: float = 0.04  # a cut for falling throughput must buy this much to be kept
-    fall_intervals: int = 2  # consecutive: a busy neighbour can halve one interval's figure
+    fall_gain: float = 0.1  # a cut for falling throughput must buy this much to be kept
+    # consecutive: a busy neighbour can halve one interval's figure, and noise cut a
+    # backfill's level to half within seconds when two were enough
+    fall_intervals: int = 3
 
 
 class AdaptiveConcurrency:
