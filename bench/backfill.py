@@ -127,6 +127,16 @@ def prepare(db_url: str, rows: int, seed: int) -> None:
             """,
             (None,),
         )
+        settle_autovacuum(conn)
+
+
+def settle_autovacuum(conn: psycopg.Connection) -> None:
+    """No autovacuum lands on a measurement: the source and queue are vacuumed now (clones
+    inherit that), and the store is never autovacuumed (right after a run autovacuum scans
+    the freshly written store for ~25 s, during the floor COPY or the next run)."""
+    queue = conn.execute("select queue_schema, queue_table from ai.vectorizer").fetchone()
+    conn.execute(sql.SQL("vacuum (analyze) docs, {}").format(sql.Identifier(*queue)))
+    conn.execute("alter table docs_embedding_store set (autovacuum_enabled = off)")
 
 
 class PeakRss:
@@ -227,7 +237,10 @@ def copy_floor(db_url: str) -> tuple[int, float]:
     needs to take the same rows, the fastest any worker could possibly write them.
     """
     with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute("create table floor_copy (like docs_embedding_store including all)")
+        conn.execute(
+            "create table floor_copy (like docs_embedding_store including all)"
+            " with (autovacuum_enabled = off)"
+        )
         copy_out = sql.SQL(
             "copy (select id, chunk_seq, chunk, embedding from docs_embedding_store)"
             " to stdout (format binary)"
@@ -311,9 +324,8 @@ def new_database(server_url: str, template: str | None = None) -> str:
 
 
 def drop_database(server_url: str, db_url: str) -> None:
-    """A measured run's database goes before the next run starts: left behind, autovacuum
-    visits its freshly written store (hundreds of MB, every page dirtied again) during the
-    runs that follow, which slowed whichever scenario came later by up to half."""
+    """A measured run's database goes before the next run starts: nothing it left behind
+    (its queue's autovacuum, pages its verification dirtied) works during a later one."""
     name = psycopg.conninfo.conninfo_to_dict(db_url)["dbname"]
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(sql.SQL("drop database {} with (force)").format(sql.Identifier(name)))
