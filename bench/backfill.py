@@ -115,19 +115,24 @@ def prepare(db_url: str, rows: int, seed: int) -> None:
         with conn.cursor().copy("copy docs (id, title, body) from stdin") as copy:
             for i in range(rows):
                 copy.write_row((i, f"document {i}", document(rng)))
-        conn.execute(
-            """
-            select ai.create_vectorizer('docs'::regclass,
-              loading => ai.loading_column('body'),
-              embedding => ai.embedding_openai('text-embedding-3-small', 1536),
-              chunking => ai.chunking_recursive_character_text_splitter(800, 100),
-              formatting => ai.formatting_python_template('$title: $chunk'),
-              processing => ai.processing_default(batch_size => %s),
-              indexing => ai.indexing_none())
-            """,
-            (None,),
-        )
+        register_vectorizer(conn, "docs")
         settle_autovacuum(conn)
+
+
+def register_vectorizer(conn: psycopg.Connection, table: str) -> None:
+    """The workload's vectorizer on `table` (bench/triggers.py registers it too)."""
+    conn.execute(
+        """
+        select ai.create_vectorizer(%s::regclass,
+          loading => ai.loading_column('body'),
+          embedding => ai.embedding_openai('text-embedding-3-small', 1536),
+          chunking => ai.chunking_recursive_character_text_splitter(800, 100),
+          formatting => ai.formatting_python_template('$title: $chunk'),
+          processing => ai.processing_default(batch_size => %s),
+          indexing => ai.indexing_none())
+        """,
+        (table, None),
+    )
 
 
 def settle_autovacuum(conn: psycopg.Connection) -> None:

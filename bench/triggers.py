@@ -28,17 +28,9 @@ from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from backfill import document, new_database, start_database
+from backfill import document, new_database, register_vectorizer, start_database
 
 OPERATIONS = ("insert", "copy", "update")
-VECTORIZER = """
-select ai.create_vectorizer(%s::regclass,
-  loading => ai.loading_column('body'),
-  embedding => ai.embedding_openai('text-embedding-3-small', 1536),
-  chunking => ai.chunking_recursive_character_text_splitter(800, 100),
-  formatting => ai.formatting_python_template('$title: $chunk'),
-  indexing => ai.indexing_none())
-"""
 
 
 def main() -> None:
@@ -85,7 +77,7 @@ def one_round(conn: psycopg.Connection, kind: str, rows: list[tuple]) -> dict[st
         conn.execute(sql.SQL("drop table if exists {} cascade").format(sql.Identifier(table)))
         create_table(conn, table)
         if kind == "vectorized":
-            conn.execute(VECTORIZER, (table,))
+            register_vectorizer(conn, table)
         if operation == "update":
             copy_rows(conn, table, rows)
             empty_queues(conn)
